@@ -1,0 +1,175 @@
+//! `CacheLayer`: the async library that writes and reads the Redis schema.
+//!
+//! Everything the previous Python `CacheLayer` offered lives here. Each write call builds
+//! exactly one pipeline; [`WriteSet`] is the step that turns messages into pipeline
+//! commands, so that the daemon can put thousands of messages from many calls into one
+//! round trip with [`CacheLayer::write`].
+
+mod error;
+mod reads;
+mod scripts;
+mod stats;
+mod writes;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, ServerErrorKind};
+
+pub use error::CacheError;
+pub use reads::{RankedWindow, TrendEntry};
+pub use stats::{CacheStats, ServerInfo};
+pub use writes::WriteSet;
+
+use crate::config::{RedisConfig, Ttls};
+use crate::models::{TrendAlert, UserMetrics, WindowedKeywordCount};
+use crate::schema::Keys;
+
+/// The default of `cache.active_user_window`.
+const DEFAULT_ACTIVE_USER_WINDOW: Duration = Duration::from_secs(900);
+
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+/// A handle on the cache. Cheap to clone: clones share one reconnecting multiplexed
+/// connection, which re-establishes itself after Redis comes back.
+#[derive(Clone)]
+pub struct CacheLayer {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Users last seen longer ago than this are not returned as active.
+    active_user_window: Duration,
+}
+
+impl CacheLayer {
+    /// Connects, failing if Redis is not reachable within the connect timeout.
+    pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        let url = config
+            .connection_url()
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        Ok(Self {
+            conn,
+            keys: Keys::new(config.key_prefix.clone()),
+            active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
+        })
+    }
+
+    /// Sets how recently a user must have been seen to count as active (`cache.active_user_window`).
+    pub fn with_active_user_window(mut self, window: Duration) -> Self {
+        self.active_user_window = window;
+        self
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// PING; Ok when Redis answers.
+    pub async fn health_check(&self) -> Result<()> {
+        let reply: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(CacheError::InvalidValue(format!("PING answered {reply:?}")))
+        }
+    }
+
+    /// Writes a whole set as one pipeline. Returns the number of commands sent.
+    ///
+    /// When Redis lost its script cache (a restart), the scripts are loaded again and the
+    /// pipeline is sent once more: every write in it is idempotent, so the repeat is
+    /// harmless.
+    pub async fn write(&self, set: &WriteSet, ttls: &Ttls, now: DateTime<Utc>) -> Result<usize> {
+        if set.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        let commands = set.append_to(&mut pipe, &self.keys, ttls, now);
+        let mut conn = self.conn.clone();
+        match pipe.exec_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load_scripts().await?;
+                pipe.exec_async(&mut conn).await?;
+            }
+            other => other?,
+        }
+        Ok(commands)
+    }
+
+    /// Loads every script into the server's script cache.
+    pub async fn load_scripts(&self) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for script in scripts::all() {
+            pipe.load_script(script).ignore();
+        }
+        pipe.exec_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Caches trend alerts: details, the `trends:current` ranking and `last_update`.
+    pub async fn cache_current_trends(&self, alerts: &[TrendAlert], ttl: Duration) -> Result<()> {
+        let mut set = WriteSet::new();
+        alerts.iter().cloned().for_each(|a| set.add_trend(a));
+        self.write(&set, &same_ttls(ttl)?, Utc::now())
+            .await
+            .map(drop)
+    }
+
+    /// Caches a user-metrics snapshot and marks its users active.
+    pub async fn cache_user_metrics(&self, metrics: &UserMetrics, ttl: Duration) -> Result<()> {
+        let mut set = WriteSet::new();
+        let now = Utc::now();
+        set.add_user_metrics(metrics.clone(), now);
+        self.write(&set, &same_ttls(ttl)?, now).await.map(drop)
+    }
+
+    /// Caches per-window keyword counts under `window_id`, whatever their own ids say.
+    pub async fn cache_windowed_data(
+        &self,
+        counts: &[WindowedKeywordCount],
+        window_id: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        crate::models::check_window_id(window_id)
+            .map_err(|(_, detail)| CacheError::InvalidValue(detail))?;
+        let mut set = WriteSet::new();
+        for count in counts {
+            let mut count = count.clone();
+            count.window_id = Some(window_id.to_owned());
+            count.normalized_keyword = crate::models::normalize_keyword(&count.keyword);
+            set.add_window_count(count);
+        }
+        self.write(&set, &same_ttls(ttl)?, Utc::now())
+            .await
+            .map(drop)
+    }
+
+    /// Closes this handle. The connection closes when its last clone is dropped.
+    pub async fn close(self) {
+        drop(self);
+    }
+}
+
+/// One TTL for every category, refusing what Redis would refuse (`EX 0`) with a clear error.
+fn same_ttls(ttl: Duration) -> Result<Ttls> {
+    if ttl.as_secs() == 0 {
+        return Err(CacheError::InvalidValue(format!(
+            "TTL must be at least one second, got {ttl:?}"
+        )));
+    }
+    Ok(Ttls {
+        trends: ttl,
+        users: ttl,
+        windows: ttl,
+    })
+}

@@ -1,0 +1,252 @@
+//! Coalescing validated messages into one set of writes, and appending those writes to a
+//! Redis pipeline.
+//!
+//! Within one [`WriteSet`] the last value for a key wins (for trend alerts and user
+//! metrics: the newest by window or timestamp, ties going to the later message, exactly
+//! as the Redis-side scripts decide), and each index ZADD and each EXPIRE is issued once
+//! per key, however many messages touched it. Every key gets its TTL in the same pipeline
+//! as its value.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use redis::Pipeline;
+
+use super::scripts::{SET_IF_NOT_OLDER, ZADD_IF_NOT_OLDER};
+use crate::config::Ttls;
+use crate::models::{
+    format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
+};
+use crate::schema::{trend_score, Keys};
+
+/// The coalesced writes of any number of messages, ready to become one pipeline.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// Normalised keyword to the newest alert seen for it.
+    trends: HashMap<String, TrendAlert>,
+    /// The newest snapshot seen.
+    user_metrics: Option<UserMetrics>,
+    /// User id to the latest last-seen unix second.
+    active_users: HashMap<String, i64>,
+    /// Window id to (normalised keyword to the last count seen).
+    windows: HashMap<String, HashMap<String, WindowedKeywordCount>>,
+    /// How many items were added, before coalescing.
+    items: usize,
+}
+
+impl WriteSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Items added so far, before coalescing.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trends.is_empty() && self.user_metrics.is_none() && self.windows.is_empty()
+    }
+
+    /// Adds every item of a decoded message. `seen_at` is the last-seen time of users
+    /// whose snapshot carries no timestamp (the daemon passes the Kafka message time).
+    pub fn add_message(&mut self, message: Message, seen_at: DateTime<Utc>) {
+        match message {
+            Message::Trends(alerts) => alerts.into_iter().for_each(|a| self.add_trend(a)),
+            Message::UserMetrics(all) => all
+                .into_iter()
+                .for_each(|m| self.add_user_metrics(m, seen_at)),
+            Message::Windows(counts) => counts.into_iter().for_each(|c| self.add_window_count(c)),
+        }
+    }
+
+    pub fn add_trend(&mut self, alert: TrendAlert) {
+        self.items += 1;
+        let key = alert.normalized_keyword();
+        match self.trends.get(&key) {
+            Some(kept) if kept.window_end > alert.window_end => {}
+            _ => {
+                self.trends.insert(key, alert);
+            }
+        }
+    }
+
+    pub fn add_user_metrics(&mut self, metrics: UserMetrics, seen_at: DateTime<Utc>) {
+        self.items += 1;
+        let seen = metrics.timestamp.unwrap_or(seen_at).timestamp();
+        for id in metrics.seen_user_ids() {
+            let last = self.active_users.entry(id.to_owned()).or_insert(seen);
+            *last = (*last).max(seen);
+        }
+        let newer = match (&self.user_metrics, metrics.timestamp) {
+            (Some(kept), Some(new)) => kept.timestamp.is_none_or(|old| old <= new),
+            _ => true,
+        };
+        if newer {
+            self.user_metrics = Some(metrics);
+        }
+    }
+
+    /// Adds a validated count; its `window_id` is set (validation fills it in).
+    pub fn add_window_count(&mut self, count: WindowedKeywordCount) {
+        self.items += 1;
+        self.windows
+            .entry(count.window_id().to_owned())
+            .or_default()
+            .insert(count.normalized_keyword.clone(), count);
+    }
+
+    /// Appends every write to `pipe`. Returns how many commands were appended.
+    pub fn append_to(
+        &self,
+        pipe: &mut Pipeline,
+        keys: &Keys,
+        ttls: &Ttls,
+        now: DateTime<Utc>,
+    ) -> usize {
+        let before = pipe.len();
+        let now_text = format_timestamp(&now);
+        if !self.trends.is_empty() {
+            self.append_trends(pipe, keys, ttls.trends.as_secs(), &now_text);
+        }
+        if self.user_metrics.is_some() {
+            self.append_users(pipe, keys, ttls.users.as_secs(), &now_text);
+        }
+        if !self.windows.is_empty() {
+            self.append_windows(pipe, keys, ttls.windows.as_secs());
+        }
+        pipe.len() - before
+    }
+
+    fn append_trends(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64, now: &str) {
+        let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
+        ranking.arg(ttl);
+        for (keyword, alert) in &self.trends {
+            let json = serde_json::to_string(alert).expect("a validated alert serializes");
+            pipe.invoke_script(
+                SET_IF_NOT_OLDER
+                    .key(keys.trend_normalized(keyword))
+                    .arg(json)
+                    .arg(ttl)
+                    .arg("window_end")
+                    .arg(format_timestamp(&alert.window_end)),
+            )
+            .ignore();
+            ranking
+                .arg(trend_score(&alert.window_end, alert.rank))
+                .arg(keyword);
+        }
+        pipe.invoke_script(&ranking).ignore();
+        pipe.set_ex(keys.trends_last_update(), now, ttl).ignore();
+    }
+
+    fn append_users(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64, now: &str) {
+        let Some(metrics) = &self.user_metrics else {
+            return;
+        };
+        let json = serde_json::to_string(metrics).expect("validated metrics serialize");
+        let order = metrics
+            .timestamp
+            .as_ref()
+            .map(format_timestamp)
+            .unwrap_or_default();
+        pipe.invoke_script(
+            SET_IF_NOT_OLDER
+                .key(keys.users_metrics())
+                .arg(json)
+                .arg(ttl)
+                .arg("timestamp")
+                .arg(order),
+        )
+        .ignore();
+        if !self.active_users.is_empty() {
+            let active = keys.users_active();
+            let mut zadd = redis::cmd("ZADD");
+            // GT: a replayed, older sighting never moves a user back in time.
+            zadd.arg(&active).arg("GT");
+            for (id, seen) in &self.active_users {
+                zadd.arg(*seen).arg(id);
+            }
+            pipe.add_command(zadd).ignore();
+            pipe.expire(&active, ttl as i64).ignore();
+        }
+        pipe.set_ex(keys.users_last_update(), now, ttl).ignore();
+    }
+
+    fn append_windows(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64) {
+        let index = keys.windows_index();
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&index);
+        for (window_id, counts) in &self.windows {
+            let key = keys.window(window_id);
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&key);
+            let mut window_end = None;
+            for (keyword, count) in counts {
+                let json = serde_json::to_string(&WindowEntry::from(count))
+                    .expect("a window entry serializes");
+                hset.arg(keyword).arg(json);
+                window_end = window_end.max(Some(count.window_end.timestamp()));
+            }
+            pipe.add_command(hset).ignore();
+            pipe.expire(&key, ttl as i64).ignore();
+            zadd.arg(window_end.unwrap_or_default()).arg(window_id);
+        }
+        pipe.add_command(zadd).ignore();
+        pipe.expire(&index, ttl as i64).ignore();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{decode, MessageKind};
+
+    fn alert(keyword: &str, window_end: &str, rank: i64) -> TrendAlert {
+        let json = format!(
+            r#"{{"keyword":"{keyword}","frequency":10,"growth_rate":1.5,"confidence_score":0.9,
+            "window_start":"2024-01-01T12:00:00Z","window_end":"{window_end}",
+            "sample_posts":[],"unique_authors":3,"rank":{rank}}}"#
+        );
+        match decode(MessageKind::Trends, json.as_bytes()).unwrap() {
+            Message::Trends(mut v) => v.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn many_alerts_for_one_keyword_coalesce_to_the_newest() {
+        let mut set = WriteSet::new();
+        set.add_trend(alert("Rust", "2024-01-01T12:02:00Z", 5));
+        set.add_trend(alert("rust", "2024-01-01T12:01:00Z", 1));
+        set.add_trend(alert(" RUST ", "2024-01-01T12:02:00Z", 2));
+        assert_eq!(set.items(), 3);
+        assert_eq!(set.trends.len(), 1);
+        assert_eq!(set.trends["rust"].rank, 2);
+    }
+
+    #[test]
+    fn one_pipeline_has_one_index_write_per_key() {
+        let mut set = WriteSet::new();
+        for i in 0..100 {
+            set.add_trend(alert(
+                &format!("kw{}", i % 10),
+                "2024-01-01T12:02:00Z",
+                1 + i,
+            ));
+        }
+        let mut pipe = redis::pipe();
+        let n = set.append_to(&mut pipe, &Keys::new(""), &test_ttls(), Utc::now());
+        // 10 detail scripts + 1 ranking script + 1 last_update.
+        assert_eq!(n, 12);
+    }
+
+    fn test_ttls() -> Ttls {
+        let ttl = std::time::Duration::from_secs(60);
+        Ttls {
+            trends: ttl,
+            users: ttl,
+            windows: ttl,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `WindowedKeywordCount`: one keyword's count in one time window, on `keyword-windows`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::validate::{check, check_keyword, check_window, Reject, Validate};
+use super::{normalize_keyword, RejectReason};
+
+/// Window ids become part of a key and of an HTTP path, so they are short and plain.
+pub const MAX_WINDOW_ID_BYTES: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowedKeywordCount {
+    pub keyword: String,
+    pub count: i64,
+    #[serde(with = "super::time")]
+    pub window_start: DateTime<Utc>,
+    #[serde(with = "super::time")]
+    pub window_end: DateTime<Utc>,
+    pub unique_authors: i64,
+    /// Recomputed by validation with [`normalize_keyword`]: upstream's value is not trusted
+    /// to match the key schema's rule.
+    #[serde(default)]
+    pub normalized_keyword: String,
+    /// Filled by validation from `window_start` when absent (see [`default_window_id`]).
+    #[serde(default)]
+    pub window_id: Option<String>,
+}
+
+impl WindowedKeywordCount {
+    /// The window id, present once validated.
+    pub fn window_id(&self) -> &str {
+        self.window_id.as_deref().unwrap_or_default()
+    }
+}
+
+/// The old service's window id: `window_YYYY_MM_DD_HH_MM` of `window_start` in UTC.
+pub fn default_window_id(window_start: &DateTime<Utc>) -> String {
+    window_start.format("window_%Y_%m_%d_%H_%M").to_string()
+}
+
+/// Window ids are data in a key, but also path segments of the read API: keep them to a
+/// conservative alphabet so that neither a glob nor a path trick can hide in one.
+pub(crate) fn check_window_id(id: &str) -> Result<(), Reject> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    check(
+        !id.is_empty()
+            && id.len() <= MAX_WINDOW_ID_BYTES
+            && id.chars().all(plain)
+            && id != "."
+            && id != "..",
+        RejectReason::InvalidWindowId,
+        || format!("window_id {id:?} must be 1..={MAX_WINDOW_ID_BYTES} of [A-Za-z0-9_.:-]"),
+    )
+}
+
+impl Validate for WindowedKeywordCount {
+    fn validate(&mut self) -> Result<(), Reject> {
+        self.keyword = check_keyword(&self.keyword)?;
+        self.normalized_keyword = normalize_keyword(&self.keyword);
+        check(self.count >= 0, RejectReason::NegativeValue, || {
+            format!("count {} is negative", self.count)
+        })?;
+        check(
+            self.unique_authors >= 0,
+            RejectReason::NegativeValue,
+            || format!("unique_authors {} is negative", self.unique_authors),
+        )?;
+        check(
+            self.unique_authors <= self.count,
+            RejectReason::AuthorsExceedCount,
+            || {
+                format!(
+                    "unique_authors {} > count {}",
+                    self.unique_authors, self.count
+                )
+            },
+        )?;
+        check_window(&self.window_start, &self.window_end)?;
+        match &self.window_id {
+            Some(id) => check_window_id(id),
+            None => {
+                self.window_id = Some(default_window_id(&self.window_start));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a `windows:{window_id}` hash holds per keyword, and what the read API returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowEntry {
+    pub keyword: String,
+    pub count: i64,
+    pub unique_authors: i64,
+    #[serde(with = "super::time")]
+    pub window_start: DateTime<Utc>,
+    #[serde(with = "super::time")]
+    pub window_end: DateTime<Utc>,
+}
+
+impl From<&WindowedKeywordCount> for WindowEntry {
+    fn from(c: &WindowedKeywordCount) -> Self {
+        Self {
+            keyword: c.keyword.clone(),
+            count: c.count,
+            unique_authors: c.unique_authors,
+            window_start: c.window_start,
+            window_end: c.window_end,
+        }
+    }
+}

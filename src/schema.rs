@@ -1,0 +1,236 @@
+//! The Redis key schema: the contract that dashboards and APIs read.
+//!
+//! | key | type | TTL |
+//! |---|---|---|
+//! | `{p}trends:keyword:{keyword}` | string, JSON of the `TrendAlert` | trends |
+//! | `{p}trends:current` | sorted set of keywords, see [`trend_score`] | trends, refreshed |
+//! | `{p}trends:last_update` | string, RFC 3339 | trends |
+//! | `{p}users:metrics` | string, JSON of the `UserMetrics` | users |
+//! | `{p}users:active` | sorted set, user id by last-seen unix seconds | users, refreshed |
+//! | `{p}users:last_update` | string, RFC 3339 | users |
+//! | `{p}windows:{window_id}` | hash, normalised keyword to JSON | windows |
+//! | `{p}windows:index` | sorted set, window id by `window_end` unix seconds | windows, refreshed |
+//!
+//! Keys are built by concatenation only. A keyword is data: no key built here is ever
+//! used as a pattern, and the patterns this module builds escape the prefix.
+
+use chrono::{DateTime, Utc};
+
+use crate::models::{normalize_keyword, trend::MAX_RANK};
+
+/// The three namespaces, which are also the categories of the statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    Trends,
+    Users,
+    Windows,
+}
+
+impl Category {
+    pub const ALL: [Category; 3] = [Self::Trends, Self::Users, Self::Windows];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trends => "trends",
+            Self::Users => "users",
+            Self::Windows => "windows",
+        }
+    }
+}
+
+/// Builds every key of the schema under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The detail key of a keyword, normalising it first.
+    pub fn trend(&self, keyword: &str) -> String {
+        self.trend_normalized(&normalize_keyword(keyword))
+    }
+
+    /// The detail key of an already normalised keyword (a `trends:current` member).
+    pub fn trend_normalized(&self, normalized: &str) -> String {
+        format!("{}trends:keyword:{normalized}", self.prefix)
+    }
+
+    pub fn trends_current(&self) -> String {
+        format!("{}trends:current", self.prefix)
+    }
+
+    pub fn trends_last_update(&self) -> String {
+        format!("{}trends:last_update", self.prefix)
+    }
+
+    pub fn users_metrics(&self) -> String {
+        format!("{}users:metrics", self.prefix)
+    }
+
+    pub fn users_active(&self) -> String {
+        format!("{}users:active", self.prefix)
+    }
+
+    pub fn users_last_update(&self) -> String {
+        format!("{}users:last_update", self.prefix)
+    }
+
+    pub fn window(&self, window_id: &str) -> String {
+        format!("{}windows:{window_id}", self.prefix)
+    }
+
+    pub fn windows_index(&self) -> String {
+        format!("{}windows:index", self.prefix)
+    }
+
+    /// The literal start of every key in a namespace: `{p}trends:`.
+    pub fn namespace(&self, category: Category) -> String {
+        format!("{}{}:", self.prefix, category.as_str())
+    }
+
+    /// A SCAN pattern matching exactly the keys of one namespace.
+    pub fn namespace_pattern(&self, category: Category) -> String {
+        format!("{}*", escape_glob(&self.namespace(category)))
+    }
+
+    /// Whether a SCAN pattern can only match keys inside the service's namespaces: its
+    /// literal start, before any glob syntax, must begin with one namespace.
+    pub fn owns_pattern(&self, pattern: &str) -> bool {
+        let literal = literal_prefix(pattern);
+        Category::ALL
+            .iter()
+            .any(|c| literal.starts_with(&self.namespace(*c)))
+    }
+}
+
+/// Escapes Redis glob syntax (`* ? [ ] \`) so that the text matches only itself.
+pub fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The text a glob pattern matches literally before its first wildcard, unescaped.
+fn literal_prefix(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' | '[' => break,
+            '\\' => match chars.next() {
+                Some(escaped) => out.push(escaped),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `trends:current` score of an alert: newest window first, then rank ascending, so
+/// one `ZRANGE 0 N` returns the current ranking.
+///
+/// `score = rank - window_end_secs * 1_000_000`. With `1 <= rank <= 999_999` and
+/// `window_end` before 2200 the magnitude stays below 2^53, so the double is exact and
+/// [`window_of_score`] (mirrored in the Lua script) recovers the window.
+pub fn trend_score(window_end: &DateTime<Utc>, rank: i64) -> f64 {
+    debug_assert!((1..=MAX_RANK).contains(&rank));
+    (rank - window_end.timestamp() * 1_000_000) as f64
+}
+
+/// The `window_end` seconds encoded in a [`trend_score`].
+pub fn window_of_score(score: f64) -> i64 {
+    ((-score + MAX_RANK as f64) / 1_000_000.0).floor() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::parse_timestamp;
+
+    #[test]
+    fn keys_normalise_keywords_and_keep_glob_characters() {
+        let keys = Keys::new("bsky:");
+        assert_eq!(keys.trend(" Python "), "bsky:trends:keyword:python");
+        assert_eq!(keys.trend("K8s*"), "bsky:trends:keyword:k8s*");
+        assert_eq!(keys.trend("🚀 Launch"), "bsky:trends:keyword:🚀 launch");
+        assert_eq!(
+            keys.window("window_2024_01_01_12_00"),
+            "bsky:windows:window_2024_01_01_12_00"
+        );
+    }
+
+    #[test]
+    fn namespace_patterns_escape_the_prefix() {
+        let keys = Keys::new("a*[b]:");
+        assert_eq!(
+            keys.namespace_pattern(Category::Users),
+            "a\\*\\[b\\]:users:*"
+        );
+    }
+
+    #[test]
+    fn only_patterns_inside_a_namespace_are_owned() {
+        let keys = Keys::new("");
+        for owned in [
+            "trends:*",
+            "users:active",
+            "windows:window_2024*",
+            "trends:keyword:k8s\\*",
+        ] {
+            assert!(keys.owns_pattern(owned), "{owned}");
+        }
+        for foreign in [
+            "*",
+            "trend*",
+            "t[r]ends:*",
+            "other:trends:*",
+            "?rends:*",
+            "\\",
+        ] {
+            assert!(!keys.owns_pattern(foreign), "{foreign}");
+        }
+        let prefixed = Keys::new("bsky:");
+        assert!(prefixed.owns_pattern("bsky:trends:*"));
+        assert!(!prefixed.owns_pattern("trends:*"));
+        assert!(!prefixed.owns_pattern("bsky:*"));
+    }
+
+    #[test]
+    fn trend_score_orders_newest_window_then_rank() {
+        let older = parse_timestamp("2024-01-01T12:00:00Z").unwrap();
+        let newer = parse_timestamp("2024-01-01T12:01:00Z").unwrap();
+        let mut scores = [
+            (trend_score(&older, 1), "old#1"),
+            (trend_score(&newer, 2), "new#2"),
+            (trend_score(&newer, 1), "new#1"),
+            (trend_score(&older, 999_999), "old#max"),
+        ];
+        scores.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let order: Vec<_> = scores.iter().map(|s| s.1).collect();
+        assert_eq!(order, ["new#1", "new#2", "old#1", "old#max"]);
+        for rank in [1, 500, 999_999] {
+            assert_eq!(
+                window_of_score(trend_score(&newer, rank)),
+                newer.timestamp()
+            );
+        }
+        let far = parse_timestamp("2199-12-31T23:59:59Z").unwrap();
+        assert_eq!(window_of_score(trend_score(&far, 999_999)), far.timestamp());
+    }
+}

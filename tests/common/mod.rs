@@ -1,0 +1,101 @@
+//! Helpers shared by the integration tests: a real redis-server per test, a connected
+//! `CacheLayer`, message builders and a wait-until-condition with a deadline.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use cache_layer::config::{RedisConfig, Ttls};
+use cache_layer::models::{
+    decode, Message, MessageKind, TrendAlert, UserMetrics, WindowedKeywordCount,
+};
+use cache_layer::redis_server::RedisServer;
+use cache_layer::CacheLayer;
+
+/// A running redis-server, a library handle on it and a plain connection for assertions.
+pub struct TestRedis {
+    pub server: RedisServer,
+    pub cache: CacheLayer,
+}
+
+impl TestRedis {
+    pub async fn start() -> Self {
+        Self::start_with_prefix("").await
+    }
+
+    pub async fn start_with_prefix(prefix: &str) -> Self {
+        let server = RedisServer::start().expect("redis-server starts");
+        let mut config = RedisConfig::from_url(&server.url());
+        config.key_prefix = prefix.to_owned();
+        let cache = CacheLayer::connect(&config).await.expect("connects");
+        Self { server, cache }
+    }
+
+    /// A fresh synchronous connection, for asserting on raw Redis state.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+pub fn ttls(secs: u64) -> Ttls {
+    let ttl = Duration::from_secs(secs);
+    Ttls {
+        trends: ttl,
+        users: ttl,
+        windows: ttl,
+    }
+}
+
+pub fn trend(keyword: &str, window_end: &str, rank: i64) -> TrendAlert {
+    let json = format!(
+        r#"{{"keyword":{keyword:?},"frequency":50,"growth_rate":3.5,"confidence_score":0.8,
+        "window_start":"2024-01-01T00:00:00Z","window_end":"{window_end}",
+        "sample_posts":["look at this"],"unique_authors":12,"rank":{rank}}}"#
+    );
+    match decode(MessageKind::Trends, json.as_bytes()).expect("valid trend") {
+        Message::Trends(mut alerts) => alerts.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn window_count(keyword: &str, count: i64, window_start: &str) -> WindowedKeywordCount {
+    let json = format!(
+        r#"{{"keyword":{keyword:?},"count":{count},"unique_authors":1,
+        "window_start":"{window_start}","window_end":"{window_start}"}}"#
+    );
+    match decode(MessageKind::Windows, json.as_bytes()).expect("valid count") {
+        Message::Windows(mut counts) => counts.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn user_metrics(users: &[&str], timestamp: &str, total: i64) -> UserMetrics {
+    let json = format!(
+        r#"{{"total_active_users":{total},"posts_per_minute":4.5,
+        "top_contributors":[{{"user_id":"did:plc:top","post_count":9}}],
+        "active_users":{users:?},"timestamp":"{timestamp}"}}"#
+    );
+    match decode(MessageKind::UserMetrics, json.as_bytes()).expect("valid metrics") {
+        Message::UserMetrics(mut all) => all.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

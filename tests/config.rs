@@ -1,0 +1,254 @@
+//! Configuration loading: the file, the environment over it, and errors that name the key.
+//! Each test runs in a figment `Jail`, which serialises environment changes.
+
+// figment::Jail closures must return figment::Result, whose error is large by design.
+#![allow(clippy::result_large_err)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use cache_layer::config::{AutoOffsetReset, Config, LogFormat};
+use figment::Jail;
+use secrecy::ExposeSecret;
+
+fn load(jail: &Jail) -> Result<Config, cache_layer::config::ConfigError> {
+    Config::load(&jail.directory().join("cache-layer.toml"), true)
+}
+
+#[test]
+fn the_shipped_file_is_valid_and_holds_the_documented_defaults() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cache-layer.toml");
+        let config = Config::load(&path, true).expect("shipped config loads");
+        assert_eq!(config.topics.trends, "trend-alerts");
+        assert_eq!(config.topics.user_metrics, "user-metrics");
+        assert_eq!(config.topics.windows, "keyword-windows");
+        assert_eq!(config.cache.default_ttl, Duration::from_secs(300));
+        assert_eq!(config.cache.ttls().windows, Duration::from_secs(300));
+        assert_eq!(config.kafka.auto_offset_reset, AutoOffsetReset::Earliest);
+        assert_eq!(
+            config.redis.connection_url().unwrap().as_str(),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(config.http.listen, "0.0.0.0:9464");
+        Ok(())
+    });
+}
+
+#[test]
+fn the_file_sets_every_section() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "cache-layer.toml",
+            r#"
+            [kafka]
+            bootstrap_servers = "k1:9092,k2:9092"
+            group_id = "g"
+            [kafka.properties]
+            "security.protocol" = "SASL_SSL"
+            [topics]
+            dead_letter = "cache-layer-dlq"
+            [redis]
+            host = "cache.internal"
+            port = 6380
+            db = 3
+            key_prefix = "bsky:"
+            [cache]
+            default_ttl = 60
+            trends_ttl = 30
+            [batch]
+            max_messages = 10
+            max_wait_ms = 5
+            [log]
+            format = "json"
+            "#,
+        )?;
+        let config = load(jail).unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(config.kafka.properties.0["security.protocol"], "SASL_SSL");
+        assert_eq!(config.topics.dead_letter, "cache-layer-dlq");
+        assert_eq!(
+            config.redis.connection_url().unwrap().as_str(),
+            "redis://cache.internal:6380/3"
+        );
+        assert_eq!(config.redis.key_prefix, "bsky:");
+        assert_eq!(config.cache.ttls().trends, Duration::from_secs(30));
+        assert_eq!(config.cache.ttls().users, Duration::from_secs(60));
+        assert_eq!(
+            (config.batch.max_messages, config.batch.max_wait),
+            (10, Duration::from_millis(5))
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+        Ok(())
+    });
+}
+
+#[test]
+fn the_old_services_variables_and_the_generic_form_override_the_file() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "cache-layer.toml",
+            "[redis]\nhost = \"file-host\"\nport = 1\n[cache]\ndefault_ttl = 10\n",
+        )?;
+        jail.set_env("REDIS_HOST", "env-host");
+        jail.set_env("REDIS_PORT", "6390");
+        jail.set_env("REDIS_DB", "4");
+        jail.set_env("REDIS_PASSWORD", "pa:ss");
+        jail.set_env("CACHE_DEFAULT_TTL", "120");
+        jail.set_env("KAFKA_BOOTSTRAP_SERVERS", "broker:9093");
+        jail.set_env("CACHE_LAYER__BATCH__MAX_MESSAGES", "77");
+        jail.set_env("CACHE_LAYER__REDIS__KEY_PREFIX", "p:");
+        jail.set_env(
+            "CACHE_LAYER__KAFKA__PROPERTIES__SASL_PASSWORD",
+            "kafka-secret",
+        );
+        let config = load(jail).unwrap();
+        let url = config.redis.connection_url().unwrap();
+        assert_eq!(url.host_str(), Some("env-host"));
+        assert_eq!(url.port(), Some(6390));
+        assert_eq!(url.path(), "/4");
+        assert_eq!(url.password(), Some("pa%3Ass"));
+        assert_eq!(config.cache.default_ttl, Duration::from_secs(120));
+        assert_eq!(config.kafka.bootstrap_servers, "broker:9093");
+        assert_eq!(config.batch.max_messages, 77);
+        assert_eq!(config.redis.key_prefix, "p:");
+        assert_eq!(config.kafka.properties.0["sasl.password"], "kafka-secret");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("kafka-secret") && !debug.contains("pa:ss"),
+            "{debug}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_environment_changes_the_parts_of_a_url_from_the_file() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "cache-layer.toml",
+            "[redis]\nurl = \"rediss://user:pw@redis.example:6379/2\"\nhost = \"ignored\"\n",
+        )?;
+        let config = load(jail).unwrap();
+        assert_eq!(
+            config.redis.connection_url().unwrap().as_str(),
+            "rediss://user:pw@redis.example:6379/2"
+        );
+
+        jail.set_env("REDIS_PORT", "6380");
+        let config = load(jail).unwrap();
+        assert_eq!(
+            config.redis.connection_url().unwrap().as_str(),
+            "rediss://user:pw@redis.example:6380/2"
+        );
+
+        jail.set_env("CACHE_LAYER__REDIS__URL", "redis://other:7000/0");
+        let config = load(jail).unwrap();
+        assert_eq!(
+            config.redis.connection_url().unwrap().as_str(),
+            "redis://other:6380/0"
+        );
+        assert!(!format!("{config:?}").contains("pw@"));
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("cache-layer.toml", "[cache]\ndefault_tll = 30\n")?;
+        let err = load(jail).unwrap_err().to_string();
+        assert!(err.contains("default_tll"), "{err}");
+
+        jail.create_file("cache-layer.toml", "[cahce]\ndefault_ttl = 30\n")?;
+        let err = load(jail).unwrap_err().to_string();
+        assert!(err.contains("cahce"), "{err}");
+
+        jail.create_file("cache-layer.toml", "")?;
+        jail.set_env("CACHE_LAYER__BATCH__MAX_MESAGES", "3");
+        let err = load(jail).unwrap_err().to_string();
+        assert!(err.contains("max_mesages"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (toml, key, rule) in [
+            (
+                "[cache]\ndefault_ttl = 0\n",
+                "cache.default_ttl",
+                "greater than 0",
+            ),
+            (
+                "[cache]\nwindows_ttl = 0\n",
+                "cache.windows_ttl",
+                "greater than 0",
+            ),
+            ("[cache]\ndefault_ttl = -5\n", "default_ttl", "-5"),
+            (
+                "[batch]\nmax_messages = 0\n",
+                "batch.max_messages",
+                "greater than 0",
+            ),
+            ("[redis]\nurl = \"http://h:1\"\n", "redis.url", "redis://"),
+            (
+                "[redis]\nurl = \"not a url\"\n",
+                "redis.url",
+                "does not parse",
+            ),
+            ("[http]\nlisten = \"nowhere\"\n", "http.listen", "address"),
+            (
+                "[topics]\ndead_letter = \"trend-alerts\"\n",
+                "topics.dead_letter",
+                "source",
+            ),
+            (
+                "[kafka]\nauto_offset_reset = \"newest\"\n",
+                "auto_offset_reset",
+                "newest",
+            ),
+            ("[log]\nformat = \"xml\"\n", "format", "xml"),
+        ] {
+            jail.create_file("cache-layer.toml", toml)?;
+            let err = load(jail).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(rule),
+                "{toml:?} gave: {err}"
+            );
+        }
+        jail.create_file("cache-layer.toml", "")?;
+        jail.set_env("CACHE_DEFAULT_TTL", "0");
+        let err = load(jail).unwrap_err().to_string();
+        assert!(err.contains("cache.default_ttl"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_required_file_is_an_error_but_a_missing_default_is_not() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let missing = jail.directory().join("nope.toml");
+        let err = Config::load(&missing, true).unwrap_err().to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+        let config = Config::load(&missing, false).unwrap();
+        assert_eq!(config.kafka.group_id, "cache-layer");
+        assert_eq!(
+            config
+                .redis
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().len()),
+            None
+        );
+        Ok(())
+    });
+}
