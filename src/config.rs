@@ -92,6 +92,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -103,10 +104,31 @@ pub struct KafkaConfig {
     pub client_id: String,
     #[serde(default)]
     pub auto_offset_reset: AutoOffsetReset,
+    /// How often stored offsets are committed (librdkafka's `auto.commit.interval.ms`).
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_commit_interval", rename = "commit_interval_ms")]
+    pub commit_interval: Duration,
+    /// How long a SIGTERM drain may take: finish the batch in progress, write it, commit.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_shutdown_timeout", rename = "shutdown_timeout_ms")]
+    pub shutdown_timeout: Duration,
     /// Raw librdkafka properties, passed through as they are.
     #[serde(default)]
     pub properties: KafkaProperties,
 }
+
+/// librdkafka properties that cache-layer sets itself, because its delivery guarantee
+/// depends on them. Setting one under `kafka.properties` is a configuration error.
+pub const MANAGED_KAFKA_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "group.id",
+    "client.id",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "enable.partition.eof",
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -115,6 +137,8 @@ impl Default for KafkaConfig {
             group_id: default_group_id(),
             client_id: default_client_id(),
             auto_offset_reset: AutoOffsetReset::default(),
+            commit_interval: default_commit_interval(),
+            shutdown_timeout: default_shutdown_timeout(),
             properties: KafkaProperties::default(),
         }
     }
@@ -128,6 +152,12 @@ fn default_group_id() -> String {
 }
 fn default_client_id() -> String {
     "cache-layer".into()
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(1_000)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_millis(10_000)
 }
 
 /// librdkafka's `auto.offset.reset`, for a group without a committed offset.
@@ -336,6 +366,19 @@ impl RedisConfig {
         }
     }
 
+    /// `host:port/db` of the effective URL: safe to log, it carries no credentials.
+    pub fn endpoint(&self) -> String {
+        match self.connection_url() {
+            Ok(url) => format!(
+                "{}:{}{}",
+                url.host_str().unwrap_or_default(),
+                url.port().unwrap_or(6379),
+                url.path()
+            ),
+            Err(_) => "(invalid URL)".into(),
+        }
+    }
+
     /// The effective connection URL, password included: hand it to the client only.
     pub fn connection_url(&self) -> Result<url::Url, ConfigError> {
         let mut url = match &self.url {
@@ -467,6 +510,17 @@ pub struct BatchConfig {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(default = "default_max_wait", rename = "max_wait_ms")]
     pub max_wait: Duration,
+    /// A message larger than this is rejected as `too_large` and dead-lettered.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// First delay before a failed batch write is retried; it doubles per attempt.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_retry_initial", rename = "retry_initial_ms")]
+    pub retry_initial: Duration,
+    /// The longest delay between two attempts (before jitter).
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_retry_max", rename = "retry_max_ms")]
+    pub retry_max: Duration,
 }
 
 impl Default for BatchConfig {
@@ -474,8 +528,21 @@ impl Default for BatchConfig {
         Self {
             max_messages: default_max_messages(),
             max_wait: default_max_wait(),
+            max_message_bytes: default_max_message_bytes(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
         }
     }
+}
+
+fn default_max_message_bytes() -> usize {
+    1_048_576
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_millis(10_000)
 }
 
 fn default_max_messages() -> usize {
@@ -631,6 +698,13 @@ impl Config {
                 Some(self.cache.active_user_window),
             ),
             ("batch.max_wait_ms", Some(self.batch.max_wait)),
+            ("batch.retry_initial_ms", Some(self.batch.retry_initial)),
+            ("batch.retry_max_ms", Some(self.batch.retry_max)),
+            ("kafka.commit_interval_ms", Some(self.kafka.commit_interval)),
+            (
+                "kafka.shutdown_timeout_ms",
+                Some(self.kafka.shutdown_timeout),
+            ),
             ("sweep.interval_secs", Some(self.sweep.interval)),
             ("stats.interval_secs", Some(self.stats.interval)),
             ("redis.connect_timeout_ms", Some(self.redis.connect_timeout)),

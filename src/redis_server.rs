@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,16 +18,41 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// With persistence: the data directory, removed on drop. The append-only file is
+    /// fsynced on every write, so even a killed server comes back with all its data.
+    data_dir: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`], but the data survives [`RedisServer::restart`]: an
+    /// outage rather than a loss.
+    pub fn start_persistent() -> io::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> io::Result<Self> {
         let mut last_error = None;
         // A port found free can be taken by another process before redis binds it.
         for _ in 0..5 {
             let port = free_port()?;
-            let mut server = Self { port, child: None };
+            let data_dir = if persistent {
+                let dir = std::env::temp_dir()
+                    .join(format!("cache-layer-redis-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir)?;
+                Some(dir)
+            } else {
+                None
+            };
+            let mut server = Self {
+                port,
+                child: None,
+                data_dir,
+            };
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
@@ -58,7 +84,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Starts the server again on the same port: empty, or with its data when persistent.
     pub fn restart(&mut self) -> io::Result<()> {
         self.stop();
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -73,10 +99,21 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--protected-mode", "no", "--loglevel", "warning"]);
+        match &self.data_dir {
+            Some(dir) => command.arg("--dir").arg(dir).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -112,6 +149,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -55,11 +55,14 @@ impl CacheLayer {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client, manager_config).await?;
-        Ok(Self {
+        let cache = Self {
             conn,
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
-        })
+        };
+        // Loaded now, so that the first pipeline does not fail on NOSCRIPT.
+        cache.load_scripts().await?;
+        Ok(cache)
     }
 
     /// Sets how recently a user must have been seen to count as active (`cache.active_user_window`).

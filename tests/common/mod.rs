@@ -12,6 +12,8 @@ use cache_layer::models::{
 use cache_layer::redis_server::RedisServer;
 use cache_layer::CacheLayer;
 
+pub mod kafka;
+
 /// A running redis-server, a library handle on it and a plain connection for assertions.
 pub struct TestRedis {
     pub server: RedisServer,
@@ -33,10 +35,7 @@ impl TestRedis {
 
     /// A fresh synchronous connection, for asserting on raw Redis state.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        connect(&self.server)
     }
 }
 
@@ -98,4 +97,12 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A plain synchronous connection to a test server, for asserting on raw Redis state.
+pub fn connect(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }

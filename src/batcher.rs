@@ -1,0 +1,326 @@
+//! Collecting consumed messages into a batch: decoded, validated and coalesced on arrival.
+//!
+//! A batch holds the coalesced [`WriteSet`] of its valid messages, the raw bytes of its
+//! rejected ones (for the dead-letter topic), and for every partition it touched the
+//! highest offset it holds. That offset is stored only after the whole batch was written,
+//! so a batch is the unit of at-least-once delivery.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::cache::WriteSet;
+use crate::config::{BatchConfig, TopicsConfig};
+use crate::models::{decode, MessageKind, RejectReason, ValidationError};
+
+/// Which decoder each source topic uses.
+#[derive(Debug, Clone)]
+pub struct TopicKinds(Vec<(String, MessageKind)>);
+
+impl TopicKinds {
+    pub fn new(topics: &TopicsConfig) -> Self {
+        Self(vec![
+            (topics.trends.clone(), MessageKind::Trends),
+            (topics.user_metrics.clone(), MessageKind::UserMetrics),
+            (topics.windows.clone(), MessageKind::Windows),
+        ])
+    }
+
+    pub fn kind(&self, topic: &str) -> Option<MessageKind> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, kind)| *kind)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A message that failed decoding or validation, kept whole for the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub origin: Origin,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: ValidationError,
+}
+
+/// One consumed message, borrowed from the consumer for as long as it is pushed.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// The Kafka message timestamp, when it has one.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// What a push did with the message, for the caller to log and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Accepted(MessageKind),
+    Rejected(RejectReason),
+    /// From a topic that is not one of the three sources; only its offset is kept.
+    Ignored,
+}
+
+#[derive(Debug)]
+pub struct Batch {
+    writes: WriteSet,
+    rejects: Vec<Rejected>,
+    /// (topic, partition) to the highest offset in this batch.
+    offsets: HashMap<(String, i32), i64>,
+    /// Valid messages per kind, before coalescing.
+    accepted: HashMap<MessageKind, u64>,
+    /// The oldest Kafka timestamp among the messages, for end-to-end latency.
+    oldest: Option<DateTime<Utc>>,
+    messages: usize,
+    started: Option<Instant>,
+    limits: Limits,
+}
+
+/// The `[batch]` settings a batch enforces.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_messages: usize,
+    max_wait: Duration,
+    max_message_bytes: usize,
+}
+
+impl Batch {
+    pub fn new(config: &BatchConfig) -> Self {
+        Self::empty(Limits {
+            max_messages: config.max_messages,
+            max_wait: config.max_wait,
+            max_message_bytes: config.max_message_bytes,
+        })
+    }
+
+    fn empty(limits: Limits) -> Self {
+        Self {
+            writes: WriteSet::new(),
+            rejects: Vec::new(),
+            offsets: HashMap::new(),
+            accepted: HashMap::new(),
+            oldest: None,
+            messages: 0,
+            started: None,
+            limits,
+        }
+    }
+
+    /// Decodes, validates and adds one message.
+    pub fn push(&mut self, kinds: &TopicKinds, message: Incoming<'_>) -> Pushed {
+        if self.messages == 0 {
+            self.started = Some(Instant::now());
+        }
+        self.messages += 1;
+        let slot = self
+            .offsets
+            .entry((message.topic.to_owned(), message.partition))
+            .or_insert(message.offset);
+        *slot = (*slot).max(message.offset);
+        if let Some(ts) = message.timestamp {
+            self.oldest = Some(self.oldest.map_or(ts, |old| old.min(ts)));
+        }
+        let Some(kind) = kinds.kind(message.topic) else {
+            return Pushed::Ignored;
+        };
+        let payload = message.payload.unwrap_or_default();
+        let decoded = if payload.len() > self.limits.max_message_bytes {
+            Err(ValidationError::new(
+                RejectReason::TooLarge,
+                format!(
+                    "{} bytes, over batch.max_message_bytes = {}",
+                    payload.len(),
+                    self.limits.max_message_bytes
+                ),
+            ))
+        } else {
+            decode(kind, payload)
+        };
+        match decoded {
+            Ok(decoded) => {
+                self.writes
+                    .add_message(decoded, message.timestamp.unwrap_or_else(Utc::now));
+                *self.accepted.entry(kind).or_default() += 1;
+                Pushed::Accepted(kind)
+            }
+            Err(error) => {
+                let reason = error.reason;
+                self.rejects.push(Rejected {
+                    origin: Origin {
+                        topic: message.topic.to_owned(),
+                        partition: message.partition,
+                        offset: message.offset,
+                    },
+                    key: message.key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    error,
+                });
+                Pushed::Rejected(reason)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.messages >= self.limits.max_messages
+    }
+
+    /// When the batch must be written even if it is not full: `max_wait` after its first
+    /// message. `None` for an empty batch.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started.map(|t| t + self.limits.max_wait)
+    }
+
+    /// Hands the collected batch over and starts an empty one with the same limits.
+    pub fn take(&mut self) -> Batch {
+        std::mem::replace(self, Self::empty(self.limits))
+    }
+
+    pub fn writes(&self) -> &WriteSet {
+        &self.writes
+    }
+
+    pub fn rejects(&self) -> &[Rejected] {
+        &self.rejects
+    }
+
+    /// Every (topic, partition, highest offset) this batch holds.
+    pub fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.offsets
+            .iter()
+            .map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset))
+    }
+
+    /// Valid messages per kind, before coalescing.
+    pub fn accepted(&self) -> impl Iterator<Item = (MessageKind, u64)> + '_ {
+        self.accepted.iter().map(|(kind, n)| (*kind, *n))
+    }
+
+    pub fn oldest_timestamp(&self) -> Option<DateTime<Utc>> {
+        self.oldest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TREND: &str = r#"{"keyword":"Rust","frequency":10,"growth_rate":2.5,"confidence_score":0.9,
+        "window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z",
+        "sample_posts":[],"unique_authors":4,"rank":1}"#;
+
+    fn incoming<'a>(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        payload: &'a [u8],
+    ) -> Incoming<'a> {
+        Incoming {
+            topic,
+            partition,
+            offset,
+            key: Some(b"k"),
+            payload: Some(payload),
+            timestamp: None,
+        }
+    }
+
+    fn config(max_messages: usize) -> BatchConfig {
+        BatchConfig {
+            max_messages,
+            max_message_bytes: 1_000,
+            ..BatchConfig::default()
+        }
+    }
+
+    #[test]
+    fn offsets_track_the_highest_per_partition_good_or_bad() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(10));
+        assert_eq!(
+            batch.push(&kinds, incoming("trend-alerts", 0, 5, TREND.as_bytes())),
+            Pushed::Accepted(MessageKind::Trends)
+        );
+        assert_eq!(
+            batch.push(&kinds, incoming("trend-alerts", 0, 7, b"{oops")),
+            Pushed::Rejected(RejectReason::NotJson)
+        );
+        assert_eq!(
+            batch.push(&kinds, incoming("trend-alerts", 1, 3, TREND.as_bytes())),
+            Pushed::Accepted(MessageKind::Trends)
+        );
+        assert_eq!(
+            batch.push(&kinds, incoming("elsewhere", 0, 9, b"x")),
+            Pushed::Ignored
+        );
+        let mut offsets: Vec<_> = batch.offsets().collect();
+        offsets.sort();
+        assert_eq!(
+            offsets,
+            [
+                ("elsewhere", 0, 9),
+                ("trend-alerts", 0, 7),
+                ("trend-alerts", 1, 3)
+            ]
+        );
+        assert_eq!(batch.rejects().len(), 1);
+        assert_eq!(batch.rejects()[0].origin.offset, 7);
+        assert_eq!(batch.rejects()[0].payload, b"{oops");
+        assert_eq!(batch.len(), 4);
+    }
+
+    #[test]
+    fn oversized_messages_are_rejected_without_decoding() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(10));
+        let big = vec![b' '; 1_001];
+        assert_eq!(
+            batch.push(&kinds, incoming("keyword-windows", 0, 0, &big)),
+            Pushed::Rejected(RejectReason::TooLarge)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_due_when_full_or_max_wait_after_its_first_message() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(2));
+        assert_eq!(batch.deadline(), None);
+        let start = Instant::now();
+        batch.push(&kinds, incoming("trend-alerts", 0, 0, TREND.as_bytes()));
+        tokio::time::advance(Duration::from_millis(30)).await;
+        batch.push(&kinds, incoming("trend-alerts", 0, 1, TREND.as_bytes()));
+        assert_eq!(
+            batch.deadline(),
+            Some(start + BatchConfig::default().max_wait)
+        );
+        assert!(batch.is_full());
+        let taken = batch.take();
+        assert_eq!((taken.len(), batch.len()), (2, 0));
+        assert_eq!(batch.deadline(), None);
+        assert!(!batch.is_full());
+    }
+}

@@ -1,0 +1,206 @@
+//! The Kafka side: building the group consumer, its context (which logs rebalances and
+//! commits), and storing offsets.
+//!
+//! Offsets follow rust-rdkafka's `at_least_once` example: `enable.auto.offset.store` is
+//! off, the daemon stores an offset only after the batch that holds its message was
+//! written, and librdkafka commits the stored offsets every `kafka.commit_interval_ms`.
+//! On revocation the stored offsets are committed before the partitions move, and on
+//! shutdown they are committed synchronously.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::dead_letter::producer_config;
+use crate::status::Status;
+
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Logs what librdkafka reports, and tracks whether the brokers are reachable.
+pub struct GroupContext {
+    /// False after librdkafka reported every broker down, true again once a rebalance
+    /// or commit went through. Readiness reads it.
+    connected: AtomicBool,
+    status: Arc<Status>,
+    /// `bootstrap.servers`, for saying which brokers are unreachable.
+    bootstrap: String,
+}
+
+impl GroupContext {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                error!(facility, "librdkafka: {message}")
+            }
+            // librdkafka's "errors" (a refused connection, say) are recovered by itself.
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                warn!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                if self.connected.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        brokers = %self.bootstrap,
+                        "no Kafka broker reachable ({reason}); retrying until one answers"
+                    );
+                }
+            }
+            // Already in the log callback's line; librdkafka reconnects by itself.
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => debug!(%error, "{reason}"),
+            _ => warn!(%error, "Kafka client error: {reason}"),
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                info!(partitions = %describe(partitions), "partitions revoked; committing stored offsets");
+                // Whatever was written before the partitions move is committed now, so the
+                // next owner starts after it.
+                if let Err(e) = commit_stored(consumer) {
+                    warn!(error = %e, "commit on revocation failed; the next owner replays from the last commit");
+                }
+            }
+            Rebalance::Assign(partitions) => {
+                info!(partitions = %describe(partitions), "partitions assigned")
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        self.connected.store(true, Ordering::Relaxed);
+        match consumer.assignment() {
+            Ok(assignment) => self.status.set_assigned(assignment.count()),
+            Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.connected.store(true, Ordering::Relaxed);
+                debug!(offsets = %describe(offsets), "offsets committed")
+            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, offsets = %describe(offsets), "offset commit failed; retried at the next interval")
+            }
+        }
+    }
+}
+
+/// `topic[partition]@offset, ...` for logs.
+fn describe(partitions: &TopicPartitionList) -> String {
+    partitions
+        .elements()
+        .iter()
+        .map(|e| match e.offset().to_raw() {
+            Some(offset) if offset >= 0 => format!("{}[{}]@{offset}", e.topic(), e.partition()),
+            _ => format!("{}[{}]", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Creates the group consumer and subscribes it to the three source topics.
+pub fn subscribe(
+    config: &Config,
+    topics: &[&str],
+    status: Arc<Status>,
+) -> KafkaResult<Arc<GroupConsumer>> {
+    let mut client = producer_config(config);
+    client
+        .set("group.id", &config.kafka.group_id)
+        .set("auto.offset.reset", config.kafka.auto_offset_reset.as_str())
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            config.kafka.commit_interval.as_millis().to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    let context = GroupContext {
+        connected: AtomicBool::new(true),
+        status,
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+    };
+    let consumer: GroupConsumer = client.create_with_context(context)?;
+    consumer.subscribe(topics)?;
+    Ok(Arc::new(consumer))
+}
+
+/// Commits the stored offsets synchronously. Having nothing new to commit is success.
+pub fn commit_stored<C: Consumer<GroupContext>>(consumer: &C) -> KafkaResult<()> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Stores the offset of the last written message of each partition, for the next commit.
+/// A partition that moved to another member meanwhile is skipped: its new owner replays
+/// from the last commit, which the idempotent writes make harmless.
+pub fn store_offsets<'a>(
+    consumer: &GroupConsumer,
+    offsets: impl Iterator<Item = (&'a str, i32, i64)>,
+) {
+    for (topic, partition, offset) in offsets {
+        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+            debug!(topic, partition, offset, error = %e, "offset not stored (partition no longer assigned)");
+        }
+    }
+}
+
+/// Pauses or resumes every assigned partition. While paused the fetcher stops and
+/// librdkafka drops what it had prefetched; resuming fetches from the message after the
+/// last one the daemon received, so nothing is skipped.
+pub fn set_paused(consumer: &GroupConsumer, paused: bool) {
+    let assignment = match consumer.assignment() {
+        Ok(assignment) => assignment,
+        Err(e) => {
+            warn!(error = %e, "cannot read the assignment to pause or resume it");
+            return;
+        }
+    };
+    let result = if paused {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => info!(
+            paused,
+            partitions = assignment.count(),
+            "fetching {}",
+            if paused { "paused" } else { "resumed" }
+        ),
+        Err(e) => warn!(error = %e, paused, "pause/resume failed"),
+    }
+}

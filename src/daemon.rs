@@ -1,0 +1,247 @@
+//! The streaming daemon: consume, batch, write, store offsets, and drain on shutdown.
+//!
+//! One loop owns the consumer and the batch being collected; at most one batch is being
+//! written beside it, so memory stays bounded whatever the input rate. The loop awaits
+//! shutdown, the write in flight, the batch deadline and the next message in one
+//! `select!`. Batches are written one after the other, so offsets are stored in order.
+//!
+//! While a write keeps failing (Redis or the dead-letter topic down), the assigned
+//! partitions are paused: the loop keeps polling, so the group membership stays alive,
+//! but nothing more is fetched until the write went through.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::message::Message as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::batcher::{Batch, Incoming, Pushed, TopicKinds};
+use crate::cache::CacheLayer;
+use crate::config::Config;
+use crate::consumer::{self, GroupConsumer};
+use crate::dead_letter::DeadLetter;
+use crate::sink::{Sink, Written};
+use crate::status::Status;
+
+type WriteFuture = Pin<Box<dyn Future<Output = Option<Written>> + Send>>;
+
+/// Runs the daemon until `shutdown` is cancelled, then drains: the batch in progress is
+/// written and the offsets committed within `kafka.shutdown_timeout_ms`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_status(config, shutdown, Arc::default()).await
+}
+
+/// [`run`], reporting its progress into `status`.
+pub async fn run_with_status(
+    config: Config,
+    shutdown: CancellationToken,
+    status: Arc<Status>,
+) -> anyhow::Result<()> {
+    let Some(cache) = connect_redis(&config, &shutdown).await else {
+        return Ok(());
+    };
+    let cache = cache.with_active_user_window(config.cache.active_user_window);
+    let dead_letter = DeadLetter::new(&config).context("cannot create the dead-letter producer")?;
+    let kinds = TopicKinds::new(&config.topics);
+    let consumer = consumer::subscribe(&config, &kinds.names(), Arc::clone(&status))
+        .context("cannot create the Kafka consumer")?;
+    info!(
+        brokers = %config.kafka.bootstrap_servers,
+        group = %config.kafka.group_id,
+        topics = ?kinds.names(),
+        dead_letter = %config.topics.dead_letter,
+        "cache-layer consuming"
+    );
+    let sink = Arc::new(Sink::new(
+        cache,
+        dead_letter,
+        config.cache.ttls(),
+        &config.batch,
+    ));
+    let mut daemon = Daemon {
+        consumer,
+        sink,
+        kinds,
+        batch: Batch::new(&config.batch),
+        in_flight: None,
+        paused: Arc::new(AtomicBool::new(false)),
+        abandon: CancellationToken::new(),
+        status,
+    };
+    daemon.consume(&shutdown).await;
+    daemon.drain(config.kafka.shutdown_timeout).await;
+    Ok(())
+}
+
+/// Connects to Redis, retrying until it answers or shutdown is requested.
+async fn connect_redis(config: &Config, shutdown: &CancellationToken) -> Option<CacheLayer> {
+    let mut delay = config.batch.retry_initial;
+    loop {
+        match CacheLayer::connect(&config.redis).await {
+            Ok(cache) => return Some(cache),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "Redis not reachable at startup; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(config.batch.retry_max),
+        }
+    }
+}
+
+struct Daemon {
+    consumer: Arc<GroupConsumer>,
+    sink: Arc<Sink>,
+    kinds: TopicKinds,
+    /// The batch being collected.
+    batch: Batch,
+    /// The batch being written, if any; it stores its own offsets when done.
+    in_flight: Option<WriteFuture>,
+    /// Whether the assignment is paused because writes are failing.
+    paused: Arc<AtomicBool>,
+    /// Cancelled when the drain gives up: a write in flight then stops retrying.
+    abandon: CancellationToken,
+    status: Arc<Status>,
+}
+
+impl Daemon {
+    async fn consume(&mut self, shutdown: &CancellationToken) {
+        loop {
+            let deadline = self.batch.deadline();
+            // Full: stop taking messages until the write in flight has finished. Paused:
+            // keep polling (nothing arrives) so that the group sees the member alive.
+            let receiving = !self.batch.is_full() || self.paused.load(Ordering::Relaxed);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
+                    self.in_flight = None;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
+                    self.start_write();
+                }
+                received = self.consumer.recv(), if receiving => match received {
+                    Ok(message) => {
+                        let incoming = Incoming {
+                            topic: message.topic(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key(),
+                            payload: message.payload(),
+                            timestamp: message.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis),
+                        };
+                        let pushed = self.batch.push(&self.kinds, incoming);
+                        self.status.consumed(matches!(pushed, Pushed::Rejected(_)));
+                        if let Pushed::Rejected(reason) = pushed {
+                            let detail = &self.batch.rejects().last().map(|r| r.error.to_string()).unwrap_or_default();
+                            warn!(
+                                topic = incoming.topic,
+                                partition = incoming.partition,
+                                offset = incoming.offset,
+                                reason = reason.as_str(),
+                                "message rejected: {detail}"
+                            );
+                        }
+                    }
+                    // Broker trouble is reported once by the consumer context; librdkafka
+                    // reconnects by itself.
+                    Err(e) => debug!(error = %e, "Kafka consume error"),
+                },
+            }
+            if self.batch.is_full() && self.in_flight.is_none() {
+                self.start_write();
+            }
+        }
+    }
+
+    /// Hands the collected batch to a write future, which stores its offsets once written.
+    fn start_write(&mut self) {
+        debug_assert!(self.in_flight.is_none());
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = self.batch.take();
+        let sink = Arc::clone(&self.sink);
+        let consumer = Arc::clone(&self.consumer);
+        let paused = Arc::clone(&self.paused);
+        let abandon = self.abandon.clone();
+        let status = Arc::clone(&self.status);
+        self.in_flight = Some(Box::pin(async move {
+            let written = sink
+                .write_until_done(&batch, &abandon, |attempt, e| {
+                    status.redis_failed();
+                    warn!(attempt, error = %e, messages = batch.len(), "batch write failed; retrying the same batch");
+                    if !paused.swap(true, Ordering::Relaxed) {
+                        consumer::set_paused(&consumer, true);
+                    }
+                })
+                .await?;
+            if paused.swap(false, Ordering::Relaxed) {
+                consumer::set_paused(&consumer, false);
+                info!(
+                    attempts = written.attempts,
+                    "batch written after retries; consuming again"
+                );
+            }
+            consumer::store_offsets(&consumer, batch.offsets());
+            status.batch_written(
+                batch.len(),
+                if sink.dead_letters() {
+                    batch.rejects().len()
+                } else {
+                    0
+                },
+            );
+            Some(written)
+        }));
+    }
+
+    /// Finishes the write in flight, writes the batch in progress and commits, within
+    /// `timeout`. What cannot be written in time is not acknowledged, so a restarted
+    /// daemon reads it again.
+    async fn drain(mut self, timeout: Duration) {
+        info!(pending = self.batch.len(), "shutting down: draining");
+        let drained = tokio::time::timeout(timeout, async {
+            if let Some(write) = self.in_flight.take() {
+                write.await;
+            }
+            self.start_write();
+            if let Some(write) = self.in_flight.take() {
+                write.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            self.abandon.cancel();
+            error!(
+                ?timeout,
+                "drain timed out; unwritten messages will be read again after a restart"
+            );
+        }
+        match consumer::commit_stored(&*self.consumer) {
+            Ok(()) => info!("offsets committed; stopped"),
+            Err(e) => {
+                error!(error = %e, "final commit failed; the next run replays from the last commit")
+            }
+        }
+    }
+}
+
+async fn poll_in_flight(in_flight: &mut Option<WriteFuture>) {
+    if let Some(write) = in_flight {
+        write.await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}

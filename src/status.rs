@@ -1,0 +1,75 @@
+//! Live counters of one daemon instance. The daemon updates them once per batch; tests
+//! and the readiness check read them. Prometheus metrics are process-wide; these are per
+//! instance, which is what a test running two daemons in one process needs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Status {
+    consumed: AtomicU64,
+    rejected: AtomicU64,
+    dead_lettered: AtomicU64,
+    batches: AtomicU64,
+    acknowledged: AtomicU64,
+    assigned: AtomicUsize,
+    redis_ok: AtomicBool,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Messages received from Kafka.
+    pub consumed: u64,
+    /// Messages that failed decoding or validation.
+    pub rejected: u64,
+    /// Rejected messages delivered to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Batches written to Redis (one pipeline each).
+    pub batches: u64,
+    /// Messages whose batch was written and whose offsets were stored.
+    pub acknowledged: u64,
+    /// Partitions currently assigned to this instance.
+    pub assigned: usize,
+}
+
+impl Status {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            consumed: self.consumed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            assigned: self.assigned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the last Redis write or check succeeded.
+    pub fn redis_ok(&self) -> bool {
+        self.redis_ok.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn consumed(&self, rejected: bool) {
+        self.consumed.fetch_add(1, Ordering::Relaxed);
+        if rejected {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn batch_written(&self, messages: usize, dead_lettered: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.acknowledged
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        self.dead_lettered
+            .fetch_add(dead_lettered as u64, Ordering::Relaxed);
+        self.redis_ok.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn redis_failed(&self) {
+        self.redis_ok.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_assigned(&self, partitions: usize) {
+        self.assigned.store(partitions, Ordering::Relaxed);
+    }
+}
