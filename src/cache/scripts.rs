@@ -1,5 +1,6 @@
-//! The Lua scripts that make writes replay-safe. Each touches exactly one key, so each
-//! runs on a single hash slot and works unchanged on Redis Cluster.
+//! The Lua scripts that make writes replay-safe, and set each key's value and TTL in one
+//! atomic step. Each touches exactly one key, so each runs on a single hash slot and works
+//! unchanged on Redis Cluster.
 //!
 //! They are invoked with EVALSHA inside the batch pipeline; after a Redis restart the
 //! script cache is empty, and the writer loads them again on NOSCRIPT and retries.
@@ -66,7 +67,44 @@ return written
     )
 });
 
+/// `HSET` and `EXPIRE` of one hash, atomically, so that no reader (and no sweep) ever
+/// sees the hash without its TTL.
+///
+/// KEYS[1]: the hash. ARGV[1]: TTL in seconds; then (field, value) pairs.
+pub static HSET_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// `ZADD` (optionally `GT`) and `EXPIRE` of one sorted set, atomically.
+///
+/// KEYS[1]: the sorted set. ARGV[1]: TTL in seconds; ARGV[2]: `GT` or ``; then
+/// (score, member) pairs. Chunked, because Lua's `unpack` takes a bounded number of values.
+pub static ZADD_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 3, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  if ARGV[2] == 'GT' then
+    redis.call('ZADD', KEYS[1], 'GT', unpack(ARGV, i, last))
+  else
+    redis.call('ZADD', KEYS[1], unpack(ARGV, i, last))
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
 /// Every script the writer uses, for loading after NOSCRIPT.
-pub fn all() -> [&'static Script; 2] {
-    [&SET_IF_NOT_OLDER, &ZADD_IF_NOT_OLDER]
+pub fn all() -> [&'static Script; 4] {
+    [&SET_IF_NOT_OLDER, &ZADD_IF_NOT_OLDER, &HSET_EXPIRE, &ZADD_EXPIRE]
 }

@@ -4,15 +4,15 @@
 //! Within one [`WriteSet`] the last value for a key wins (for trend alerts and user
 //! metrics: the newest by window or timestamp, ties going to the later message, exactly
 //! as the Redis-side scripts decide), and each index ZADD and each EXPIRE is issued once
-//! per key, however many messages touched it. Every key gets its TTL in the same pipeline
-//! as its value.
+//! per key, however many messages touched it. Every key gets its TTL in the same atomic
+//! command or script as its value, so no key is ever seen without one.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use redis::Pipeline;
 
-use super::scripts::{SET_IF_NOT_OLDER, ZADD_IF_NOT_OLDER};
+use super::scripts::{HSET_EXPIRE, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
 use crate::config::Ttls;
 use crate::models::{
     format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
@@ -160,27 +160,23 @@ impl WriteSet {
         )
         .ignore();
         if !self.active_users.is_empty() {
-            let active = keys.users_active();
-            let mut zadd = redis::cmd("ZADD");
             // GT: a replayed, older sighting never moves a user back in time.
-            zadd.arg(&active).arg("GT");
+            let mut zadd = ZADD_EXPIRE.key(keys.users_active());
+            zadd.arg(ttl).arg("GT");
             for (id, seen) in &self.active_users {
                 zadd.arg(*seen).arg(id);
             }
-            pipe.add_command(zadd).ignore();
-            pipe.expire(&active, ttl as i64).ignore();
+            pipe.invoke_script(&zadd).ignore();
         }
         pipe.set_ex(keys.users_last_update(), now, ttl).ignore();
     }
 
     fn append_windows(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64) {
-        let index = keys.windows_index();
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&index);
+        let mut index = ZADD_EXPIRE.key(keys.windows_index());
+        index.arg(ttl).arg("");
         for (window_id, counts) in &self.windows {
-            let key = keys.window(window_id);
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&key);
+            let mut hset = HSET_EXPIRE.key(keys.window(window_id));
+            hset.arg(ttl);
             let mut window_end = None;
             for (keyword, count) in counts {
                 let json = serde_json::to_string(&WindowEntry::from(count))
@@ -188,12 +184,10 @@ impl WriteSet {
                 hset.arg(keyword).arg(json);
                 window_end = window_end.max(Some(count.window_end.timestamp()));
             }
-            pipe.add_command(hset).ignore();
-            pipe.expire(&key, ttl as i64).ignore();
-            zadd.arg(window_end.unwrap_or_default()).arg(window_id);
+            pipe.invoke_script(&hset).ignore();
+            index.arg(window_end.unwrap_or_default()).arg(window_id);
         }
-        pipe.add_command(zadd).ignore();
-        pipe.expire(&index, ttl as i64).ignore();
+        pipe.invoke_script(&index).ignore();
     }
 }
 
