@@ -84,10 +84,12 @@ pub struct Batch {
     rejects: Vec<Rejected>,
     /// (topic, partition) to the highest offset in this batch.
     offsets: HashMap<(String, i32), i64>,
-    /// Valid messages per kind, before coalescing.
-    accepted: HashMap<MessageKind, u64>,
-    /// The oldest Kafka timestamp among the messages, for end-to-end latency.
-    oldest: Option<DateTime<Utc>>,
+    /// Messages per topic, valid or not.
+    per_topic: HashMap<String, u64>,
+    /// Rejected messages per topic.
+    rejected_per_topic: HashMap<String, u64>,
+    /// The Kafka timestamps (unix milliseconds) of the messages, for end-to-end latency.
+    timestamps: Vec<i64>,
     messages: usize,
     started: Option<Instant>,
     limits: Limits,
@@ -115,8 +117,9 @@ impl Batch {
             writes: WriteSet::new(),
             rejects: Vec::new(),
             offsets: HashMap::new(),
-            accepted: HashMap::new(),
-            oldest: None,
+            per_topic: HashMap::new(),
+            rejected_per_topic: HashMap::new(),
+            timestamps: Vec::new(),
             messages: 0,
             started: None,
             limits,
@@ -135,7 +138,13 @@ impl Batch {
             .or_insert(message.offset);
         *slot = (*slot).max(message.offset);
         if let Some(ts) = message.timestamp {
-            self.oldest = Some(self.oldest.map_or(ts, |old| old.min(ts)));
+            self.timestamps.push(ts.timestamp_millis());
+        }
+        match self.per_topic.get_mut(message.topic) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_topic.insert(message.topic.to_owned(), 1);
+            }
         }
         let Some(kind) = kinds.kind(message.topic) else {
             return Pushed::Ignored;
@@ -157,11 +166,14 @@ impl Batch {
             Ok(decoded) => {
                 self.writes
                     .add_message(decoded, message.timestamp.unwrap_or_else(Utc::now));
-                *self.accepted.entry(kind).or_default() += 1;
                 Pushed::Accepted(kind)
             }
             Err(error) => {
                 let reason = error.reason;
+                *self
+                    .rejected_per_topic
+                    .entry(message.topic.to_owned())
+                    .or_default() += 1;
                 self.rejects.push(Rejected {
                     origin: Origin {
                         topic: message.topic.to_owned(),
@@ -215,13 +227,24 @@ impl Batch {
             .map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset))
     }
 
-    /// Valid messages per kind, before coalescing.
-    pub fn accepted(&self) -> impl Iterator<Item = (MessageKind, u64)> + '_ {
-        self.accepted.iter().map(|(kind, n)| (*kind, *n))
+    /// Messages per topic, valid or not.
+    pub fn per_topic(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.per_topic.iter().map(|(topic, n)| (topic.as_str(), *n))
     }
 
-    pub fn oldest_timestamp(&self) -> Option<DateTime<Utc>> {
-        self.oldest
+    /// Rejected messages per topic.
+    pub fn rejected_per_topic(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rejected_per_topic
+            .iter()
+            .map(|(topic, n)| (topic.as_str(), *n))
+    }
+
+    /// Seconds from each message's Kafka timestamp to `now`.
+    pub fn latencies(&self, now: DateTime<Utc>) -> impl Iterator<Item = f64> + '_ {
+        let now = now.timestamp_millis();
+        self.timestamps
+            .iter()
+            .map(move |ts| (now - ts) as f64 / 1_000.0)
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_with::{serde_as, DurationMilliSeconds, DurationSeconds};
 
 /// Where the configuration is read from when no `--config` is given.
@@ -43,6 +43,40 @@ const LEGACY_ENV: [(&str, &str); 6] = [
     ("CACHE_DEFAULT_TTL", "cache.default_ttl"),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
 ];
+
+/// What a secret prints as.
+pub const REDACTED: &str = "[REDACTED]";
+
+fn redact<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    if secret.expose_secret().is_empty() {
+        s.serialize_str("")
+    } else {
+        s.serialize_str(REDACTED)
+    }
+}
+
+fn redact_option<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => redact(secret, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A URL with its password masked; an unparsable one is masked whole.
+fn redact_url<S: Serializer>(url: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    let Some(url) = url else {
+        return s.serialize_none();
+    };
+    match url::Url::parse(url.expose_secret()) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some(REDACTED));
+            }
+            s.serialize_str(parsed.as_str())
+        }
+        Err(_) => s.serialize_str(REDACTED),
+    }
+}
 
 /// Why the configuration could not be used. Both variants name the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +103,7 @@ impl ConfigError {
 }
 
 /// The whole configuration of one cache-layer process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -93,7 +127,7 @@ pub struct Config {
 }
 
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     #[serde(default = "default_bootstrap_servers")]
@@ -161,7 +195,7 @@ fn default_shutdown_timeout() -> Duration {
 }
 
 /// librdkafka's `auto.offset.reset`, for a group without a committed offset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoOffsetReset {
     #[default]
@@ -203,10 +237,23 @@ impl fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| {
-                let shown = if Self::is_secret(k) { "[REDACTED]" } else { v };
+                let shown = if Self::is_secret(k) { REDACTED } else { v };
                 (k, shown)
             }))
             .finish()
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| {
+            let shown = if Self::is_secret(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k, shown)
+        }))
     }
 }
 
@@ -256,7 +303,7 @@ impl<'de> Deserialize<'de> for KafkaProperties {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
     #[serde(default = "default_trends_topic")]
@@ -297,11 +344,11 @@ fn default_windows_topic() -> String {
 /// URL included: `REDIS_PORT=6380` changes the port of a URL given in the file. After
 /// [`Config::load`] has run, [`RedisConfig::connection_url`] is the one effective address.
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://` or `rediss://`; a secret because it may carry a password.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_url")]
     pub url: Option<SecretString>,
     #[serde(default)]
     pub host: Option<String>,
@@ -311,7 +358,7 @@ pub struct RedisConfig {
     pub db: Option<u32>,
     #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_option")]
     pub password: Option<SecretString>,
     /// Prepended to every key this service writes, e.g. `"bsky:"`.
     #[serde(default)]
@@ -441,7 +488,7 @@ impl RedisConfig {
 
 /// Cache lifetimes. Every key the service writes carries one of these TTLs.
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -500,7 +547,7 @@ impl CacheConfig {
 }
 
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// A batch is written when it holds this many messages...
@@ -553,7 +600,7 @@ fn default_max_wait() -> Duration {
 }
 
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepConfig {
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -574,7 +621,7 @@ fn default_sweep_interval() -> Duration {
 }
 
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsConfig {
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -594,13 +641,13 @@ fn default_stats_interval() -> Duration {
     Duration::from_secs(15)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
     /// Bearer token of the admin endpoints; empty disables them.
-    #[serde(default = "empty_secret")]
+    #[serde(default = "empty_secret", serialize_with = "redact")]
     pub admin_token: SecretString,
 }
 
@@ -620,7 +667,7 @@ fn empty_secret() -> SecretString {
     SecretString::from("")
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `cache_layer=debug,info`; `RUST_LOG` wins.
@@ -643,7 +690,7 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

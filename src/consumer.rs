@@ -7,7 +7,6 @@
 //! On revocation the stored offsets are committed before the partitions move, and on
 //! shutdown they are committed synchronously.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
@@ -16,30 +15,29 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::dead_letter::producer_config;
+use crate::metrics;
 use crate::status::Status;
 
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
+/// How often librdkafka reports statistics (consumer lag), unless
+/// `kafka.properties."statistics.interval.ms"` says otherwise.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// Logs what librdkafka reports, and tracks whether the brokers are reachable.
 pub struct GroupContext {
-    /// False after librdkafka reported every broker down, true again once a rebalance
-    /// or commit went through. Readiness reads it.
-    connected: AtomicBool,
+    /// Readiness reads whether Kafka is reachable from here; rebalances set the
+    /// assignment size.
     status: Arc<Status>,
     /// `bootstrap.servers`, for saying which brokers are unreachable.
     bootstrap: String,
-}
-
-impl GroupContext {
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
 }
 
 impl ClientContext for GroupContext {
@@ -59,10 +57,22 @@ impl ClientContext for GroupContext {
         }
     }
 
+    /// librdkafka's statistics, every `statistics.interval.ms`: the consumer lag.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a negative lag is unknown.
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics::consumer_lag(topic, *partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => {
-                if self.connected.swap(false, Ordering::Relaxed) {
+                if self.status.set_kafka_connected(false) {
                     warn!(
                         brokers = %self.bootstrap,
                         "no Kafka broker reachable ({reason}); retrying until one answers"
@@ -95,7 +105,7 @@ impl ConsumerContext for GroupContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
-        self.connected.store(true, Ordering::Relaxed);
+        self.status.set_kafka_connected(true);
         match consumer.assignment() {
             Ok(assignment) => self.status.set_assigned(assignment.count()),
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
@@ -105,11 +115,13 @@ impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                self.connected.store(true, Ordering::Relaxed);
+                self.status.set_kafka_connected(true);
+                metrics::offsets_committed(true);
                 debug!(offsets = %describe(offsets), "offsets committed")
             }
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
+                metrics::offsets_committed(false);
                 warn!(error = %e, offsets = %describe(offsets), "offset commit failed; retried at the next interval")
             }
         }
@@ -146,8 +158,15 @@ pub fn subscribe(
             config.kafka.commit_interval.as_millis().to_string(),
         )
         .set("enable.partition.eof", "false");
+    if !config
+        .kafka
+        .properties
+        .0
+        .contains_key("statistics.interval.ms")
+    {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
     let context = GroupContext {
-        connected: AtomicBool::new(true),
         status,
         bootstrap: config.kafka.bootstrap_servers.clone(),
     };

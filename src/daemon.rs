@@ -26,38 +26,40 @@ use crate::cache::CacheLayer;
 use crate::config::Config;
 use crate::consumer::{self, GroupConsumer};
 use crate::dead_letter::DeadLetter;
-use crate::sink::{Sink, Written};
+use crate::metrics;
+use crate::sink::{Sink, SinkError, Written};
 use crate::status::Status;
 
 type WriteFuture = Pin<Box<dyn Future<Output = Option<Written>> + Send>>;
 
-/// Runs the daemon until `shutdown` is cancelled, then drains: the batch in progress is
-/// written and the offsets committed within `kafka.shutdown_timeout_ms`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with_status(config, shutdown, Arc::default()).await
-}
-
-/// [`run`], reporting its progress into `status`.
-pub async fn run_with_status(
-    config: Config,
-    shutdown: CancellationToken,
+/// Consumes until `shutdown` is cancelled, then drains: the batch in progress is written
+/// and the offsets committed within `kafka.shutdown_timeout_ms`.
+pub async fn consume(
+    config: &Config,
+    cache: CacheLayer,
     status: Arc<Status>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(cache) = connect_redis(&config, &shutdown).await else {
-        return Ok(());
-    };
-    let cache = cache.with_active_user_window(config.cache.active_user_window);
-    let dead_letter = DeadLetter::new(&config).context("cannot create the dead-letter producer")?;
+    let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
     let kinds = TopicKinds::new(&config.topics);
-    let consumer = consumer::subscribe(&config, &kinds.names(), Arc::clone(&status))
+    let consumer = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
         .context("cannot create the Kafka consumer")?;
     info!(
         brokers = %config.kafka.bootstrap_servers,
         group = %config.kafka.group_id,
         topics = ?kinds.names(),
         dead_letter = %config.topics.dead_letter,
+        redis = %config.redis.endpoint(),
         "cache-layer consuming"
     );
+    // Loaded up front so that the first pipeline does not fail on NOSCRIPT; if Redis is
+    // down now, the first write loads them once it is back.
+    match cache.load_scripts().await {
+        Ok(()) => status.set_redis_ok(true),
+        Err(e) => {
+            warn!(redis = %config.redis.endpoint(), error = %e, "Redis not reachable at startup; writes wait for it")
+        }
+    }
     let sink = Arc::new(Sink::new(
         cache,
         dead_letter,
@@ -74,26 +76,9 @@ pub async fn run_with_status(
         abandon: CancellationToken::new(),
         status,
     };
-    daemon.consume(&shutdown).await;
+    daemon.consume(shutdown).await;
     daemon.drain(config.kafka.shutdown_timeout).await;
     Ok(())
-}
-
-/// Connects to Redis, retrying until it answers or shutdown is requested.
-async fn connect_redis(config: &Config, shutdown: &CancellationToken) -> Option<CacheLayer> {
-    let mut delay = config.batch.retry_initial;
-    loop {
-        match CacheLayer::connect(&config.redis).await {
-            Ok(cache) => return Some(cache),
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "Redis not reachable at startup; retrying")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(config.batch.retry_max),
-        }
-    }
 }
 
 struct Daemon {
@@ -140,6 +125,7 @@ impl Daemon {
                         let pushed = self.batch.push(&self.kinds, incoming);
                         self.status.consumed(matches!(pushed, Pushed::Rejected(_)));
                         if let Pushed::Rejected(reason) = pushed {
+                            metrics::rejected(incoming.topic, reason.as_str());
                             let detail = &self.batch.rejects().last().map(|r| r.error.to_string()).unwrap_or_default();
                             warn!(
                                 topic = incoming.topic,
@@ -168,6 +154,9 @@ impl Daemon {
             return;
         }
         let batch = self.batch.take();
+        for (topic, messages) in batch.per_topic() {
+            metrics::consumed(topic, messages);
+        }
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let paused = Arc::clone(&self.paused);
@@ -176,7 +165,14 @@ impl Daemon {
         self.in_flight = Some(Box::pin(async move {
             let written = sink
                 .write_until_done(&batch, &abandon, |attempt, e| {
-                    status.redis_failed();
+                    metrics::batch_retried();
+                    match e {
+                        SinkError::Redis(e) => {
+                            status.set_redis_ok(false);
+                            metrics::redis_error(e.kind_label());
+                        }
+                        SinkError::DeadLetter { .. } => metrics::dead_letter_error(),
+                    }
                     warn!(attempt, error = %e, messages = batch.len(), "batch write failed; retrying the same batch");
                     if !paused.swap(true, Ordering::Relaxed) {
                         consumer::set_paused(&consumer, true);
@@ -191,14 +187,7 @@ impl Daemon {
                 );
             }
             consumer::store_offsets(&consumer, batch.offsets());
-            status.batch_written(
-                batch.len(),
-                if sink.dead_letters() {
-                    batch.rejects().len()
-                } else {
-                    0
-                },
-            );
+            acknowledged(&batch, &written, sink.dead_letters(), &status);
             Some(written)
         }));
     }
@@ -232,6 +221,22 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Counts a written batch, in the instance status and in the metrics.
+fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &Status) {
+    let dead_lettered = if dead_letters {
+        batch.rejects().len()
+    } else {
+        0
+    };
+    status.batch_written(batch.len(), dead_lettered);
+    if dead_letters {
+        for (topic, rejected) in batch.rejected_per_topic() {
+            metrics::dead_lettered(topic, rejected);
+        }
+    }
+    metrics::batch_written(batch.len(), written.pipeline, batch.latencies(Utc::now()));
 }
 
 async fn poll_in_flight(in_flight: &mut Option<WriteFuture>) {

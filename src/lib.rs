@@ -5,19 +5,26 @@
 //! - [`models`]: the upstream messages, decoded and validated;
 //! - [`schema`]: the Redis key schema that readers rely on;
 //! - [`cache`]: the `CacheLayer` library that writes and reads that schema;
-//! - [`daemon`]: the streaming loop, `run(config, shutdown)`, built from [`consumer`]
-//!   (the Kafka group), [`batcher`] (collecting and coalescing), [`sink`] (the retried
-//!   Redis write) and [`dead_letter`] (rejected messages);
+//! - [`app`]: `run(config, shutdown)`, the whole daemon: [`daemon`] (the consume loop),
+//!   built from [`consumer`] (the Kafka group), [`batcher`] (collecting and coalescing),
+//!   [`sink`] (the retried Redis write) and [`dead_letter`] (rejected messages); beside it
+//!   [`http`] (metrics, health, the read API) and [`background`] (stats and sweeps);
+//! - [`metrics`]: every Prometheus metric, in one place; [`status`]: per-instance counters;
 //! - [`tools`]: the `produce` and `generate` commands for operators and tests;
 //! - [`telemetry`]: logging set-up, in one place;
 //! - [`redis_server`]: a throwaway local `redis-server`, for tests and the demo.
 
+pub mod app;
+pub mod background;
 pub mod batcher;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod daemon;
 pub mod dead_letter;
+pub mod http;
+pub mod metrics;
 pub mod models;
 pub mod redis_server;
 pub mod schema;
@@ -26,6 +33,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tools;
 
+pub use app::{run, run_with_status};
 pub use cache::{CacheError, CacheLayer, WriteSet};
 pub use config::Config;
-pub use daemon::{run, run_with_status};

@@ -93,6 +93,11 @@ impl Keys {
         format!("{}windows:index", self.prefix)
     }
 
+    /// A coordination lock between instances, outside the data namespaces.
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}locks:{name}", self.prefix)
+    }
+
     /// The literal start of every key in a namespace: `{p}trends:`.
     pub fn namespace(&self, category: Category) -> String {
         format!("{}{}:", self.prefix, category.as_str())

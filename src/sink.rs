@@ -5,7 +5,7 @@
 //! only after [`Sink::write_until_done`] returned. Dead letters already delivered are not
 //! sent again on a retry.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
@@ -33,6 +33,8 @@ pub enum SinkError {
 pub struct Written {
     pub commands: usize,
     pub attempts: u32,
+    /// How long the successful Redis pipeline took.
+    pub pipeline: Duration,
 }
 
 pub struct Sink {
@@ -94,11 +96,12 @@ impl Sink {
                     }
                     dead_letters_sent = true;
                 }
-                Ok::<_, SinkError>(
-                    self.cache
-                        .write(batch.writes(), &self.ttls, Utc::now())
-                        .await?,
-                )
+                let started = Instant::now();
+                let commands = self
+                    .cache
+                    .write(batch.writes(), &self.ttls, Utc::now())
+                    .await?;
+                Ok::<_, SinkError>((commands, started.elapsed()))
             };
             let result = tokio::select! {
                 biased;
@@ -106,7 +109,13 @@ impl Sink {
                 result = attempt => result,
             };
             match result {
-                Ok(commands) => return Some(Written { commands, attempts }),
+                Ok((commands, pipeline)) => {
+                    return Some(Written {
+                        commands,
+                        attempts,
+                        pipeline,
+                    })
+                }
                 Err(e) => {
                     on_retry(attempts, &e);
                     tokio::select! {

@@ -2,9 +2,11 @@
 //! and the readiness check read them. Prometheus metrics are process-wide; these are per
 //! instance, which is what a test running two daemons in one process needs.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     consumed: AtomicU64,
     rejected: AtomicU64,
@@ -13,6 +15,11 @@ pub struct Status {
     acknowledged: AtomicU64,
     assigned: AtomicUsize,
     redis_ok: AtomicBool,
+    /// False once librdkafka reported every broker down; true again after a rebalance or
+    /// a commit went through.
+    kafka_connected: AtomicBool,
+    /// Where the HTTP listener bound (useful with port 0).
+    http_addr: OnceLock<SocketAddr>,
 }
 
 /// A copy of the counters at one moment.
@@ -32,7 +39,45 @@ pub struct Snapshot {
     pub assigned: usize,
 }
 
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+            assigned: AtomicUsize::new(0),
+            redis_ok: AtomicBool::new(false),
+            kafka_connected: AtomicBool::new(true),
+            http_addr: OnceLock::new(),
+        }
+    }
+}
+
 impl Status {
+    pub fn kafka_connected(&self) -> bool {
+        self.kafka_connected.load(Ordering::Relaxed)
+    }
+
+    /// Records whether Kafka is reachable; returns the previous state.
+    pub(crate) fn set_kafka_connected(&self, connected: bool) -> bool {
+        self.kafka_connected.swap(connected, Ordering::Relaxed)
+    }
+
+    /// The address the HTTP listener bound, once it has.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
+    pub(crate) fn set_http_addr(&self, addr: SocketAddr) {
+        let _ = self.http_addr.set(addr);
+    }
+
+    pub(crate) fn set_redis_ok(&self, ok: bool) {
+        self.redis_ok.store(ok, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             consumed: self.consumed.load(Ordering::Relaxed),
@@ -63,10 +108,6 @@ impl Status {
         self.dead_lettered
             .fetch_add(dead_lettered as u64, Ordering::Relaxed);
         self.redis_ok.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn redis_failed(&self) {
-        self.redis_ok.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn set_assigned(&self, partitions: usize) {

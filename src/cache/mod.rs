@@ -9,6 +9,7 @@ mod error;
 mod reads;
 mod scripts;
 mod stats;
+mod sweep;
 mod writes;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use redis::{ErrorKind, ServerErrorKind};
 pub use error::CacheError;
 pub use reads::{RankedWindow, TrendEntry};
 pub use stats::{CacheStats, ServerInfo};
+pub use sweep::{lock_token, Lock, SweepReport};
 pub use writes::WriteSet;
 
 use crate::config::{RedisConfig, Ttls};
@@ -44,6 +46,14 @@ pub struct CacheLayer {
 impl CacheLayer {
     /// Connects, failing if Redis is not reachable within the connect timeout.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        let cache = Self::connect_lazy(config)?;
+        cache.load_scripts().await?;
+        Ok(cache)
+    }
+
+    /// A handle that connects on first use, so that a daemon can start (and report
+    /// itself unready) while Redis is still down. Fails only on a bad configuration.
+    pub fn connect_lazy(config: &RedisConfig) -> Result<Self> {
         let url = config
             .connection_url()
             .map_err(|e| CacheError::Config(e.to_string()))?;
@@ -54,15 +64,12 @@ impl CacheLayer {
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
-        let cache = Self {
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(Self {
             conn,
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
-        };
-        // Loaded now, so that the first pipeline does not fail on NOSCRIPT.
-        cache.load_scripts().await?;
-        Ok(cache)
+        })
     }
 
     /// Sets how recently a user must have been seen to count as active (`cache.active_user_window`).

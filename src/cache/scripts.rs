@@ -106,5 +106,10 @@ return 1
 
 /// Every script the writer uses, for loading after NOSCRIPT.
 pub fn all() -> [&'static Script; 4] {
-    [&SET_IF_NOT_OLDER, &ZADD_IF_NOT_OLDER, &HSET_EXPIRE, &ZADD_EXPIRE]
+    [
+        &SET_IF_NOT_OLDER,
+        &ZADD_IF_NOT_OLDER,
+        &HSET_EXPIRE,
+        &ZADD_EXPIRE,
+    ]
 }

@@ -13,6 +13,9 @@ use crate::schema::Category;
 /// Keys asked for per SCAN step.
 const SCAN_COUNT: usize = 1_000;
 
+/// SCAN steps one statistics run may spend per category (about 100,000 keys).
+pub const SCAN_BUDGET: usize = 100;
+
 /// A snapshot of the cache, as `get_cache_stats` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheStats {
@@ -65,22 +68,20 @@ impl ServerInfo {
 
 impl CacheLayer {
     /// Key counts per category and the server's memory, clients and hit ratio.
+    ///
+    /// The cost is bounded: each category is counted by a SCAN of at most
+    /// [`SCAN_BUDGET`] steps; a namespace too large for that is estimated from its index
+    /// instead (one member per data key, plus the fixed keys).
     pub async fn get_cache_stats(&self) -> Result<CacheStats> {
         let mut conn = self.conn.clone();
         let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
         let total_keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
         let mut counts = [0u64; 3];
         for (count, category) in counts.iter_mut().zip(Category::ALL) {
-            let pattern = self.keys.namespace_pattern(category);
-            let mut cursor = 0;
-            loop {
-                let (next, keys) = Self::scan_step(&mut conn, cursor, &pattern).await?;
-                *count += keys.len() as u64;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            *count = match self.scan_count(&mut conn, category).await? {
+                Some(exact) => exact,
+                None => self.estimate_count(&mut conn, category).await?,
+            };
         }
         Ok(CacheStats {
             total_keys,
@@ -91,46 +92,51 @@ impl CacheLayer {
         })
     }
 
-    /// Removes `trends:current` members whose detail key has expired. Returns how many.
-    pub async fn invalidate_expired_trends(&self) -> Result<u64> {
-        let mut conn = self.conn.clone();
-        let ranking = self.keys.trends_current();
-        let mut removed = 0u64;
-        let mut cursor = 0u64;
-        loop {
-            let (next, page): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
-                .arg(&ranking)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await?;
-            if !page.is_empty() {
-                let mut exists = redis::pipe();
-                for (member, _) in &page {
-                    exists.exists(self.keys.trend_normalized(member));
-                }
-                let present: Vec<bool> = exists.query_async(&mut conn).await?;
-                let stale: Vec<&str> = page
-                    .iter()
-                    .zip(present)
-                    .filter(|(_, present)| !present)
-                    .map(|((member, _), _)| member.as_str())
-                    .collect();
-                if !stale.is_empty() {
-                    let n: u64 = redis::cmd("ZREM")
-                        .arg(&ranking)
-                        .arg(&stale)
-                        .query_async(&mut conn)
-                        .await?;
-                    removed += n;
-                }
-            }
+    /// Counts a namespace's keys, or `None` when the walk would exceed the budget.
+    async fn scan_count(
+        &self,
+        conn: &mut ConnectionManager,
+        category: Category,
+    ) -> Result<Option<u64>> {
+        let pattern = self.keys.namespace_pattern(category);
+        let mut count = 0;
+        let mut cursor = 0;
+        for _ in 0..SCAN_BUDGET {
+            let (next, keys) = Self::scan_step(conn, cursor, &pattern).await?;
+            count += keys.len() as u64;
             if next == 0 {
-                return Ok(removed);
+                return Ok(Some(count));
             }
             cursor = next;
         }
+        Ok(None)
+    }
+
+    /// A namespace's size from its index: members plus the fixed keys.
+    async fn estimate_count(
+        &self,
+        conn: &mut ConnectionManager,
+        category: Category,
+    ) -> Result<u64> {
+        let (index, fixed) = match category {
+            Category::Trends => (Some(self.keys.trends_current()), 2),
+            Category::Windows => (Some(self.keys.windows_index()), 1),
+            Category::Users => (None, 3),
+        };
+        let members: u64 = match index {
+            Some(index) => redis::cmd("ZCARD").arg(index).query_async(conn).await?,
+            None => 0,
+        };
+        Ok(members + fixed)
+    }
+
+    /// Removes `trends:current` members whose detail key has expired. Returns how many.
+    pub async fn invalidate_expired_trends(&self) -> Result<u64> {
+        let keys = self.keys.clone();
+        self.remove_members_without_data(&self.keys.trends_current(), |member| {
+            keys.trend_normalized(member)
+        })
+        .await
     }
 
     /// Deletes the keys matching a glob pattern, with SCAN and UNLINK in bounded steps.
@@ -170,7 +176,7 @@ impl CacheLayer {
     }
 
     /// One SCAN MATCH step: the next cursor (0 when the walk is done) and a page of keys.
-    async fn scan_step(
+    pub(super) async fn scan_step(
         conn: &mut ConnectionManager,
         cursor: u64,
         pattern: &str,

@@ -184,6 +184,9 @@ pub fn daemon_config(kafka: &MockKafka, redis_url: &str) -> Config {
         dead_letter = "{DEAD_LETTER}"
         [redis]
         url = "{redis_url}"
+        [http]
+        listen = "127.0.0.1:0"
+        admin_token = "test-admin-token"
         [batch]
         max_messages = 500
         max_wait_ms = 20

@@ -12,6 +12,7 @@ use cache_layer::models::{
 use cache_layer::redis_server::RedisServer;
 use cache_layer::CacheLayer;
 
+pub mod http;
 pub mod kafka;
 
 /// A running redis-server, a library handle on it and a plain connection for assertions.

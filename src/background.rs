@@ -1,0 +1,165 @@
+//! The background task: cache statistics every `stats.interval_secs` and sweeps every
+//! `sweep.interval_secs`, both exposed as Prometheus metrics.
+//!
+//! Each round is a function of its own ([`stats_once`], [`sweep_once`]) that tests call
+//! directly. A Redis outage makes a round fail with a WARN and the loop carries on; only
+//! shutdown ends it. With several instances on one Redis, a lock (SET NX PX with a random
+//! token, renewed or released only by its owner) lets one of them sweep per interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, SweepReport};
+use crate::config::Config;
+use crate::metrics;
+use crate::status::Status;
+
+/// The name of the sweep lock (`{p}locks:sweep`).
+pub const SWEEP_LOCK: &str = "sweep";
+
+/// How often histogram buffers are folded, so that memory stays flat between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What one sweep round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SweepOutcome {
+    Swept(SweepReport),
+    /// Another instance holds the lock for this interval.
+    Skipped,
+}
+
+/// Gathers the statistics, updates the gauges and logs the summary line.
+pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
+    match cache.get_cache_stats().await {
+        Ok(stats) => {
+            metrics::cache_stats(&stats);
+            info!(
+                trends_keys = stats.trends_keys,
+                users_keys = stats.users_keys,
+                windows_keys = stats.windows_keys,
+                used_memory = %stats.server.used_memory_human,
+                hit_ratio = format!("{:.3}", stats.server.hit_ratio),
+                "cache stats"
+            );
+            Ok(stats)
+        }
+        Err(e) => {
+            metrics::stats_failed();
+            metrics::redis_error(e.kind_label());
+            warn!(error = %e, "cache stats skipped this round");
+            Err(e)
+        }
+    }
+}
+
+/// Sweeps if this owner gets the lock for `interval`, and reports what was removed.
+pub async fn sweep_once(
+    cache: &CacheLayer,
+    active_user_window: Duration,
+    interval: Duration,
+    token: &str,
+) -> Result<SweepOutcome, CacheError> {
+    let result: Result<SweepOutcome, CacheError> = async {
+        if cache.try_lock(SWEEP_LOCK, interval, token).await?.is_none() {
+            return Ok(SweepOutcome::Skipped);
+        }
+        let started = Instant::now();
+        let report = cache.sweep(active_user_window).await?;
+        metrics::swept(&report, started.elapsed());
+        Ok(SweepOutcome::Swept(report))
+    }
+    .await;
+    match &result {
+        Ok(SweepOutcome::Swept(report)) => {
+            let anomalies =
+                report.trends_without_ttl + report.users_without_ttl + report.windows_without_ttl;
+            if anomalies > 0 {
+                warn!(?report, "sweep deleted keys that had no TTL; every write sets one, so something else wrote them");
+            }
+            info!(
+                trends_removed = report.trends_removed,
+                users_removed = report.users_removed,
+                windows_removed = report.windows_removed,
+                keys_without_ttl = anomalies,
+                "sweep done"
+            );
+        }
+        Ok(SweepOutcome::Skipped) => {
+            metrics::sweep_skipped();
+            info!("sweep skipped: another instance holds the lock for this interval");
+        }
+        Err(e) => {
+            metrics::sweep_failed();
+            metrics::redis_error(e.kind_label());
+            warn!(error = %e, "sweep skipped this round");
+        }
+    }
+    result
+}
+
+/// Runs the statistics and sweep loops, and the metrics upkeep, until `shutdown`.
+pub async fn run(
+    cache: CacheLayer,
+    config: Config,
+    status: Arc<Status>,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let stats = async {
+        let mut tick = ticker(config.stats.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let ok = stats_once(&cache).await.is_ok();
+                    status.set_redis_ok(ok);
+                    metrics::ready(ok && status.kafka_connected());
+                }
+            }
+        }
+    };
+    let sweeps = async {
+        let token = lock_token();
+        let mut tick = ticker(config.sweep.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let _ = sweep_once(&cache, config.cache.active_user_window, config.sweep.interval, &token).await;
+                }
+            }
+        }
+        // Let another instance take over at once.
+        if let Ok(Some(lock)) = cache
+            .try_lock(SWEEP_LOCK, Duration::from_millis(1), &token)
+            .await
+        {
+            let _ = cache.unlock(&lock).await;
+        }
+    };
+    let upkeep = async {
+        let mut tick = ticker(UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    };
+    tokio::join!(stats, sweeps, upkeep);
+}
+
+/// An interval whose first tick comes after one period, and which does not burst after a
+/// slow round.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}

@@ -1,0 +1,271 @@
+//! The HTTP API against a real redis-server: health, readiness through an outage, every
+//! read endpoint, bad parameters, and the admin endpoints' authorisation.
+
+mod common;
+
+use std::time::Duration;
+
+use cache_layer::config::Config;
+use common::http::serve;
+use common::{connect, trend, user_metrics, wait_until, window_count, TestRedis};
+use redis::Commands;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const TTL: Duration = Duration::from_secs(300);
+
+fn config(admin_token: &str) -> Config {
+    Config::from_toml(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{admin_token}\"\n"
+    ))
+    .unwrap()
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn seeded() -> TestRedis {
+    let redis = TestRedis::start().await;
+    let alerts = [
+        trend("Rust", "2024-01-01T12:01:00Z", 1),
+        trend("Go", "2024-01-01T12:01:00Z", 2),
+        trend("K8s*", "2024-01-01T12:00:00Z", 1),
+    ];
+    redis
+        .cache
+        .cache_current_trends(&alerts, TTL)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    redis
+        .cache
+        .cache_user_metrics(&user_metrics(&["did:plc:a"], &now, 77), TTL)
+        .await
+        .unwrap();
+    let counts = [
+        window_count("rust", 9, "2024-01-01T12:00:00Z"),
+        window_count("go", 4, "2024-01-01T12:00:00Z"),
+    ];
+    redis
+        .cache
+        .cache_windowed_data(&counts, "window_2024_01_01_12_00", TTL)
+        .await
+        .unwrap();
+    redis
+}
+
+#[tokio::test]
+async fn read_endpoints_return_what_is_in_redis() {
+    let redis = seeded().await;
+    let (addr, _) = serve(redis.cache.clone(), config("")).await;
+
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    let (code, body) = get(addr, "/v1/trends?limit=2").await;
+    assert_eq!(code, StatusCode::OK);
+    let keywords: Vec<_> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["keyword"].as_str().unwrap())
+        .collect();
+    assert_eq!(keywords, ["rust", "go"]);
+    assert_eq!(body[0]["alert"]["rank"], 1);
+
+    let (code, body) = get(addr, "/v1/trends/RUST").await;
+    assert_eq!(
+        (code, body["keyword"].as_str()),
+        (StatusCode::OK, Some("Rust"))
+    );
+    let (code, body) = get(addr, "/v1/trends/k8s%2A").await;
+    assert_eq!(
+        (code, body["keyword"].as_str()),
+        (StatusCode::OK, Some("K8s*"))
+    );
+    let (code, body) = get(addr, "/v1/trends/absent").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("absent"));
+
+    let (code, body) = get(addr, "/v1/users/metrics").await;
+    assert_eq!(
+        (code, body["total_active_users"].as_i64()),
+        (StatusCode::OK, Some(77))
+    );
+    let (code, body) = get(addr, "/v1/users/active?limit=10").await;
+    assert_eq!(code, StatusCode::OK);
+    let users: Vec<_> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+
+    let (code, body) = get(addr, "/v1/windows").await;
+    assert_eq!(
+        (code, body[0]["window_id"].as_str()),
+        (StatusCode::OK, Some("window_2024_01_01_12_00"))
+    );
+    let (code, body) = get(addr, "/v1/windows/window_2024_01_01_12_00").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["keywords"][0]["keyword"], "rust");
+    assert_eq!(body["keywords"][0]["count"], 9);
+    let (code, _) = get(addr, "/v1/windows/window_1999_01_01_00_00").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let (code, body) = get(addr, "/v1/stats").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["trends_keys"], 3 + 2);
+    assert_eq!(body["windows_keys"], 2);
+}
+
+#[tokio::test]
+async fn bad_parameters_get_a_400_with_a_message() {
+    let redis = seeded().await;
+    let (addr, _) = serve(redis.cache.clone(), config("")).await;
+    for path in [
+        "/v1/trends?limit=0",
+        "/v1/trends?limit=-1",
+        "/v1/trends?limit=abc",
+        "/v1/trends?limit=1001",
+        "/v1/users/active?limit=x",
+        "/v1/windows?limit=99999999999999999999999",
+        "/v1/windows/a*b",
+        "/v1/windows/a%20b",
+        "/v1/trends/a%0D%0Ab",
+    ] {
+        let (code, body) = get(addr, path).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_through_an_outage() {
+    let mut redis = seeded().await;
+    let (addr, status) = serve(redis.cache.clone(), config("")).await;
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], true);
+    assert_eq!(body["checks"]["kafka"]["ok"], true);
+
+    redis.server.stop();
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["redis"]["ok"], false);
+    let (code, _) = get(addr, "/v1/trends").await;
+    assert_eq!(
+        code,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a read during the outage is a 503"
+    );
+    assert_eq!(
+        get(addr, "/healthz").await.0,
+        StatusCode::OK,
+        "alive all the same"
+    );
+
+    redis.server.restart().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "readiness to come back",
+        || async { get(addr, "/readyz").await.0 == StatusCode::OK },
+    )
+    .await;
+    assert!(status.kafka_connected());
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token_and_keep_to_the_namespaces() {
+    let redis = seeded().await;
+    let _: () = connect(&redis.server)
+        .set("other-app:key", "theirs")
+        .unwrap();
+    let (addr, _) = serve(redis.cache.clone(), config("s3cret-token")).await;
+
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-token-but-longer"),
+        Some(""),
+    ] {
+        let (code, _) = post(addr, "/v1/admin/sweep", token).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{token:?}");
+        let (code, _) = post(addr, "/v1/admin/clear?pattern=trends:*", token).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{token:?}");
+    }
+    let (code, body) = post(addr, "/v1/admin/clear?pattern=*", Some("s3cret-token")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside the cache namespaces"),
+        "{body}"
+    );
+    let (code, _) = post(addr, "/v1/admin/clear", Some("s3cret-token")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    let (code, body) = post(
+        addr,
+        "/v1/admin/clear?pattern=trends:keyword:*",
+        Some("s3cret-token"),
+    )
+    .await;
+    assert_eq!((code, body["deleted"].as_u64()), (StatusCode::OK, Some(3)));
+    let mut conn = connect(&redis.server);
+    assert!(conn.exists::<_, bool>("other-app:key").unwrap());
+    assert!(conn.exists::<_, bool>("trends:current").unwrap());
+
+    // Every ranking member lost its details just now: the sweep removes them.
+    let (code, body) = post(addr, "/v1/admin/sweep", Some("s3cret-token")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["outcome"].as_str(), body["trends_removed"].as_u64()),
+        (Some("swept"), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_disabled_without_a_token() {
+    let redis = seeded().await;
+    let (addr, _) = serve(redis.cache.clone(), config("")).await;
+    for token in [None, Some(""), Some("anything")] {
+        let (code, body) = post(addr, "/v1/admin/sweep", token).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{token:?}");
+        assert!(body["error"].as_str().unwrap().contains("http.admin_token"));
+        assert_eq!(
+            post(addr, "/v1/admin/clear?pattern=trends:*", token)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        connect(&redis.server)
+            .zcard::<_, usize>("trends:current")
+            .unwrap(),
+        3
+    );
+}

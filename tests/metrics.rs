@@ -1,0 +1,188 @@
+//! The daemon's /metrics, scraped over HTTP and parsed: counters move by exactly the
+//! right amounts for a known input, every metric has HELP text, and promtool accepts
+//! the exposition. Alone in its binary, because the recorder is process-wide.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cache_layer::metrics as names;
+use cache_layer::redis_server::RedisServer;
+use common::http::{parse_metrics, value};
+use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
+use common::wait_until;
+
+fn trend_json(keyword: &str, rank: i64, frequency: i64) -> String {
+    format!(
+        r#"{{"keyword":"{keyword}","frequency":{frequency},"growth_rate":1.5,"confidence_score":0.75,
+        "window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z",
+        "sample_posts":[],"unique_authors":1,"rank":{rank}}}"#
+    )
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition() {
+    let kafka = MockKafka::start(2);
+    let redis = RedisServer::start().unwrap();
+    let mut records: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("k{i}"), trend_json(&format!("k{i}"), i + 1, 5)))
+        .collect();
+    records.push(("bad1".into(), "{nope".into()));
+    records.push(("bad2".into(), "also not json".into()));
+    for i in 0..3 {
+        records.push((format!("neg{i}"), trend_json("neg", 1, -1)));
+    }
+    kafka.produce(TRENDS, &records).await;
+    let windows: Vec<_> = (0..10)
+        .map(|i| {
+            (format!("w{i}"), format!(
+                r#"{{"keyword":"w{i}","count":3,"unique_authors":1,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}}"#
+            ))
+        })
+        .collect();
+    kafka.produce(WINDOWS, &windows).await;
+
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    wait_until(Duration::from_secs(30), "all 55 committed", || async {
+        kafka.committed_total(GROUP) == 55
+    })
+    .await;
+    let addr = daemon.status.http_addr().expect("the listener is bound");
+
+    let text = scrape(addr).await;
+    let (samples, help) = parse_metrics(&text);
+    let get = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", TRENDS)]), 45.0);
+    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", WINDOWS)]), 10.0);
+    assert_eq!(
+        get(
+            names::MESSAGES_REJECTED,
+            &[("topic", TRENDS), ("reason", "not_json")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            names::MESSAGES_REJECTED,
+            &[("topic", TRENDS), ("reason", "negative_value")]
+        ),
+        3.0
+    );
+    assert_eq!(get(names::MESSAGES_REJECTED, &[("topic", WINDOWS)]), 0.0);
+    assert_eq!(
+        get(names::MESSAGES_DEAD_LETTERED, &[("topic", TRENDS)]),
+        5.0
+    );
+    let batches = daemon.status.snapshot().batches as f64;
+    assert!(batches >= 1.0);
+    assert_eq!(get(names::BATCHES_WRITTEN, &[]), batches);
+    assert_eq!(get(&format!("{}_count", names::BATCH_SIZE), &[]), batches);
+    assert_eq!(get(&format!("{}_sum", names::BATCH_SIZE), &[]), 55.0);
+    assert_eq!(
+        get(&format!("{}_count", names::PIPELINE_DURATION), &[]),
+        batches
+    );
+    assert_eq!(
+        get(&format!("{}_count", names::END_TO_END_LATENCY), &[]),
+        55.0
+    );
+    assert_eq!(get(names::REDIS_ERRORS, &[]), 0.0);
+    assert_eq!(get(names::UP, &[]), 1.0);
+    assert_eq!(
+        get(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
+        1.0
+    );
+    assert!(
+        samples.iter().all(|s| s.name.starts_with("cache_layer_")),
+        "only our prefix"
+    );
+    for sample in &samples {
+        for label in sample.labels.keys() {
+            assert!(
+                [
+                    "topic",
+                    "reason",
+                    "partition",
+                    "category",
+                    "kind",
+                    "outcome",
+                    "version",
+                    "le"
+                ]
+                .contains(&label.as_str()),
+                "{} has a high-cardinality label {label}",
+                sample.name
+            );
+        }
+    }
+    for name in [
+        names::MESSAGES_CONSUMED,
+        names::BATCH_SIZE,
+        names::PIPELINE_DURATION,
+        names::UP,
+        names::BUILD_INFO,
+    ] {
+        assert!(
+            help.get(name).is_some_and(|h| !h.is_empty()),
+            "{name} has no HELP"
+        );
+    }
+
+    // The lag gauge arrives with librdkafka's statistics (every 5 s by default).
+    wait_until(
+        Duration::from_secs(20),
+        "consumer lag from librdkafka statistics",
+        || async {
+            let (samples, _) = parse_metrics(&scrape(addr).await);
+            samples.iter().any(|s| {
+                s.name == names::CONSUMER_LAG
+                    && s.labels.get("topic").map(String::as_str) == Some(TRENDS)
+            })
+        },
+    )
+    .await;
+    let (samples, _) = parse_metrics(&scrape(addr).await);
+    assert_eq!(
+        value(&samples, names::CONSUMER_LAG, &[("topic", TRENDS)]),
+        0.0,
+        "caught up"
+    );
+
+    promtool_accepts(&scrape(addr).await);
+    daemon.stop().await;
+}
+
+/// `promtool check metrics` reads an exposition on stdin and lints names, units, HELP.
+fn promtool_accepts(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test.sh installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
