@@ -35,6 +35,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default): consume the topics and keep Redis up to date.
     Run,
+    /// Run everything on this machine: an in-process Kafka, Redis (the configured one, or
+    /// a local redis-server), a live synthetic producer and the daemon, with a summary.
+    Demo {
+        /// Stop by itself after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Messages per second from the synthetic producer.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Real seconds per one-minute window.
+        #[arg(long, default_value_t = 5)]
+        window_secs: u64,
+    },
     /// Print the cache statistics: keys per category, memory, clients, hit ratio.
     Stats(Output),
     /// Run one sweep now (taking the sweep lock) and print what it removed.
@@ -107,7 +120,12 @@ impl Cli {
     }
 }
 
-/// Runs a command. `shutdown` stops the daemon; the other commands ignore it.
+/// Whether a command runs until a signal: the daemon and the demo.
+pub fn is_long_running(command: &Command) -> bool {
+    matches!(command, Command::Run | Command::Demo { .. })
+}
+
+/// Runs a command. `shutdown` stops the daemon and the demo; the others ignore it.
 pub async fn dispatch(
     command: Command,
     config: Config,
@@ -115,6 +133,18 @@ pub async fn dispatch(
 ) -> anyhow::Result<()> {
     match command {
         Command::Run => crate::run(config, shutdown).await,
+        Command::Demo {
+            duration,
+            rate,
+            window_secs,
+        } => {
+            let options = crate::demo::DemoOptions {
+                duration: duration.map(std::time::Duration::from_secs),
+                rate,
+                window_secs,
+            };
+            crate::demo::run(config, options, shutdown).await.map(drop)
+        }
         Command::Stats(output) => {
             let stats = connect(&config).await?.get_cache_stats().await?;
             print(output, &stats, || {
@@ -244,16 +274,24 @@ pub async fn dispatch(
     }
 }
 
-/// Whether a command logs: the daemon always does; the operator commands only print
-/// their result, unless `RUST_LOG` asks for more.
-pub fn logs(command: &Command) -> bool {
-    matches!(command, Command::Run) || std::env::var_os("RUST_LOG").is_some()
-}
-
-/// Installs logging for a command.
+/// Installs logging for a command: the daemon logs to stderr; the demo to a file, so
+/// that its screen stays readable; the operator commands only print their result,
+/// unless `RUST_LOG` asks for more.
 pub fn init_logging(command: &Command, config: &Config) {
-    if logs(command) {
-        telemetry::init(&config.log);
+    match command {
+        Command::Run => telemetry::init(&config.log),
+        Command::Demo { .. } => {
+            let path = std::env::temp_dir().join("cache-layer-demo.log");
+            match std::fs::File::create(&path) {
+                Ok(file) => {
+                    telemetry::init_to(&config.log, file);
+                    eprintln!("demo logs go to {}", path.display());
+                }
+                Err(e) => eprintln!("demo logs are off: cannot create {}: {e}", path.display()),
+            }
+        }
+        _ if std::env::var_os("RUST_LOG").is_some() => telemetry::init(&config.log),
+        _ => {}
     }
 }
 

@@ -11,6 +11,8 @@
 //!   [`http`] (metrics, health, the read API) and [`background`] (stats and sweeps);
 //! - [`metrics`]: every Prometheus metric, in one place; [`status`]: per-instance counters;
 //! - [`tools`]: the `produce` and `generate` commands for operators and tests;
+//! - [`demo`]: everything on one machine, with a live summary;
+//! - [`cli`]: the command line;
 //! - [`telemetry`]: logging set-up, in one place;
 //! - [`redis_server`]: a throwaway local `redis-server`, for tests and the demo.
 
@@ -23,6 +25,7 @@ pub mod config;
 pub mod consumer;
 pub mod daemon;
 pub mod dead_letter;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod models;

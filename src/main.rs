@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     cli::init_logging(&command, &config);
     let shutdown = CancellationToken::new();
-    if matches!(command, Command::Run) {
+    if cli::is_long_running(&command) {
         if let Err(e) = spawn_signal_handler(shutdown.clone()) {
             eprintln!("cache-layer: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;

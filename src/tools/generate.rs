@@ -62,6 +62,9 @@ pub struct Generator {
     rng: StdRng,
     zipf: Zipf<f64>,
     produced: u64,
+    /// When set, the window every message falls in, instead of one counted from
+    /// `messages_per_window` (the demo moves it with the wall clock).
+    window: Option<DateTime<Utc>>,
 }
 
 const WORDS: [&str; 24] = [
@@ -102,7 +105,13 @@ impl Generator {
             zipf,
             config,
             produced: 0,
+            window: None,
         }
+    }
+
+    /// Puts every following message in the one-minute window starting at `start`.
+    pub fn set_window(&mut self, start: DateTime<Utc>) {
+        self.window = Some(start);
     }
 
     /// The keyword of vocabulary entry `index`, in its canonical spelling.
@@ -136,8 +145,10 @@ impl Generator {
     }
 
     fn window(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        let minute = (self.produced / self.config.messages_per_window.max(1)) as i64;
-        let start = self.config.start + Duration::minutes(minute);
+        let start = self.window.unwrap_or_else(|| {
+            let minute = (self.produced / self.config.messages_per_window.max(1)) as i64;
+            self.config.start + Duration::minutes(minute)
+        });
         (start, start + Duration::minutes(1))
     }
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job, on a fresh machine: installs redis-server when it is missing (the demo
+# uses the configured Redis when one answers, and otherwise starts its own), builds the
+# release binary and runs `cache-layer demo`: an in-process Kafka, a live synthetic
+# Bluesky-trend stream and the real daemon. Ctrl-C stops it; extra arguments go to the
+# demo (for example --duration 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing redis-server with apt-get" >&2
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+fi
+exec cargo run --release --quiet -- --config config/cache-layer.toml demo "$@"
