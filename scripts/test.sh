@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (redis-server, and
-# promtool from Debian's prometheus package, through apt; cargo-nextest from crates.io),
-# then runs the whole suite. Tests start their own
+# prometheus and promtool from Debian's prometheus package, through apt; PyYAML; and
+# cargo-nextest from crates.io), then runs the whole suite. Tests start their own
 # redis-server processes on free loopback ports; nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v python3 >/dev/null || missing+=(python3 python3-yaml)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -16,6 +17,8 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The compose file is read with PyYAML (there is no Docker engine to ask).
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
 cargo nextest run --all-targets --no-fail-fast "$@"

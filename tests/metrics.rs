@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use cache_layer::metrics as names;
 use cache_layer::redis_server::RedisServer;
+use std::collections::BTreeSet;
+
+use common::deploy::{metric_names_in, root};
 use common::http::{parse_metrics, value};
 use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
 use common::wait_until;
@@ -53,7 +56,9 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
         .collect();
     kafka.produce(WINDOWS, &windows).await;
 
-    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    let mut config = daemon_config(&kafka, &redis.url());
+    config.stats.interval = Duration::from_secs(1);
+    let daemon = RunningDaemon::spawn(config);
     wait_until(Duration::from_secs(30), "all 55 committed", || async {
         kafka.committed_total(GROUP) == 55
     })
@@ -160,7 +165,52 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
     );
 
     promtool_accepts(&scrape(addr).await);
+    dashboard_and_alerts_name_only_scraped_metrics(addr).await;
     daemon.stop().await;
+}
+
+/// Every metric the dashboard and the alert rules query is in a real scrape, once a
+/// stats round and a sweep have run.
+async fn dashboard_and_alerts_name_only_scraped_metrics(addr: std::net::SocketAddr) {
+    let swept = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/admin/sweep"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(swept.status().is_success());
+    wait_until(Duration::from_secs(10), "a stats round", || async {
+        scrape(addr).await.contains(names::CACHE_KEYS)
+    })
+    .await;
+    let (samples, _) = parse_metrics(&scrape(addr).await);
+    let scraped: BTreeSet<String> = samples
+        .iter()
+        .flat_map(|s| metric_names_in(&s.name))
+        .collect();
+    let dashboard =
+        std::fs::read_to_string(root().join("deploy/grafana/dashboards/cache-layer.json")).unwrap();
+    let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    // Failures are counted only when they happen; the rest must be in a healthy scrape.
+    let only_on_failure = [
+        names::REDIS_ERRORS,
+        names::DEAD_LETTER_ERRORS,
+        names::BATCH_RETRIES,
+        names::SWEEP_KEYS_WITHOUT_TTL,
+        names::OFFSET_COMMIT_FAILURES,
+    ];
+    for name in metric_names_in(&dashboard)
+        .into_iter()
+        .chain(metric_names_in(&alerts))
+    {
+        if only_on_failure.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            scraped.contains(&name),
+            "{name} is queried but not exported: {scraped:?}"
+        );
+    }
 }
 
 /// `promtool check metrics` reads an exposition on stdin and lints names, units, HELP.
