@@ -27,9 +27,14 @@ use crate::status::Status;
 
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
-/// How often librdkafka reports statistics (consumer lag), unless
-/// `kafka.properties."statistics.interval.ms"` says otherwise.
-const STATISTICS_INTERVAL_MS: &str = "5000";
+/// librdkafka settings that differ from librdkafka's defaults, unless `kafka.properties`
+/// sets them: statistics (the consumer lag) every 5 s, and a prefetch queue of 16 MiB
+/// instead of 64 MiB, which keeps the daemon's memory small without slowing it down (the
+/// batch being written is the real buffer).
+pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+    ("statistics.interval.ms", "5000"),
+    ("queued.max.messages.kbytes", "16384"),
+];
 
 /// Logs what librdkafka reports, and tracks whether the brokers are reachable.
 pub struct GroupContext {
@@ -158,13 +163,10 @@ pub fn subscribe(
             config.kafka.commit_interval.as_millis().to_string(),
         )
         .set("enable.partition.eof", "false");
-    if !config
-        .kafka
-        .properties
-        .0
-        .contains_key("statistics.interval.ms")
-    {
-        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    for (name, value) in CONSUMER_DEFAULTS {
+        if !config.kafka.properties.0.contains_key(name) {
+            client.set(name, value);
+        }
     }
     let context = GroupContext {
         status,

@@ -79,6 +79,14 @@ pub async fn run(
     }
     kafka.create_topic(&config.topics.dead_letter, 1, 1)?;
     config.kafka.bootstrap_servers = kafka.bootstrap_servers();
+    // The mock broker holds each fetch for the full fetch.wait.max.ms even when data
+    // arrives (a real broker answers at once); keep the demo's latency realistic.
+    config
+        .kafka
+        .properties
+        .0
+        .entry("fetch.wait.max.ms".into())
+        .or_insert_with(|| "10".into());
     config.kafka.group_id = "cache-layer-demo".into();
     config.stats.interval = Duration::from_secs(5);
     config.sweep.interval = Duration::from_secs(10);

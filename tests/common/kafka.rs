@@ -180,6 +180,8 @@ pub fn daemon_config(kafka: &MockKafka, redis_url: &str) -> Config {
         "session.timeout.ms" = 6000
         "heartbeat.interval.ms" = 500
         "topic.metadata.refresh.interval.ms" = 500
+        # The mock broker holds fetches for the whole wait, even when data arrives.
+        "fetch.wait.max.ms" = 10
         [topics]
         dead_letter = "{DEAD_LETTER}"
         [redis]
