@@ -641,6 +641,7 @@ fn default_stats_interval() -> Duration {
     Duration::from_secs(15)
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -649,6 +650,13 @@ pub struct HttpConfig {
     /// Bearer token of the admin endpoints; empty disables them.
     #[serde(default = "empty_secret", serialize_with = "redact")]
     pub admin_token: SecretString,
+    /// A request that takes longer is answered 408 and dropped.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_request_timeout", rename = "request_timeout_ms")]
+    pub request_timeout: Duration,
+    /// Larger request bodies are refused with 413 before they are read.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -656,8 +664,17 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             admin_token: empty_secret(),
+            request_timeout: default_request_timeout(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_millis(10_000)
+}
+fn default_max_body_bytes() -> usize {
+    16_384
 }
 
 fn default_listen() -> String {

@@ -21,6 +21,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::background::{sweep_once, SweepOutcome};
 use crate::cache::{lock_token, CacheError, CacheLayer};
@@ -43,8 +45,12 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
-/// The router, for the server and for tests.
+/// The router, for the server and for tests. Every request is bounded: a body over
+/// `http.max_body_bytes` is refused (413) and a request over `http.request_timeout_ms`
+/// is answered 408 and dropped.
 pub fn router(state: AppState) -> Router {
+    let limits = &state.config.http;
+    let (timeout, max_body) = (limits.request_timeout, limits.max_body_bytes);
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -59,6 +65,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/sweep", post(admin_sweep))
         .route("/v1/admin/clear", post(admin_clear))
         .with_state(state)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
 }
 
 /// Serves until `shutdown` is cancelled.

@@ -434,3 +434,53 @@ async fn a_broker_outage_is_survived_without_loss() {
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 200);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_instances_loses_nothing() {
+    let kafka = MockKafka::start(6);
+    let redis = RedisServer::start().unwrap();
+    let config = daemon_config(&kafka, &redis.url());
+    let mut instances: Vec<RunningDaemon> = (0..3)
+        .map(|_| RunningDaemon::spawn(config.clone()))
+        .collect();
+
+    // A stream that keeps flowing through the restarts: 40 chunks of 100 messages.
+    let records = window_records("r", 4_000);
+    let producing = async {
+        for chunk in records.chunks(100) {
+            kafka.produce(WINDOWS, chunk).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let restarting = async {
+        for i in 0..3 {
+            wait_until(DEADLINE, "progress before the next restart", || async {
+                kafka.committed_total(GROUP) as usize > 600 * (i + 1)
+            })
+            .await;
+            let stopped = instances.remove(0);
+            stopped.stop().await;
+            instances.push(RunningDaemon::spawn(config.clone()));
+        }
+    };
+    tokio::join!(producing, restarting);
+
+    wait_until(DEADLINE, "all 4000 committed", || async {
+        kafka.committed_total(GROUP) == 4_000
+    })
+    .await;
+    let mut conn = connect(&redis);
+    let stored: HashMap<String, String> = conn.hgetall("windows:window_2024_01_01_12_00").unwrap();
+    assert_eq!(stored.len(), 4_000);
+    for (i, (keyword, _)) in records.iter().enumerate() {
+        let entry: serde_json::Value = serde_json::from_str(&stored[keyword]).unwrap();
+        assert_eq!(
+            entry["count"],
+            i as i64 + 1,
+            "{keyword} holds its own value"
+        );
+    }
+    for instance in instances {
+        instance.stop().await;
+    }
+}

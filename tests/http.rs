@@ -269,3 +269,67 @@ async fn admin_endpoints_are_disabled_without_a_token() {
         3
     );
 }
+
+#[tokio::test]
+async fn requests_are_bounded_in_size_and_time() {
+    let redis = seeded().await;
+    let mut config = config("s3cret-token");
+    config.http.request_timeout = Duration::from_millis(300);
+    config.http.max_body_bytes = 1_024;
+    let (addr, _) = serve(redis.cache.clone(), config).await;
+
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/admin/sweep"))
+        .bearer_auth("s3cret-token")
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Redis stalls for a second: the request is cut at 300 ms, not left hanging.
+    let url = redis.server.url();
+    let stall = tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        // A script that spins for about a second: Redis serves nobody else meanwhile.
+        let spin = "local t = redis.call('TIME') local until_ = t[1] * 1000000 + t[2] + 1000000 \
+                    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_ return 1";
+        redis::cmd("EVAL").arg(spin).arg(0).exec(&mut conn).unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let (code, _) = get(addr, "/v1/stats").await;
+    assert_eq!(code, StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    stall.await.unwrap();
+}
+
+#[tokio::test]
+async fn glob_and_traversal_in_paths_are_data_or_refused() {
+    let redis = seeded().await;
+    let (addr, _) = serve(redis.cache.clone(), config("")).await;
+    // `*` is a keyword like any other: no pattern is ever built from it.
+    assert_eq!(get(addr, "/v1/trends/*").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(addr, "/v1/trends/go%2A").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(addr, "/v1/windows/window_*").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(addr, "/v1/windows/a%2F..%2Fb").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(addr, "/v1/trends/x%0Ay").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let long = "k".repeat(300);
+    assert_eq!(
+        get(addr, &format!("/v1/trends/{long}")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
