@@ -363,6 +363,16 @@ pub struct RedisConfig {
     /// Prepended to every key this service writes, e.g. `"bsky:"`.
     #[serde(default)]
     pub key_prefix: String,
+    /// With `rediss://`: the CA certificate (PEM) that signed the server's; without it
+    /// the system's trust store is used.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a client certificate and its key (PEM), for servers that
+    /// require client authentication (`tls-auth-clients yes`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(default = "default_connect_timeout", rename = "connect_timeout_ms")]
     pub connect_timeout: Duration,
@@ -381,6 +391,9 @@ impl Default for RedisConfig {
             username: None,
             password: None,
             key_prefix: String::new(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             connect_timeout: default_connect_timeout(),
             response_timeout: default_response_timeout(),
         }
@@ -828,7 +841,31 @@ impl Config {
                 "must not contain whitespace or control characters",
             ));
         }
-        self.redis.connection_url()?;
+        let url = self.redis.connection_url()?;
+        let tls_files = [
+            ("redis.tls_ca_file", &self.redis.tls_ca_file),
+            ("redis.tls_cert_file", &self.redis.tls_cert_file),
+            ("redis.tls_key_file", &self.redis.tls_key_file),
+        ];
+        for (key, file) in tls_files {
+            if let Some(file) = file {
+                if url.scheme() != "rediss" {
+                    return Err(ConfigError::invalid(key, "needs a rediss:// URL"));
+                }
+                if !file.is_file() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{} is not a readable file", file.display()),
+                    ));
+                }
+            }
+        }
+        if self.redis.tls_cert_file.is_some() != self.redis.tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "redis.tls_cert_file",
+                "and redis.tls_key_file go together: set both or neither",
+            ));
+        }
         self.http.listen.parse::<SocketAddr>().map_err(|e| {
             ConfigError::invalid(
                 "http.listen",

@@ -57,8 +57,7 @@ impl CacheLayer {
         let url = config
             .connection_url()
             .map_err(|e| CacheError::Config(e.to_string()))?;
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
+        let client = client(config, url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -168,6 +167,39 @@ impl CacheLayer {
     pub async fn close(self) {
         drop(self);
     }
+}
+
+/// A client for the URL: plain, TLS with the system's roots, or TLS with the configured
+/// CA and client certificate.
+fn client(config: &RedisConfig, url: &str) -> Result<redis::Client> {
+    let bad = |e: &dyn std::fmt::Display| CacheError::Config(e.to_string());
+    let read = |path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| CacheError::Config(format!("cannot read {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let root_cert = read(&config.tls_ca_file)?;
+    let client_tls = match (read(&config.tls_cert_file)?, read(&config.tls_key_file)?) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return redis::Client::open(url).map_err(|e| bad(&e));
+    }
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| bad(&e))
 }
 
 /// One TTL for every category, refusing what Redis would refuse (`EX 0`) with a clear error.
