@@ -252,3 +252,24 @@ fn a_missing_required_file_is_an_error_but_a_missing_default_is_not() {
         Ok(())
     });
 }
+
+#[test]
+fn every_key_of_the_shipped_file_is_documented_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("config/cache-layer.toml")).unwrap();
+    let mut section = String::new();
+    for line in shipped.lines() {
+        // Commented-out keys (`# key = value`) are documented keys too.
+        let line = line.trim().trim_start_matches("# ");
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            if section == "kafka.properties" || key.contains(' ') || key.starts_with('"') {
+                continue;
+            }
+            let full = format!("{section}.{key}");
+            assert!(readme.contains(&full), "README.md does not document {full}");
+        }
+    }
+}
