@@ -32,7 +32,8 @@ pub async fn run_with_status(
     let handle = metrics::install();
     metrics::started();
     // Lazy: the daemon starts, and reports itself unready, while Redis is still down.
-    let cache = CacheLayer::connect_lazy(&config.redis)?
+    let cache = CacheLayer::connect_lazy(&config.redis)
+        .await?
         .with_active_user_window(config.cache.active_user_window);
     let listener = TcpListener::bind(&config.http.listen)
         .await

@@ -360,6 +360,20 @@ pub struct RedisConfig {
     pub username: Option<String>,
     #[serde(default, serialize_with = "redact_option")]
     pub password: Option<SecretString>,
+    /// Talk to a Redis Cluster: keys go to the master of their hash slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// With `cluster`: seed nodes (`redis://host:port`); empty means the URL (or parts).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Replicas that must have a batch before it counts as written (Redis `WAIT`); 0
+    /// trusts the primary alone. With 1, a failover cannot lose an acknowledged batch.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long `WAIT` may take; fewer replicas by then fail the write, which is retried.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(default = "default_wait_timeout", rename = "wait_timeout_ms")]
+    pub wait_timeout: Duration,
     /// Prepended to every key this service writes, e.g. `"bsky:"`.
     #[serde(default)]
     pub key_prefix: String,
@@ -390,6 +404,10 @@ impl Default for RedisConfig {
             db: None,
             username: None,
             password: None,
+            cluster: false,
+            nodes: Vec::new(),
+            wait_replicas: 0,
+            wait_timeout: default_wait_timeout(),
             key_prefix: String::new(),
             tls_ca_file: None,
             tls_cert_file: None,
@@ -400,6 +418,9 @@ impl Default for RedisConfig {
     }
 }
 
+fn default_wait_timeout() -> Duration {
+    Duration::from_millis(1_000)
+}
 fn default_connect_timeout() -> Duration {
     Duration::from_millis(2_000)
 }
@@ -859,6 +880,31 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !self.redis.nodes.is_empty() && !self.redis.cluster {
+            return Err(ConfigError::invalid(
+                "redis.nodes",
+                "is only used with redis.cluster = true",
+            ));
+        }
+        for node in &self.redis.nodes {
+            match url::Url::parse(node) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "redis.nodes",
+                        format!("{node:?} is not a redis://host:port URL"),
+                    ))
+                }
+            }
+        }
+        if self.redis.cluster
+            && (self.redis.tls_ca_file.is_some() || self.redis.tls_cert_file.is_some())
+        {
+            return Err(ConfigError::invalid(
+                "redis.cluster",
+                "does not take redis.tls_* files yet; use rediss:// seed nodes with the system's trust store",
+            ));
         }
         if self.redis.tls_cert_file.is_some() != self.redis.tls_key_file.is_some() {
             return Err(ConfigError::invalid(

@@ -5,6 +5,7 @@
 //! commands, so that the daemon can put thousands of messages from many calls into one
 //! round trip with [`CacheLayer::write`].
 
+mod conn;
 mod error;
 mod reads;
 mod scripts;
@@ -16,6 +17,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 
 pub use error::CacheError;
@@ -37,26 +42,39 @@ pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 /// connection, which re-establishes itself after Redis comes back.
 #[derive(Clone)]
 pub struct CacheLayer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     /// Users last seen longer ago than this are not returned as active.
     active_user_window: Duration,
+    /// `redis.wait_replicas` and `redis.wait_timeout_ms`, when replicas must confirm.
+    wait: Option<(u32, Duration)>,
 }
 
 impl CacheLayer {
     /// Connects, failing if Redis is not reachable within the connect timeout.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let cache = Self::connect_lazy(config)?;
+        let cache = Self::connect_lazy(config).await?;
         cache.load_scripts().await?;
         Ok(cache)
     }
 
     /// A handle that connects on first use, so that a daemon can start (and report
-    /// itself unready) while Redis is still down. Fails only on a bad configuration.
-    pub fn connect_lazy(config: &RedisConfig) -> Result<Self> {
+    /// itself unready) while Redis is still down. Fails only on a bad configuration, or,
+    /// with `redis.cluster`, when no seed node answers (the cluster client needs the
+    /// slot map to start).
+    pub async fn connect_lazy(config: &RedisConfig) -> Result<Self> {
         let url = config
             .connection_url()
             .map_err(|e| CacheError::Config(e.to_string()))?;
+        if config.cluster {
+            let conn = connect_cluster(config).await?;
+            return Ok(Self {
+                conn: Conn::Cluster(conn),
+                keys: Keys::new(config.key_prefix.clone()),
+                active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
+                wait: wait(config),
+            });
+        }
         let client = client(config, url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -65,9 +83,10 @@ impl CacheLayer {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(Self {
-            conn,
+            conn: Conn::Single(conn),
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
+            wait: wait(config),
         })
     }
 
@@ -104,24 +123,26 @@ impl CacheLayer {
         }
         let mut pipe = redis::pipe();
         let commands = set.append_to(&mut pipe, &self.keys, ttls, now);
-        let mut conn = self.conn.clone();
-        match pipe.exec_async(&mut conn).await {
+        match self.conn.exec_pipeline_durably(&pipe, self.wait).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load_scripts().await?;
-                pipe.exec_async(&mut conn).await?;
+                self.conn.exec_pipeline_durably(&pipe, self.wait).await?;
             }
-            other => other?,
+            other => drop(other?),
         }
         Ok(commands)
     }
 
-    /// Loads every script into the server's script cache.
+    /// Loads every script into the script cache of every master.
     pub async fn load_scripts(&self) -> Result<()> {
-        let mut pipe = redis::pipe();
-        for script in scripts::all() {
-            pipe.load_script(script).ignore();
+        for node in self.conn.masters().await? {
+            for source in scripts::sources() {
+                let _: String = self
+                    .conn
+                    .on_node(&node, redis::cmd("SCRIPT").arg("LOAD").arg(source))
+                    .await?;
+            }
         }
-        pipe.exec_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 
@@ -167,6 +188,35 @@ impl CacheLayer {
     pub async fn close(self) {
         drop(self);
     }
+}
+
+fn wait(config: &RedisConfig) -> Option<(u32, Duration)> {
+    (config.wait_replicas > 0).then_some((config.wait_replicas, config.wait_timeout))
+}
+
+/// Connects to a cluster through its seed nodes (`redis.nodes`, or the URL alone).
+async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection> {
+    let url = config
+        .connection_url()
+        .map_err(|e| CacheError::Config(e.to_string()))?;
+    let seeds: Vec<String> = if config.nodes.is_empty() {
+        vec![url.to_string()]
+    } else {
+        config.nodes.clone()
+    };
+    let mut builder = ClusterClient::builder(seeds)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout);
+    if let Some(username) = Some(url.username()).filter(|u| !u.is_empty()) {
+        builder = builder.username(username);
+    }
+    if let Some(password) = url.password() {
+        builder = builder.password(password);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| CacheError::Config(e.to_string()))?;
+    Ok(client.get_async_connection().await?)
 }
 
 /// A client for the URL: plain, TLS with the system's roots, or TLS with the configured

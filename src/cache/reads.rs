@@ -139,7 +139,7 @@ impl CacheLayer {
             for (id, _) in &ids {
                 exists.exists(self.keys.window(id));
             }
-            let present: Vec<bool> = exists.query_async(&mut conn).await?;
+            let present: Vec<bool> = self.conn.exec_pipeline_as(&exists).await?;
             for ((window_id, end), present) in ids.into_iter().zip(present) {
                 if !present {
                     continue;

@@ -17,9 +17,8 @@ use redis::Script;
 ///
 /// The stored value is written by this service with serde_json, which escapes every quote
 /// inside strings, so the first `"field":"` is the top-level field: no JSON decode needed.
-pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
+const SET_IF_NOT_OLDER_SRC: &str = r#"
 local order = ARGV[4]
 if order ~= '' then
   local old = redis.call('GET', KEYS[1])
@@ -32,9 +31,7 @@ if order ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
-"#,
-    )
-});
+"#;
 
 /// Adds keywords to `trends:current` unless the member already sits in a newer window,
 /// then refreshes the TTL. The window is decoded from the score as in
@@ -42,9 +39,9 @@ return 1
 ///
 /// KEYS[1]: `trends:current`. ARGV[1]: TTL in seconds; then (score, member) pairs.
 /// Returns how many members were written.
-pub static ZADD_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static ZADD_IF_NOT_OLDER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(ZADD_IF_NOT_OLDER_SRC));
+const ZADD_IF_NOT_OLDER_SRC: &str = r#"
 local written = 0
 for i = 2, #ARGV, 2 do
   local score = tonumber(ARGV[i])
@@ -63,33 +60,27 @@ for i = 2, #ARGV, 2 do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return written
-"#,
-    )
-});
+"#;
 
 /// `HSET` and `EXPIRE` of one hash, atomically, so that no reader (and no sweep) ever
 /// sees the hash without its TTL.
 ///
 /// KEYS[1]: the hash. ARGV[1]: TTL in seconds; then (field, value) pairs.
-pub static HSET_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static HSET_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(HSET_EXPIRE_SRC));
+const HSET_EXPIRE_SRC: &str = r#"
 for i = 2, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
-"#,
-    )
-});
+"#;
 
 /// `ZADD` (optionally `GT`) and `EXPIRE` of one sorted set, atomically.
 ///
 /// KEYS[1]: the sorted set. ARGV[1]: TTL in seconds; ARGV[2]: `GT` or ``; then
 /// (score, member) pairs. Chunked, because Lua's `unpack` takes a bounded number of values.
-pub static ZADD_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static ZADD_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ZADD_EXPIRE_SRC));
+const ZADD_EXPIRE_SRC: &str = r#"
 for i = 3, #ARGV, 1000 do
   local last = math.min(i + 999, #ARGV)
   if ARGV[2] == 'GT' then
@@ -100,16 +91,15 @@ for i = 3, #ARGV, 1000 do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
-"#,
-    )
-});
+"#;
 
-/// Every script the writer uses, for loading after NOSCRIPT.
-pub fn all() -> [&'static Script; 4] {
+/// The source of every script the writer uses, for `SCRIPT LOAD` on every master (at
+/// start-up, and again after a NOSCRIPT).
+pub fn sources() -> [&'static str; 4] {
     [
-        &SET_IF_NOT_OLDER,
-        &ZADD_IF_NOT_OLDER,
-        &HSET_EXPIRE,
-        &ZADD_EXPIRE,
+        SET_IF_NOT_OLDER_SRC,
+        ZADD_IF_NOT_OLDER_SRC,
+        HSET_EXPIRE_SRC,
+        ZADD_EXPIRE_SRC,
     ]
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use super::conn::Node;
 use serde::{Deserialize, Serialize};
 
 use super::{CacheError, CacheLayer, Result};
@@ -41,6 +41,26 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// Adds another node's figures to these (a cluster's stats are the sum of its
+    /// masters'); the hit ratio is recomputed.
+    pub fn add(&mut self, other: &ServerInfo) {
+        self.used_memory += other.used_memory;
+        self.connected_clients += other.connected_clients;
+        self.keyspace_hits += other.keyspace_hits;
+        self.keyspace_misses += other.keyspace_misses;
+        let lookups = self.keyspace_hits + self.keyspace_misses;
+        self.hit_ratio = if lookups == 0 {
+            0.0
+        } else {
+            self.keyspace_hits as f64 / lookups as f64
+        };
+        self.used_memory_human = if self.used_memory_human.is_empty() {
+            other.used_memory_human.clone()
+        } else {
+            format!("{:.2}M", self.used_memory as f64 / 1_048_576.0)
+        };
+    }
+
     /// Parses the `field:value` lines of INFO.
     pub fn parse(info: &str) -> Self {
         let fields: HashMap<&str, &str> = info
@@ -67,20 +87,27 @@ impl ServerInfo {
 }
 
 impl CacheLayer {
-    /// Key counts per category and the server's memory, clients and hit ratio.
+    /// Key counts per category and the server's memory, clients and hit ratio, summed
+    /// over every master on a cluster.
     ///
     /// The cost is bounded: each category is counted by a SCAN of at most
-    /// [`SCAN_BUDGET`] steps; a namespace too large for that is estimated from its index
-    /// instead (one member per data key, plus the fixed keys).
+    /// [`SCAN_BUDGET`] steps per node; a namespace too large for that is estimated from
+    /// its index instead (one member per data key, plus the fixed keys).
     pub async fn get_cache_stats(&self) -> Result<CacheStats> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
-        let total_keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        let nodes = self.conn.masters().await?;
+        let mut total_keys = 0u64;
+        let mut server = ServerInfo::default();
+        for node in &nodes {
+            let info: String = self.conn.on_node(node, &redis::cmd("INFO")).await?;
+            server.add(&ServerInfo::parse(&info));
+            let keys: u64 = self.conn.on_node(node, &redis::cmd("DBSIZE")).await?;
+            total_keys += keys;
+        }
         let mut counts = [0u64; 3];
         for (count, category) in counts.iter_mut().zip(Category::ALL) {
-            *count = match self.scan_count(&mut conn, category).await? {
+            *count = match self.scan_count(&nodes, category).await? {
                 Some(exact) => exact,
-                None => self.estimate_count(&mut conn, category).await?,
+                None => self.estimate_count(category).await?,
             };
         }
         Ok(CacheStats {
@@ -88,43 +115,47 @@ impl CacheLayer {
             trends_keys: counts[0],
             users_keys: counts[1],
             windows_keys: counts[2],
-            server: ServerInfo::parse(&info),
+            server,
         })
     }
 
     /// Counts a namespace's keys, or `None` when the walk would exceed the budget.
-    async fn scan_count(
-        &self,
-        conn: &mut ConnectionManager,
-        category: Category,
-    ) -> Result<Option<u64>> {
+    async fn scan_count(&self, nodes: &[Node], category: Category) -> Result<Option<u64>> {
         let pattern = self.keys.namespace_pattern(category);
         let mut count = 0;
-        let mut cursor = 0;
-        for _ in 0..SCAN_BUDGET {
-            let (next, keys) = Self::scan_step(conn, cursor, &pattern).await?;
-            count += keys.len() as u64;
-            if next == 0 {
-                return Ok(Some(count));
+        for node in nodes {
+            let mut cursor = 0;
+            let mut steps = 0;
+            loop {
+                let (next, keys) = self.scan_step(node, cursor, &pattern).await?;
+                count += keys.len() as u64;
+                steps += 1;
+                if next == 0 {
+                    break;
+                }
+                if steps == SCAN_BUDGET {
+                    return Ok(None);
+                }
+                cursor = next;
             }
-            cursor = next;
         }
-        Ok(None)
+        Ok(Some(count))
     }
 
     /// A namespace's size from its index: members plus the fixed keys.
-    async fn estimate_count(
-        &self,
-        conn: &mut ConnectionManager,
-        category: Category,
-    ) -> Result<u64> {
+    async fn estimate_count(&self, category: Category) -> Result<u64> {
         let (index, fixed) = match category {
             Category::Trends => (Some(self.keys.trends_current()), 2),
             Category::Windows => (Some(self.keys.windows_index()), 1),
             Category::Users => (None, 3),
         };
         let members: u64 = match index {
-            Some(index) => redis::cmd("ZCARD").arg(index).query_async(conn).await?,
+            Some(index) => {
+                redis::cmd("ZCARD")
+                    .arg(index)
+                    .query_async(&mut self.conn.clone())
+                    .await?
+            }
             None => 0,
         };
         Ok(members + fixed)
@@ -156,39 +187,43 @@ impl CacheLayer {
                 allowed,
             });
         }
-        let mut conn = self.conn.clone();
         let mut deleted = 0u64;
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = Self::scan_step(&mut conn, cursor, pattern).await?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await?;
-                deleted += n;
+        for node in self.conn.masters().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_step(&node, cursor, pattern).await?;
+                if !keys.is_empty() {
+                    // One UNLINK per key: on a cluster a page spans many slots.
+                    let mut unlink = redis::pipe();
+                    for key in &keys {
+                        unlink.unlink(key);
+                    }
+                    let removed: Vec<u64> = self.conn.exec_pipeline_as(&unlink).await?;
+                    deleted += removed.iter().sum::<u64>();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
         }
+        Ok(deleted)
     }
 
     /// One SCAN MATCH step: the next cursor (0 when the walk is done) and a page of keys.
     pub(super) async fn scan_step(
-        conn: &mut ConnectionManager,
+        &self,
+        node: &Node,
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<String>)> {
-        Ok(redis::cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await?)
+            .arg(SCAN_COUNT);
+        Ok(self.conn.on_node(node, &scan).await?)
     }
 }
 

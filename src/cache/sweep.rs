@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use super::{CacheLayer, Result};
@@ -132,7 +131,7 @@ impl CacheLayer {
                 for (member, _) in &page {
                     exists.exists(data_key(member));
                 }
-                let present: Vec<bool> = exists.query_async(&mut conn).await?;
+                let present: Vec<bool> = self.conn.exec_pipeline_as(&exists).await?;
                 let stale: Vec<&str> = page
                     .iter()
                     .zip(present)
@@ -158,24 +157,26 @@ impl CacheLayer {
     /// Deletes every key of the three namespaces that has no TTL. Returns the count per
     /// category (trends, users, windows).
     pub async fn delete_keys_without_ttl(&self) -> Result<[u64; 3]> {
-        let mut conn = self.conn.clone();
         let mut deleted = [0u64; 3];
+        let nodes = self.conn.masters().await?;
         for (count, category) in deleted.iter_mut().zip(Category::ALL) {
             let pattern = self.keys.namespace_pattern(category);
-            let mut cursor = 0;
-            loop {
-                let (next, keys) = Self::scan_step(&mut conn, cursor, &pattern).await?;
-                *count += Self::unlink_if_persistent(&mut conn, &keys).await?;
-                if next == 0 {
-                    break;
+            for node in &nodes {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_step(node, cursor, &pattern).await?;
+                    *count += self.unlink_if_persistent(&keys).await?;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
             }
         }
         Ok(deleted)
     }
 
-    async fn unlink_if_persistent(conn: &mut ConnectionManager, keys: &[String]) -> Result<u64> {
+    async fn unlink_if_persistent(&self, keys: &[String]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -183,7 +184,7 @@ impl CacheLayer {
         for key in keys {
             ttls.ttl(key);
         }
-        let ttls: Vec<i64> = ttls.query_async(conn).await?;
+        let ttls: Vec<i64> = self.conn.exec_pipeline_as(&ttls).await?;
         let persistent: Vec<&String> = keys
             .iter()
             .zip(ttls)
@@ -202,7 +203,7 @@ impl CacheLayer {
                 .arg(1)
                 .arg(*key);
         }
-        let removed: Vec<u64> = unlink.query_async(conn).await?;
+        let removed: Vec<u64> = self.conn.exec_pipeline_as(&unlink).await?;
         Ok(removed.iter().sum())
     }
 

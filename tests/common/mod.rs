@@ -12,6 +12,7 @@ use cache_layer::models::{
 use cache_layer::redis_server::RedisServer;
 use cache_layer::CacheLayer;
 
+pub mod cluster;
 pub mod deploy;
 pub mod http;
 pub mod kafka;

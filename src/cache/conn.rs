@@ -1,0 +1,226 @@
+//! The connection under `CacheLayer`: one Redis (a reconnecting multiplexed
+//! `ConnectionManager`) or a Redis Cluster (redis-rs's async cluster client).
+//!
+//! Single commands go through `ConnectionLike` either way: the cluster client routes each
+//! to the owner of its key's hash slot. What a cluster needs done differently lives here:
+//! redis-rs sends a cluster pipeline to one slot only, so [`Conn::exec_pipeline`] splits
+//! a pipeline by hash slot and runs the parts concurrently; and SCAN, INFO, DBSIZE and
+//! SCRIPT LOAD must visit every master ([`Conn::masters`], [`Conn::on_node`]).
+
+use std::collections::HashMap;
+
+use futures::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A node to send a per-node command to: the one server, or a cluster master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    Only,
+    Master { host: String, port: u16 },
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The key a command of this crate acts on: after the script and key count for EVAL and
+/// EVALSHA, the first argument otherwise.
+fn key_of(cmd: &Cmd) -> Option<&[u8]> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    let name = args.next()?;
+    let position = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
+        2
+    } else {
+        0
+    };
+    args.nth(position)
+}
+
+impl Conn {
+    /// Runs every command of `pipe` and returns each one's reply, in order (ignored
+    /// commands included). On a cluster the commands are grouped by hash slot, one
+    /// pipeline per slot, sent concurrently.
+    pub async fn exec_pipeline(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        self.exec_pipeline_durably(pipe, None).await
+    }
+
+    /// [`Conn::exec_pipeline`], then, with `wait = Some((replicas, timeout))`, Redis
+    /// `WAIT` in the same pipeline (per slot on a cluster): fewer replicas than asked
+    /// within the timeout is an error, so the caller retries rather than acknowledge a
+    /// write that a failover could lose.
+    pub async fn exec_pipeline_durably(
+        &self,
+        pipe: &Pipeline,
+        wait: Option<(u32, std::time::Duration)>,
+    ) -> RedisResult<Vec<Value>> {
+        let all: Vec<&Cmd> = pipe.cmd_iter().collect();
+        let waited = |part: &mut Pipeline| {
+            if let Some((replicas, timeout)) = wait {
+                part.cmd("WAIT")
+                    .arg(replicas)
+                    .arg(timeout.as_millis() as u64);
+            }
+        };
+        let check = |mut replies: Vec<Value>| -> RedisResult<Vec<Value>> {
+            if let Some((replicas, _)) = wait {
+                let acked: i64 = redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
+                if acked < i64::from(replicas) {
+                    return Err((
+                        redis::ErrorKind::Io,
+                        "write not replicated in time",
+                        format!("WAIT: {acked} of {replicas} replicas acknowledged"),
+                    )
+                        .into());
+                }
+            }
+            Ok(replies)
+        };
+        match self {
+            Self::Single(conn) => {
+                let mut plain = redis::pipe();
+                for cmd in &all {
+                    plain.add_command((*cmd).clone());
+                }
+                waited(&mut plain);
+                check(plain.query_async(&mut conn.clone()).await?)
+            }
+            Self::Cluster(conn) => {
+                let mut by_slot: HashMap<Option<Slot>, (Pipeline, Vec<usize>)> = HashMap::new();
+                for (i, cmd) in all.iter().enumerate() {
+                    let (part, positions) =
+                        by_slot.entry(key_of(cmd).map(Slot::for_key)).or_default();
+                    part.add_command((*cmd).clone());
+                    positions.push(i);
+                }
+                let parts = by_slot.into_values().map(|(mut part, positions)| {
+                    let mut conn = conn.clone();
+                    waited(&mut part);
+                    async move {
+                        let replies = check(part.query_async(&mut conn).await?)?;
+                        Ok::<_, redis::RedisError>(positions.into_iter().zip(replies))
+                    }
+                });
+                let mut replies = vec![Value::Nil; all.len()];
+                for part in try_join_all(parts).await? {
+                    for (i, reply) in part {
+                        replies[i] = reply;
+                    }
+                }
+                Ok(replies)
+            }
+        }
+    }
+
+    /// [`Conn::exec_pipeline`], each reply converted.
+    pub async fn exec_pipeline_as<T: redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<T>> {
+        self.exec_pipeline(pipe)
+            .await?
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(Into::into))
+            .collect()
+    }
+
+    /// The nodes that hold data: the one server, or every cluster master.
+    pub async fn masters(&self) -> RedisResult<Vec<Node>> {
+        let Self::Cluster(conn) = self else {
+            return Ok(vec![Node::Only]);
+        };
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn.clone())
+            .await?;
+        Ok(nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                    return None;
+                }
+                let address = fields.get(1)?.split('@').next()?;
+                let (host, port) = address.rsplit_once(':')?;
+                Some(Node::Master {
+                    host: host.to_owned(),
+                    port: port.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Runs a command on one node.
+    pub async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Node,
+        cmd: &Cmd,
+    ) -> RedisResult<T> {
+        match (self, node) {
+            (Self::Cluster(conn), Node::Master { host, port }) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let value = conn.clone().route_command(cmd.clone(), routing).await?;
+                redis::from_redis_value(value).map_err(Into::into)
+            }
+            _ => cmd.query_async(&mut self.clone()).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_of_scripts_comes_after_the_key_count() {
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg("abc123")
+            .arg(1)
+            .arg("trends:keyword:rust")
+            .arg("json");
+        assert_eq!(key_of(&eval), Some(&b"trends:keyword:rust"[..]));
+        let mut get = redis::cmd("GET");
+        get.arg("users:metrics");
+        assert_eq!(key_of(&get), Some(&b"users:metrics"[..]));
+        assert_eq!(key_of(&redis::cmd("PING")), None);
+    }
+}
