@@ -8,22 +8,28 @@
 #   scripts/bench.sh --messages 200000   # any cache-layer-bench flag
 #   BROKER=mock scripts/bench.sh --messages 200000 --partitions 36
 #
-# tansu: `cargo install tansu --features dynostore` (about 8 minutes on 2 cores). Without
-# it, librdkafka's in-process mock cluster is used; it keeps about 5 MB per partition, so
-# large runs need fewer messages or more partitions (the benchmark refuses to report when
-# the broker lost messages).
+# tansu is installed on first use (`cargo install tansu --features dynostore`, about 8
+# minutes on 2 cores). BROKER=mock uses librdkafka's in-process mock cluster instead; it
+# keeps about 5 MB per partition, so large runs need fewer messages or more partitions
+# (the benchmark refuses to report when the broker lost messages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v redis-server >/dev/null || {
-  echo "redis-server is missing: apt-get install redis-server" >&2
-  exit 1
-}
+if ! command -v redis-server >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+fi
 cargo build --release --quiet --bins
 
-broker="${BROKER:-auto}"
+broker="${BROKER:-tansu}"
 args=()
-if [ "$broker" != mock ] && command -v tansu >/dev/null; then
+if [ "$broker" != mock ] && ! command -v tansu >/dev/null; then
+  echo "installing tansu, the broker of the headline figures (about 8 minutes)" >&2
+  cargo install tansu --features dynostore --locked --quiet
+fi
+if [ "$broker" != mock ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   log=$(mktemp)
   tansu broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
@@ -35,8 +41,6 @@ if [ "$broker" != mock ] && command -v tansu >/dev/null; then
     sleep 0.1
   done
   args+=(--bootstrap "127.0.0.1:$port" --broker-name "tansu $(tansu --version 2>/dev/null | awk '{print $2}'), memory storage, separate process")
-elif [ "$broker" = tansu ]; then
-  echo "BROKER=tansu but tansu is not installed: cargo install tansu --features dynostore" >&2
-  exit 1
 fi
-exec target/release/cache-layer-bench "${args[@]}" "$@"
+# Not exec: the EXIT trap stops tansu afterwards.
+target/release/cache-layer-bench "${args[@]}" "$@"

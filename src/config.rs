@@ -1021,3 +1021,23 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod printing {
+    use super::*;
+
+    #[test]
+    fn check_config_output_masks_every_secret() {
+        let config = Config::from_toml(
+            "[redis]\nurl = \"redis://user:url-pw@h:1/0\"\npassword = \"part-pw\"\n\
+             [http]\nadmin_token = \"tok\"\n[kafka.properties]\n\"sasl.password\" = \"kafka-pw\"\n\
+             \"ssl.key.password\" = \"key-pw\"\n\"sasl.username\" = \"visible-user\"\n",
+        )
+        .unwrap();
+        let printed = toml::to_string(&config).unwrap() + &serde_json::to_string(&config).unwrap();
+        for secret in ["url-pw", "part-pw", "\"tok\"", "kafka-pw", "key-pw"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("visible-user") && printed.contains(REDACTED));
+    }
+}
