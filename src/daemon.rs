@@ -173,7 +173,13 @@ impl Daemon {
                         }
                         SinkError::DeadLetter { .. } => metrics::dead_letter_error(),
                     }
-                    warn!(attempt, error = %e, messages = batch.len(), "batch write failed; retrying the same batch");
+                    if matches!(e, SinkError::Redis(c) if !c.is_retryable()) {
+                        // Retrying cannot fix a refused command (a wrong type at one of
+                        // our keys, a missing ACL permission): someone must act.
+                        error!(attempt, error = %e, messages = batch.len(), "Redis refuses the batch; retrying until an operator fixes it");
+                    } else {
+                        warn!(attempt, error = %e, messages = batch.len(), "batch write failed; retrying the same batch");
+                    }
                     if !paused.swap(true, Ordering::Relaxed) {
                         consumer::set_paused(&consumer, true);
                     }

@@ -61,10 +61,6 @@ impl Sink {
         }
     }
 
-    pub fn cache(&self) -> &CacheLayer {
-        &self.cache
-    }
-
     /// Whether rejected messages go to a dead-letter topic.
     pub fn dead_letters(&self) -> bool {
         self.dead_letter.is_some()
