@@ -36,7 +36,15 @@ impl WindowedKeywordCount {
 
 /// The old service's window id: `window_YYYY_MM_DD_HH_MM` of `window_start` in UTC.
 pub fn default_window_id(window_start: &DateTime<Utc>) -> String {
-    window_start.format("window_%Y_%m_%d_%H_%M").to_string()
+    use chrono::{Datelike, Timelike};
+    format!(
+        "window_{:04}_{:02}_{:02}_{:02}_{:02}",
+        window_start.year(),
+        window_start.month(),
+        window_start.day(),
+        window_start.hour(),
+        window_start.minute()
+    )
 }
 
 /// Window ids are data in a key, but also path segments of the read API: keep them to a
