@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::validate::{check, check_keyword, check_window, Reject, Validate};
+use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
 use super::{normalize_keyword, RejectReason};
 
 /// Ranks are stored inside a sorted-set score beside the window (see `schema::trend_score`),
@@ -36,14 +36,7 @@ impl TrendAlert {
 impl Validate for TrendAlert {
     fn validate(&mut self) -> Result<(), Reject> {
         self.keyword = check_keyword(&self.keyword)?;
-        check(self.frequency >= 0, RejectReason::NegativeValue, || {
-            format!("frequency {} is negative", self.frequency)
-        })?;
-        check(
-            self.unique_authors >= 0,
-            RejectReason::NegativeValue,
-            || format!("unique_authors {} is negative", self.unique_authors),
-        )?;
+        check_counts("frequency", self.frequency, self.unique_authors)?;
         check(
             self.growth_rate.is_finite() && self.confidence_score.is_finite(),
             RejectReason::NonFinite,
@@ -63,16 +56,6 @@ impl Validate for TrendAlert {
             (1..=MAX_RANK).contains(&self.rank),
             RejectReason::InvalidRank,
             || format!("rank {} is outside 1..={MAX_RANK}", self.rank),
-        )?;
-        check(
-            self.unique_authors <= self.frequency,
-            RejectReason::AuthorsExceedCount,
-            || {
-                format!(
-                    "unique_authors {} > frequency {}",
-                    self.unique_authors, self.frequency
-                )
-            },
         )?;
         check_window(&self.window_start, &self.window_end)
     }

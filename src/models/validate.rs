@@ -145,6 +145,21 @@ pub(crate) fn check_keyword(keyword: &str) -> Result<String, Reject> {
     Ok(trimmed.to_owned())
 }
 
+/// A post count and its unique authors: both non-negative, and no more authors than posts.
+pub(crate) fn check_counts(name: &str, count: i64, unique_authors: i64) -> Result<(), Reject> {
+    check(count >= 0, RejectReason::NegativeValue, || {
+        format!("{name} {count} is negative")
+    })?;
+    check(unique_authors >= 0, RejectReason::NegativeValue, || {
+        format!("unique_authors {unique_authors} is negative")
+    })?;
+    check(
+        unique_authors <= count,
+        RejectReason::AuthorsExceedCount,
+        || format!("unique_authors {unique_authors} > {name} {count}"),
+    )
+}
+
 pub(crate) fn check_window(start: &DateTime<Utc>, end: &DateTime<Utc>) -> Result<(), Reject> {
     check(end >= start, RejectReason::WindowInverted, || {
         format!("window_end {end} is before window_start {start}")

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::validate::{check, check_keyword, check_window, Reject, Validate};
+use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
 use super::{normalize_keyword, RejectReason};
 
 /// Window ids become part of a key and of an HTTP path, so they are short and plain.
@@ -65,25 +65,8 @@ pub(crate) fn check_window_id(id: &str) -> Result<(), Reject> {
 impl Validate for WindowedKeywordCount {
     fn validate(&mut self) -> Result<(), Reject> {
         self.keyword = check_keyword(&self.keyword)?;
+        check_counts("count", self.count, self.unique_authors)?;
         self.normalized_keyword = normalize_keyword(&self.keyword);
-        check(self.count >= 0, RejectReason::NegativeValue, || {
-            format!("count {} is negative", self.count)
-        })?;
-        check(
-            self.unique_authors >= 0,
-            RejectReason::NegativeValue,
-            || format!("unique_authors {} is negative", self.unique_authors),
-        )?;
-        check(
-            self.unique_authors <= self.count,
-            RejectReason::AuthorsExceedCount,
-            || {
-                format!(
-                    "unique_authors {} > count {}",
-                    self.unique_authors, self.count
-                )
-            },
-        )?;
         check_window(&self.window_start, &self.window_end)?;
         match &self.window_id {
             Some(id) => check_window_id(id),
