@@ -14,7 +14,7 @@ use cache_layer::config::{Config, RedisConfig};
 use cache_layer::CacheLayer;
 use common::cluster::RedisCluster;
 use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS};
-use common::wait_until;
+use common::{trend_json, wait_until, window_json};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -26,25 +26,12 @@ fn cluster_config(kafka: &MockKafka, cluster: &RedisCluster) -> Config {
     config
 }
 
-fn window_json(keyword: &str, count: i64, minute: u32) -> String {
-    format!(
-        r#"{{"keyword":"{keyword}","count":{count},"unique_authors":1,"window_start":"2024-01-01T12:{minute:02}:00Z","window_end":"2024-01-01T12:{:02}:00Z"}}"#,
-        minute + 1
-    )
-}
-
-fn trend_json(keyword: &str, rank: i64) -> String {
-    format!(
-        r#"{{"keyword":"{keyword}","frequency":9,"growth_rate":1,"confidence_score":0.5,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z","sample_posts":[],"unique_authors":1,"rank":{rank}}}"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_and_the_library_work_across_the_masters_of_a_cluster() {
     let cluster = RedisCluster::start(3, 0);
     let kafka = MockKafka::start(3);
     let trends: Vec<_> = (0..100)
-        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), i + 1)))
+        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 9)))
         .collect();
     let windows: Vec<_> = (0..150)
         .map(|i| {

@@ -13,45 +13,16 @@ use cache_layer::redis_server::RedisServer;
 use common::kafka::{
     daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, USERS, WINDOWS,
 };
-use common::{connect, wait_until};
+use common::{connect, trend_json, wait_until, window_records};
 use redis::Commands;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn trend_json(keyword: &str, minute: u32, rank: i64, frequency: i64) -> String {
-    format!(
-        r#"{{"keyword":"{keyword}","frequency":{frequency},"growth_rate":1.5,"confidence_score":0.75,
-        "window_start":"2024-01-01T12:{minute:02}:00Z","window_end":"2024-01-01T12:{:02}:00Z",
-        "sample_posts":["a post about {keyword}"],"unique_authors":1,"rank":{rank}}}"#,
-        minute + 1
-    )
-}
-
-fn window_json(keyword: &str, count: i64, minute: u32) -> String {
-    format!(
-        r#"{{"keyword":"{keyword}","count":{count},"unique_authors":1,
-        "window_start":"2024-01-01T12:{minute:02}:00Z","window_end":"2024-01-01T12:{:02}:00Z"}}"#,
-        minute + 1
-    )
-}
 
 fn users_json(user: &str, second: u32) -> String {
     format!(
         r#"{{"total_active_users":{second},"posts_per_minute":1.0,"top_contributors":[],
         "active_users":["{user}"],"timestamp":"2024-01-01T12:00:{second:02}Z"}}"#
     )
-}
-
-/// `n` window counts for distinct keywords in window 12:00, keyed by keyword.
-fn window_records(prefix: &str, n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("{prefix}{i}"),
-                window_json(&format!("{prefix}{i}"), i as i64 + 1, 0),
-            )
-        })
-        .collect()
 }
 
 fn hlen(conn: &mut redis::Connection, key: &str) -> usize {

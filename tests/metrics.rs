@@ -15,15 +15,7 @@ use std::collections::BTreeSet;
 use common::deploy::{metric_names_in, root};
 use common::http::{parse_metrics, value};
 use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
-use common::wait_until;
-
-fn trend_json(keyword: &str, rank: i64, frequency: i64) -> String {
-    format!(
-        r#"{{"keyword":"{keyword}","frequency":{frequency},"growth_rate":1.5,"confidence_score":0.75,
-        "window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z",
-        "sample_posts":[],"unique_authors":1,"rank":{rank}}}"#
-    )
-}
+use common::{trend_json, wait_until, window_records};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))
@@ -39,21 +31,15 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
     let kafka = MockKafka::start(2);
     let redis = RedisServer::start().unwrap();
     let mut records: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("k{i}"), trend_json(&format!("k{i}"), i + 1, 5)))
+        .map(|i| (format!("k{i}"), trend_json(&format!("k{i}"), 0, i + 1, 5)))
         .collect();
     records.push(("bad1".into(), "{nope".into()));
     records.push(("bad2".into(), "also not json".into()));
     for i in 0..3 {
-        records.push((format!("neg{i}"), trend_json("neg", 1, -1)));
+        records.push((format!("neg{i}"), trend_json("neg", 0, 1, -1)));
     }
     kafka.produce(TRENDS, &records).await;
-    let windows: Vec<_> = (0..10)
-        .map(|i| {
-            (format!("w{i}"), format!(
-                r#"{{"keyword":"w{i}","count":3,"unique_authors":1,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}}"#
-            ))
-        })
-        .collect();
+    let windows = window_records("w", 10);
     kafka.produce(WINDOWS, &windows).await;
 
     let mut config = daemon_config(&kafka, &redis.url());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cache_layer::redis_server::RedisServer;
 use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, WINDOWS};
-use common::wait_until;
+use common::{wait_until, window_records};
 
 /// A Prometheus process, killed when dropped.
 struct Prometheus {
@@ -74,13 +74,7 @@ async fn query(port: u16, promql: &str) -> Option<f64> {
 async fn a_real_prometheus_scrapes_the_daemon() {
     let kafka = MockKafka::start(1);
     let redis = RedisServer::start().unwrap();
-    let records: Vec<_> = (0..25)
-        .map(|i| {
-            (format!("k{i}"), format!(
-                r#"{{"keyword":"k{i}","count":2,"unique_authors":1,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}}"#
-            ))
-        })
-        .collect();
+    let records = window_records("k", 25);
     kafka.produce(WINDOWS, &records).await;
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
     wait_until(Duration::from_secs(30), "all 25 committed", || async {

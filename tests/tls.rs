@@ -12,7 +12,7 @@ use std::time::Duration;
 use cache_layer::config::RedisConfig;
 use cache_layer::CacheLayer;
 use common::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
-use common::wait_until;
+use common::{trend_json, wait_until, window_records};
 
 const ADMIN_PASSWORD: &str = "admin-pw";
 const USER: &str = "cache-layer";
@@ -231,15 +231,9 @@ async fn the_daemon_works_over_mutual_tls_as_a_restricted_acl_user() {
     config.redis = redis_config;
     config.stats.interval = Duration::from_secs(1);
     let trends: Vec<_> = (0..30)
-        .map(|i| (format!("t{i}"), format!(
-            r#"{{"keyword":"t{i}","frequency":5,"growth_rate":1,"confidence_score":0.5,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z","sample_posts":[],"unique_authors":1,"rank":{}}}"#, i + 1
-        )))
+        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 5)))
         .collect();
-    let windows: Vec<_> = (0..30)
-        .map(|i| (format!("w{i}"), format!(
-            r#"{{"keyword":"w{i}","count":2,"unique_authors":1,"window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}}"#
-        )))
-        .collect();
+    let windows = window_records("w", 30);
     kafka.produce(TRENDS, &trends).await;
     kafka.produce(WINDOWS, &windows).await;
     let daemon = RunningDaemon::spawn(config);

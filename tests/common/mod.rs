@@ -109,3 +109,35 @@ pub fn connect(server: &RedisServer) -> redis::Connection {
         .get_connection()
         .unwrap()
 }
+
+/// A `TrendAlert` as upstream publishes it, in the window 12:`minute` to the next minute.
+pub fn trend_json(keyword: &str, minute: u32, rank: i64, frequency: i64) -> String {
+    format!(
+        r#"{{"keyword":"{keyword}","frequency":{frequency},"growth_rate":1.5,"confidence_score":0.75,
+        "window_start":"2024-01-01T12:{minute:02}:00Z","window_end":"2024-01-01T12:{:02}:00Z",
+        "sample_posts":["a post about {keyword}"],"unique_authors":1,"rank":{rank}}}"#,
+        minute + 1
+    )
+}
+
+/// A `WindowedKeywordCount` as upstream publishes it, in the window 12:`minute`.
+pub fn window_json(keyword: &str, count: i64, minute: u32) -> String {
+    format!(
+        r#"{{"keyword":"{keyword}","count":{count},"unique_authors":1,
+        "window_start":"2024-01-01T12:{minute:02}:00Z","window_end":"2024-01-01T12:{:02}:00Z"}}"#,
+        minute + 1
+    )
+}
+
+/// `n` window counts for distinct keywords in window 12:00, keyed by keyword; the count
+/// of the i-th is i + 1.
+pub fn window_records(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{prefix}{i}"),
+                window_json(&format!("{prefix}{i}"), i as i64 + 1, 0),
+            )
+        })
+        .collect()
+}
