@@ -82,10 +82,9 @@ pub enum Pushed {
 pub struct Batch {
     writes: WriteSet,
     rejects: Vec<Rejected>,
-    /// (topic, partition) to the highest offset in this batch.
-    offsets: HashMap<(String, i32), i64>,
-    /// Messages per topic, valid or not.
-    per_topic: HashMap<String, u64>,
+    /// Per topic: how many messages, and each partition's highest offset. Looked up by
+    /// `&str`, so a message from a topic already seen allocates nothing here.
+    topics: HashMap<String, TopicProgress>,
     /// Rejected messages per topic.
     rejected_per_topic: HashMap<String, u64>,
     /// The Kafka timestamps (unix milliseconds) of the messages, for end-to-end latency.
@@ -93,6 +92,14 @@ pub struct Batch {
     messages: usize,
     started: Option<Instant>,
     limits: Limits,
+}
+
+/// What a batch holds of one topic.
+#[derive(Debug, Default)]
+struct TopicProgress {
+    messages: u64,
+    /// Partition to the highest offset in the batch.
+    offsets: HashMap<i32, i64>,
 }
 
 /// The `[batch]` settings a batch enforces.
@@ -116,8 +123,7 @@ impl Batch {
         Self {
             writes: WriteSet::new(),
             rejects: Vec::new(),
-            offsets: HashMap::new(),
-            per_topic: HashMap::new(),
+            topics: HashMap::new(),
             rejected_per_topic: HashMap::new(),
             timestamps: Vec::new(),
             messages: 0,
@@ -132,19 +138,20 @@ impl Batch {
             self.started = Some(Instant::now());
         }
         self.messages += 1;
-        let slot = self
-            .offsets
-            .entry((message.topic.to_owned(), message.partition))
-            .or_insert(message.offset);
-        *slot = (*slot).max(message.offset);
+        if !self.topics.contains_key(message.topic) {
+            self.topics
+                .insert(message.topic.to_owned(), TopicProgress::default());
+        }
+        if let Some(progress) = self.topics.get_mut(message.topic) {
+            progress.messages += 1;
+            let slot = progress
+                .offsets
+                .entry(message.partition)
+                .or_insert(message.offset);
+            *slot = (*slot).max(message.offset);
+        }
         if let Some(ts) = message.timestamp {
             self.timestamps.push(ts.timestamp_millis());
-        }
-        match self.per_topic.get_mut(message.topic) {
-            Some(n) => *n += 1,
-            None => {
-                self.per_topic.insert(message.topic.to_owned(), 1);
-            }
         }
         let Some(kind) = kinds.kind(message.topic) else {
             return Pushed::Ignored;
@@ -222,14 +229,19 @@ impl Batch {
 
     /// Every (topic, partition, highest offset) this batch holds.
     pub fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
-        self.offsets
-            .iter()
-            .map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset))
+        self.topics.iter().flat_map(|(topic, progress)| {
+            progress
+                .offsets
+                .iter()
+                .map(move |(partition, offset)| (topic.as_str(), *partition, *offset))
+        })
     }
 
     /// Messages per topic, valid or not.
     pub fn per_topic(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.per_topic.iter().map(|(topic, n)| (topic.as_str(), *n))
+        self.topics
+            .iter()
+            .map(|(topic, p)| (topic.as_str(), p.messages))
     }
 
     /// Rejected messages per topic.
