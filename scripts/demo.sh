@@ -7,11 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null; then
+missing=()
+# A C toolchain and make build the bundled librdkafka.
+{ command -v cc && command -v make; } >/dev/null || missing+=(build-essential)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing redis-server with apt-get" >&2
+  echo "installing ${missing[*]} with apt-get" >&2
   $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 exec cargo run --release --quiet -- --config config/cache-layer.toml demo "$@"

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need when it is missing (redis-server, and
-# prometheus and promtool from Debian's prometheus package, through apt; PyYAML; and
+# The test command: installs what the build and the tests need when it is missing
+# (through apt: a C toolchain and make for the bundled librdkafka, redis-server with
+# redis-cli, prometheus and promtool from Debian's prometheus package, openssl; PyYAML;
 # cargo-nextest from crates.io), then runs the whole suite. Tests start their own
 # redis-server processes on free loopback ports; nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
+{ command -v cc && command -v make; } >/dev/null || missing+=(build-essential)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3 python3-yaml)
 command -v openssl >/dev/null || missing+=(openssl)
