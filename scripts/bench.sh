@@ -14,14 +14,11 @@
 # (the benchmark refuses to report when the broker lost messages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/apt-install.sh
 
-if ! command -v redis-server >/dev/null; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
-fi
-cargo build --release --quiet --bins
+need redis-server redis-server
+install_needed
+cargo build --release --quiet --workspace --bins
 
 broker="${BROKER:-tansu}"
 args=()

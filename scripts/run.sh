@@ -3,4 +3,4 @@
 # (config/cache-layer.toml, overridable from the environment; see README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --release --quiet -- --config config/cache-layer.toml "$@"
+exec cargo run --release --quiet --bin cache-layer -- --config config/cache-layer.toml "$@"

@@ -6,23 +6,18 @@
 # redis-server processes on free loopback ports; nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/apt-install.sh
 
-missing=()
-{ command -v cc && command -v make; } >/dev/null || missing+=(build-essential)
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v redis-cli >/dev/null || missing+=(redis-tools)
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v python3 >/dev/null || missing+=(python3 python3-yaml)
-command -v openssl >/dev/null || missing+=(openssl)
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${missing[*]} with apt-get" >&2
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+need redis-server redis-server
+need redis-cli redis-tools
+need cc build-essential
+need make build-essential
+need promtool prometheus
+need python3 python3 python3-yaml
+need openssl openssl
+install_needed
 # The compose file is read with PyYAML (there is no Docker engine to ask).
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
-cargo nextest run --all-targets --no-fail-fast "$@"
+cargo nextest run --workspace --all-targets --no-fail-fast "$@"

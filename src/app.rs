@@ -1,21 +1,23 @@
 //! `run(config, shutdown)`: the whole daemon, as `main` and the tests start it. It
 //! installs the metrics recorder, binds the HTTP listener, starts the background task and
 //! runs the consume loop; when the loop has drained, the listener and the background task
-//! stop too.
+//! stop too. [`drain_on_signals`] turns SIGTERM and SIGINT into that shutdown.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::background;
 use crate::cache::CacheLayer;
 use crate::config::Config;
-use crate::daemon;
 use crate::http::{self, AppState};
 use crate::metrics;
+use crate::pipeline;
 use crate::status::Status;
 
 /// Runs the daemon until `shutdown` is cancelled and the drain is done.
@@ -59,13 +61,46 @@ pub async fn run_with_status(
         tasks.clone(),
     ));
 
-    let result = daemon::consume(&config, cache, status, &shutdown).await;
+    let result = pipeline::consume(&config, cache, status, &shutdown).await;
 
     tasks.cancel();
-    if let Ok(Err(e)) = server.await {
-        warn!(error = %e, "the HTTP listener failed");
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the HTTP listener failed"),
+        Err(e) => log_task_failure("the HTTP listener", &e),
     }
-    let _ = background.await;
+    if let Err(e) = background.await {
+        log_task_failure("the background task", &e);
+    }
     metrics::stopped();
     result
+}
+
+fn log_task_failure(task: &str, e: &JoinError) {
+    if e.is_panic() {
+        error!(error = %e, "{task} panicked; it was stopped");
+    } else {
+        warn!(error = %e, "{task} was cancelled");
+    }
+}
+
+/// Cancels `shutdown` at the first SIGTERM or SIGINT, which starts a drain; a second
+/// signal exits the process at once. The only place that reads OS signals.
+pub fn drain_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "draining; a second signal exits at once"),
+            _ = int.recv() => info!(signal = "SIGINT", "draining; a second signal exits at once"),
+        }
+        shutdown.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        error!("second signal: exiting without draining; unwritten messages are read again after a restart");
+        std::process::exit(130);
+    });
+    Ok(())
 }

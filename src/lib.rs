@@ -5,36 +5,27 @@
 //! - [`models`]: the upstream messages, decoded and validated;
 //! - [`schema`]: the Redis key schema that readers rely on;
 //! - [`cache`]: the `CacheLayer` library that writes and reads that schema;
-//! - [`app`]: `run(config, shutdown)`, the whole daemon: [`daemon`] (the consume loop),
-//!   built from [`consumer`] (the Kafka group), [`batcher`] (collecting and coalescing),
-//!   [`sink`] (the retried Redis write) and [`dead_letter`] (rejected messages); beside it
+//! - [`pipeline`]: the consume-to-write path: the Kafka group, batches, the retried
+//!   Redis write and the dead-letter topic, driven by one loop;
+//! - [`app`]: `run(config, shutdown)`, the whole daemon: the pipeline, and beside it
 //!   [`http`] (metrics, health, the read API) and [`background`] (stats and sweeps);
 //! - [`metrics`]: every Prometheus metric, in one place; [`status`]: per-instance counters;
-//! - [`tools`]: the `produce` and `generate` commands for operators and tests;
-//! - [`demo`]: everything on one machine, with a live summary;
-//! - [`cli`]: the command line;
-//! - [`telemetry`]: logging set-up, in one place;
-//! - [`redis_server`]: a throwaway local `redis-server`, for tests and the demo.
+//! - [`telemetry`]: logging set-up, in one place.
+//!
+//! Only production code lives here: the throwaway redis-server, the mock broker, the
+//! stream generator, the demo and the benchmark are in the `cache-layer-testkit` crate.
 
 pub mod app;
 pub mod background;
-pub mod batcher;
 pub mod cache;
-pub mod cli;
 pub mod config;
-pub mod consumer;
-pub mod daemon;
-pub mod dead_letter;
-pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod models;
-pub mod redis_server;
+pub mod pipeline;
 pub mod schema;
-pub mod sink;
 pub mod status;
 pub mod telemetry;
-pub mod tools;
 
 pub use app::{run, run_with_status};
 pub use cache::{CacheError, CacheLayer, WriteSet};

@@ -4,16 +4,20 @@
 //! Single commands go through `ConnectionLike` either way: the cluster client routes each
 //! to the owner of its key's hash slot. What a cluster needs done differently lives here:
 //! redis-rs sends a cluster pipeline to one slot only, so [`Conn::exec_pipeline`] splits
-//! a pipeline by hash slot and runs the parts concurrently; and SCAN, INFO, DBSIZE and
-//! SCRIPT LOAD must visit every master ([`Conn::masters`], [`Conn::on_node`]).
+//! a pipeline by hash slot and runs the parts concurrently ([`Writes`] groups a write's
+//! commands by slot as they are added); and SCAN, INFO, DBSIZE and SCRIPT LOAD must visit
+//! every master ([`Conn::masters`], [`Conn::on_node`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::writes::CommandSink;
 
 #[derive(Clone)]
 pub(crate) enum Conn {
@@ -72,79 +76,118 @@ fn key_of(cmd: &Cmd) -> Option<&[u8]> {
     args.nth(position)
 }
 
+/// The commands of one write, grouped as the connection sends them: one pipeline for a
+/// single server, one per hash slot for a cluster. Each command is put in its place once,
+/// when it is added; every reply but `WAIT`'s is ignored (a failure still fails the call).
+pub(crate) enum Writes {
+    Single(Pipeline),
+    Cluster(HashMap<Option<Slot>, Pipeline>),
+}
+
+impl Writes {
+    /// Appends `WAIT replicas timeout` to every pipeline, so that each confirms its own
+    /// writes; see [`Conn::exec_writes`].
+    pub(crate) fn wait_for(&mut self, replicas: u32, timeout: Duration) {
+        let timeout = timeout.as_millis() as u64;
+        let parts: Vec<&mut Pipeline> = match self {
+            Self::Single(pipe) => vec![pipe],
+            Self::Cluster(parts) => parts.values_mut().collect(),
+        };
+        for pipe in parts {
+            pipe.cmd("WAIT").arg(replicas).arg(timeout);
+        }
+    }
+}
+
+impl CommandSink for Writes {
+    fn add(&mut self, cmd: Cmd) {
+        let pipe = match self {
+            Self::Single(pipe) => pipe,
+            Self::Cluster(parts) => parts.entry(key_of(&cmd).map(Slot::for_key)).or_default(),
+        };
+        pipe.add_command(cmd).ignore();
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Self::Single(pipe) => pipe.len(),
+            Self::Cluster(parts) => parts.values().map(Pipeline::len).sum(),
+        }
+    }
+}
+
 impl Conn {
+    /// An empty set of writes, grouped as this connection sends them.
+    pub fn writes(&self) -> Writes {
+        match self {
+            Self::Single(_) => Writes::Single(redis::pipe()),
+            Self::Cluster(_) => Writes::Cluster(HashMap::new()),
+        }
+    }
+
+    /// Sends the writes, the parts of a cluster concurrently. With `replicas`, the last
+    /// reply of each part is its `WAIT` (see [`Writes::wait_for`]): fewer replicas than
+    /// asked is an error, so the caller retries rather than acknowledge a write that a
+    /// failover could lose.
+    pub async fn exec_writes(&self, writes: &Writes, replicas: Option<u32>) -> RedisResult<()> {
+        let check = |mut replies: Vec<Value>| -> RedisResult<()> {
+            let Some(replicas) = replicas else {
+                return Ok(());
+            };
+            let acked: i64 = redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
+            if acked < i64::from(replicas) {
+                return Err((
+                    redis::ErrorKind::Io,
+                    "write not replicated in time",
+                    format!("WAIT: {acked} of {replicas} replicas acknowledged"),
+                )
+                    .into());
+            }
+            Ok(())
+        };
+        match (self, writes) {
+            (Self::Single(conn), Writes::Single(pipe)) => {
+                check(pipe.query_async(&mut conn.clone()).await?)
+            }
+            (Self::Cluster(conn), Writes::Cluster(parts)) => {
+                let sends = parts.values().map(|part| {
+                    let mut conn = conn.clone();
+                    async move { check(part.query_async(&mut conn).await?) }
+                });
+                try_join_all(sends).await.map(drop)
+            }
+            _ => unreachable!("writes are made by the connection that sends them"),
+        }
+    }
+
     /// Runs every command of `pipe` and returns each one's reply, in order (ignored
     /// commands included). On a cluster the commands are grouped by hash slot, one
     /// pipeline per slot, sent concurrently.
     pub async fn exec_pipeline(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
-        self.exec_pipeline_durably(pipe, None).await
-    }
-
-    /// [`Conn::exec_pipeline`], then, with `wait = Some((replicas, timeout))`, Redis
-    /// `WAIT` in the same pipeline (per slot on a cluster): fewer replicas than asked
-    /// within the timeout is an error, so the caller retries rather than acknowledge a
-    /// write that a failover could lose.
-    pub async fn exec_pipeline_durably(
-        &self,
-        pipe: &Pipeline,
-        wait: Option<(u32, std::time::Duration)>,
-    ) -> RedisResult<Vec<Value>> {
-        let all: Vec<&Cmd> = pipe.cmd_iter().collect();
-        let waited = |part: &mut Pipeline| {
-            if let Some((replicas, timeout)) = wait {
-                part.cmd("WAIT")
-                    .arg(replicas)
-                    .arg(timeout.as_millis() as u64);
-            }
+        let conn = match self {
+            Self::Single(conn) => return pipe.query_async(&mut conn.clone()).await,
+            Self::Cluster(conn) => conn,
         };
-        let check = |mut replies: Vec<Value>| -> RedisResult<Vec<Value>> {
-            if let Some((replicas, _)) = wait {
-                let acked: i64 = redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
-                if acked < i64::from(replicas) {
-                    return Err((
-                        redis::ErrorKind::Io,
-                        "write not replicated in time",
-                        format!("WAIT: {acked} of {replicas} replicas acknowledged"),
-                    )
-                        .into());
-                }
+        let mut by_slot: HashMap<Option<Slot>, (Pipeline, Vec<usize>)> = HashMap::new();
+        for (i, cmd) in pipe.cmd_iter().enumerate() {
+            let (part, positions) = by_slot.entry(key_of(cmd).map(Slot::for_key)).or_default();
+            part.add_command(cmd.clone());
+            positions.push(i);
+        }
+        let parts = by_slot.into_values().map(|(part, positions)| {
+            let mut conn = conn.clone();
+            async move {
+                let replies: Vec<Value> = part.query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>(positions.into_iter().zip(replies))
             }
-            Ok(replies)
-        };
-        match self {
-            Self::Single(conn) => {
-                let mut plain = redis::pipe();
-                for cmd in &all {
-                    plain.add_command((*cmd).clone());
-                }
-                waited(&mut plain);
-                check(plain.query_async(&mut conn.clone()).await?)
-            }
-            Self::Cluster(conn) => {
-                let mut by_slot: HashMap<Option<Slot>, (Pipeline, Vec<usize>)> = HashMap::new();
-                for (i, cmd) in all.iter().enumerate() {
-                    let (part, positions) =
-                        by_slot.entry(key_of(cmd).map(Slot::for_key)).or_default();
-                    part.add_command((*cmd).clone());
-                    positions.push(i);
-                }
-                let parts = by_slot.into_values().map(|(mut part, positions)| {
-                    let mut conn = conn.clone();
-                    waited(&mut part);
-                    async move {
-                        let replies = check(part.query_async(&mut conn).await?)?;
-                        Ok::<_, redis::RedisError>(positions.into_iter().zip(replies))
-                    }
-                });
-                let mut replies = vec![Value::Nil; all.len()];
-                for part in try_join_all(parts).await? {
-                    for (i, reply) in part {
-                        replies[i] = reply;
-                    }
-                }
-                Ok(replies)
+        });
+        let mut replies = vec![Value::Nil; pipe.len()];
+        for part in try_join_all(parts).await? {
+            for (i, reply) in part {
+                replies[i] = reply;
             }
         }
+        Ok(replies)
     }
 
     /// [`Conn::exec_pipeline`], each reply converted.

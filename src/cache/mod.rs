@@ -27,7 +27,7 @@ pub use error::CacheError;
 pub use reads::{RankedWindow, TrendEntry};
 pub use stats::{CacheStats, ServerInfo};
 pub use sweep::{lock_token, Lock, SweepReport};
-pub use writes::WriteSet;
+pub use writes::{CommandSink, WriteSet};
 
 use crate::config::{RedisConfig, Ttls};
 use crate::models::{TrendAlert, UserMetrics, WindowedKeywordCount};
@@ -121,14 +121,18 @@ impl CacheLayer {
         if set.is_empty() {
             return Ok(0);
         }
-        let mut pipe = redis::pipe();
-        let commands = set.append_to(&mut pipe, &self.keys, ttls, now);
-        match self.conn.exec_pipeline_durably(&pipe, self.wait).await {
+        let mut writes = self.conn.writes();
+        let commands = set.append_to(&mut writes, &self.keys, ttls, now);
+        if let Some((replicas, timeout)) = self.wait {
+            writes.wait_for(replicas, timeout);
+        }
+        let replicas = self.wait.map(|(replicas, _)| replicas);
+        match self.conn.exec_writes(&writes, replicas).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load_scripts().await?;
-                self.conn.exec_pipeline_durably(&pipe, self.wait).await?;
+                self.conn.exec_writes(&writes, replicas).await?;
             }
-            other => drop(other?),
+            other => other?,
         }
         Ok(commands)
     }
@@ -259,9 +263,5 @@ fn same_ttls(ttl: Duration) -> Result<Ttls> {
             "TTL must be at least one second, got {ttl:?}"
         )));
     }
-    Ok(Ttls {
-        trends: ttl,
-        users: ttl,
-        windows: ttl,
-    })
+    Ok(Ttls::uniform(ttl))
 }

@@ -1,17 +1,14 @@
-//! Statistics and maintenance: the INFO-based stats, expired-member invalidation and the
-//! namespace-restricted pattern clear. All key walks use SCAN in bounded steps, never
-//! KEYS, so none of them blocks Redis however large the keyspace.
+//! Statistics: key counts per category and the INFO-based server figures. Counting walks
+//! the keys with SCAN in bounded steps, never KEYS, so it never blocks Redis however
+//! large the keyspace; a namespace too large for the budget is estimated instead.
 
 use std::collections::HashMap;
 
 use super::conn::Node;
 use serde::{Deserialize, Serialize};
 
-use super::{CacheError, CacheLayer, Result};
+use super::{CacheLayer, Result};
 use crate::schema::Category;
-
-/// Keys asked for per SCAN step.
-const SCAN_COUNT: usize = 1_000;
 
 /// SCAN steps one statistics run may spend per category (about 100,000 keys).
 pub const SCAN_BUDGET: usize = 100;
@@ -159,71 +156,6 @@ impl CacheLayer {
             None => 0,
         };
         Ok(members + fixed)
-    }
-
-    /// Removes `trends:current` members whose detail key has expired. Returns how many.
-    pub async fn invalidate_expired_trends(&self) -> Result<u64> {
-        let keys = self.keys.clone();
-        self.remove_members_without_data(&self.keys.trends_current(), |member| {
-            keys.trend_normalized(member)
-        })
-        .await
-    }
-
-    /// Deletes the keys matching a glob pattern, with SCAN and UNLINK in bounded steps.
-    ///
-    /// The pattern must start, literally, with one of the service's namespaces
-    /// (`{p}trends:`, `{p}users:`, `{p}windows:`): `*` or `trend*` are refused, so that a
-    /// clear can never reach another application's keys. Returns how many keys went.
-    pub async fn clear_cache_pattern(&self, pattern: &str) -> Result<u64> {
-        if !self.keys.owns_pattern(pattern) {
-            let allowed = Category::ALL
-                .iter()
-                .map(|c| format!("{:?}", self.keys.namespace(*c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(CacheError::ForeignPattern {
-                pattern: pattern.to_owned(),
-                allowed,
-            });
-        }
-        let mut deleted = 0u64;
-        for node in self.conn.masters().await? {
-            let mut cursor = 0;
-            loop {
-                let (next, keys) = self.scan_step(&node, cursor, pattern).await?;
-                if !keys.is_empty() {
-                    // One UNLINK per key: on a cluster a page spans many slots.
-                    let mut unlink = redis::pipe();
-                    for key in &keys {
-                        unlink.unlink(key);
-                    }
-                    let removed: Vec<u64> = self.conn.exec_pipeline_as(&unlink).await?;
-                    deleted += removed.iter().sum::<u64>();
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// One SCAN MATCH step: the next cursor (0 when the walk is done) and a page of keys.
-    pub(super) async fn scan_step(
-        &self,
-        node: &Node,
-        cursor: u64,
-        pattern: &str,
-    ) -> Result<(u64, Vec<String>)> {
-        let mut scan = redis::cmd("SCAN");
-        scan.arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
-        Ok(self.conn.on_node(node, &scan).await?)
     }
 }
 

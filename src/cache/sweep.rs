@@ -1,6 +1,8 @@
-//! Sweeps: removing index members whose data expired, users no longer active, and any
-//! key of the service's namespaces that has no TTL (which should never happen: every
-//! write sets its TTL atomically). And the lock that lets one instance sweep per interval.
+//! Maintenance: sweeps (removing index members whose data expired, users no longer
+//! active, and any key of the service's namespaces that has no TTL, which should never
+//! happen: every write sets its TTL atomically), the namespace-restricted pattern clear,
+//! and the lock that lets one instance sweep per interval. Every key walk uses SCAN or
+//! ZSCAN in bounded steps, never KEYS, so none of them blocks Redis.
 
 use std::time::Duration;
 
@@ -8,7 +10,8 @@ use chrono::Utc;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{CacheLayer, Result};
+use super::conn::Node;
+use super::{CacheError, CacheLayer, Result};
 use crate::schema::Category;
 
 /// Members or keys looked at per step.
@@ -89,6 +92,71 @@ impl CacheLayer {
         report.users_without_ttl = users;
         report.windows_without_ttl = windows;
         Ok(report)
+    }
+
+    /// Removes `trends:current` members whose detail key has expired. Returns how many.
+    pub async fn invalidate_expired_trends(&self) -> Result<u64> {
+        let keys = self.keys.clone();
+        self.remove_members_without_data(&self.keys.trends_current(), |member| {
+            keys.trend_normalized(member)
+        })
+        .await
+    }
+
+    /// Deletes the keys matching a glob pattern, with SCAN and UNLINK in bounded steps.
+    ///
+    /// The pattern must start, literally, with one of the service's namespaces
+    /// (`{p}trends:`, `{p}users:`, `{p}windows:`): `*` or `trend*` are refused, so that a
+    /// clear can never reach another application's keys. Returns how many keys went.
+    pub async fn clear_cache_pattern(&self, pattern: &str) -> Result<u64> {
+        if !self.keys.owns_pattern(pattern) {
+            let allowed = Category::ALL
+                .iter()
+                .map(|c| format!("{:?}", self.keys.namespace(*c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(CacheError::ForeignPattern {
+                pattern: pattern.to_owned(),
+                allowed,
+            });
+        }
+        let mut deleted = 0u64;
+        for node in self.conn.masters().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_step(&node, cursor, pattern).await?;
+                if !keys.is_empty() {
+                    // One UNLINK per key: on a cluster a page spans many slots.
+                    let mut unlink = redis::pipe();
+                    for key in &keys {
+                        unlink.unlink(key);
+                    }
+                    let removed: Vec<u64> = self.conn.exec_pipeline_as(&unlink).await?;
+                    deleted += removed.iter().sum::<u64>();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// One SCAN MATCH step: the next cursor (0 when the walk is done) and a page of keys.
+    pub(super) async fn scan_step(
+        &self,
+        node: &Node,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(STEP);
+        Ok(self.conn.on_node(node, &scan).await?)
     }
 
     /// Removes `users:active` members last seen before `now - window`.

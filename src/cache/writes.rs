@@ -1,5 +1,5 @@
 //! Coalescing validated messages into one set of writes, and appending those writes to a
-//! Redis pipeline.
+//! Redis pipeline (or to the per-slot pipelines of a cluster: any [`CommandSink`]).
 //!
 //! Within one [`WriteSet`] the last value for a key wins (for trend alerts and user
 //! metrics: the newest by window or timestamp, ties going to the later message, exactly
@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use redis::Pipeline;
+use redis::{Cmd, Pipeline};
 
 use super::scripts::{HSET_EXPIRE, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
 use crate::config::Ttls;
@@ -18,6 +18,25 @@ use crate::models::{
     format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
 };
 use crate::schema::{trend_score, Keys};
+
+/// Where a [`WriteSet`] appends its commands, whose replies are not needed: a pipeline,
+/// or the connection's own grouping of them (one pipeline per hash slot on a cluster).
+pub trait CommandSink {
+    /// Adds a command whose reply is ignored; its failure still fails the pipeline.
+    fn add(&mut self, cmd: Cmd);
+    /// How many commands it holds.
+    fn count(&self) -> usize;
+}
+
+impl CommandSink for Pipeline {
+    fn add(&mut self, cmd: Cmd) {
+        self.add_command(cmd).ignore();
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
 
 /// The coalesced writes of any number of messages, ready to become one pipeline.
 #[derive(Debug, Default)]
@@ -99,12 +118,12 @@ impl WriteSet {
     /// Appends every write to `pipe`. Returns how many commands were appended.
     pub fn append_to(
         &self,
-        pipe: &mut Pipeline,
+        pipe: &mut impl CommandSink,
         keys: &Keys,
         ttls: &Ttls,
         now: DateTime<Utc>,
     ) -> usize {
-        let before = pipe.len();
+        let before = pipe.count();
         let now_text = format_timestamp(&now);
         if !self.trends.is_empty() {
             self.append_trends(pipe, keys, ttls.trends.as_secs(), &now_text);
@@ -115,32 +134,31 @@ impl WriteSet {
         if !self.windows.is_empty() {
             self.append_windows(pipe, keys, ttls.windows.as_secs());
         }
-        pipe.len() - before
+        pipe.count() - before
     }
 
-    fn append_trends(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64, now: &str) {
+    fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
         let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
         ranking.arg(ttl);
         for (keyword, alert) in &self.trends {
             let json = serde_json::to_string(alert).expect("a validated alert serializes");
-            pipe.invoke_script(
+            pipe.add(Cmd::invoke_script(
                 SET_IF_NOT_OLDER
                     .key(keys.trend_normalized(keyword))
                     .arg(json)
                     .arg(ttl)
                     .arg("window_end")
                     .arg(format_timestamp(&alert.window_end)),
-            )
-            .ignore();
+            ));
             ranking
                 .arg(trend_score(&alert.window_end, alert.rank))
                 .arg(keyword);
         }
-        pipe.invoke_script(&ranking).ignore();
-        pipe.set_ex(keys.trends_last_update(), now, ttl).ignore();
+        pipe.add(Cmd::invoke_script(&ranking));
+        pipe.add(Cmd::set_ex(keys.trends_last_update(), now, ttl));
     }
 
-    fn append_users(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64, now: &str) {
+    fn append_users(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
         let Some(metrics) = &self.user_metrics else {
             return;
         };
@@ -150,15 +168,14 @@ impl WriteSet {
             .as_ref()
             .map(format_timestamp)
             .unwrap_or_default();
-        pipe.invoke_script(
+        pipe.add(Cmd::invoke_script(
             SET_IF_NOT_OLDER
                 .key(keys.users_metrics())
                 .arg(json)
                 .arg(ttl)
                 .arg("timestamp")
                 .arg(order),
-        )
-        .ignore();
+        ));
         if !self.active_users.is_empty() {
             // GT: a replayed, older sighting never moves a user back in time.
             let mut zadd = ZADD_EXPIRE.key(keys.users_active());
@@ -166,12 +183,12 @@ impl WriteSet {
             for (id, seen) in &self.active_users {
                 zadd.arg(*seen).arg(id);
             }
-            pipe.invoke_script(&zadd).ignore();
+            pipe.add(Cmd::invoke_script(&zadd));
         }
-        pipe.set_ex(keys.users_last_update(), now, ttl).ignore();
+        pipe.add(Cmd::set_ex(keys.users_last_update(), now, ttl));
     }
 
-    fn append_windows(&self, pipe: &mut Pipeline, keys: &Keys, ttl: u64) {
+    fn append_windows(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64) {
         let mut index = ZADD_EXPIRE.key(keys.windows_index());
         index.arg(ttl).arg("");
         for (window_id, counts) in &self.windows {
@@ -184,24 +201,22 @@ impl WriteSet {
                 hset.arg(keyword).arg(json);
                 window_end = window_end.max(Some(count.window_end.timestamp()));
             }
-            pipe.invoke_script(&hset).ignore();
+            pipe.add(Cmd::invoke_script(&hset));
             index.arg(window_end.unwrap_or_default()).arg(window_id);
         }
-        pipe.invoke_script(&index).ignore();
+        pipe.add(Cmd::invoke_script(&index));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use cache_layer_testkit::fixtures::trend_alert_json;
+
     use super::*;
     use crate::models::{decode, MessageKind};
 
     fn alert(keyword: &str, window_end: &str, rank: i64) -> TrendAlert {
-        let json = format!(
-            r#"{{"keyword":"{keyword}","frequency":10,"growth_rate":1.5,"confidence_score":0.9,
-            "window_start":"2024-01-01T12:00:00Z","window_end":"{window_end}",
-            "sample_posts":[],"unique_authors":3,"rank":{rank}}}"#
-        );
+        let json = trend_alert_json(keyword, window_end, rank);
         match decode(MessageKind::Trends, json.as_bytes()).unwrap() {
             Message::Trends(mut v) => v.remove(0),
             other => panic!("{other:?}"),
@@ -230,17 +245,13 @@ mod tests {
             ));
         }
         let mut pipe = redis::pipe();
-        let n = set.append_to(&mut pipe, &Keys::new(""), &test_ttls(), Utc::now());
+        let n = set.append_to(
+            &mut pipe,
+            &Keys::new(""),
+            &Ttls::uniform(std::time::Duration::from_secs(60)),
+            Utc::now(),
+        );
         // 10 detail scripts + 1 ranking script + 1 last_update.
         assert_eq!(n, 12);
-    }
-
-    fn test_ttls() -> Ttls {
-        let ttl = std::time::Duration::from_secs(60);
-        Ttls {
-            trends: ttl,
-            users: ttl,
-            windows: ttl,
-        }
     }
 }

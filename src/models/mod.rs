@@ -14,7 +14,7 @@ mod window;
 
 pub use keyword::{normalize_keyword, MAX_KEYWORD_BYTES};
 pub use time::{format_timestamp, parse_timestamp};
-pub use trend::TrendAlert;
+pub use trend::{TrendAlert, MAX_RANK};
 pub use user::{Contributor, UserMetrics};
 pub use validate::{decode, Message, MessageKind, RejectReason, ValidationError};
 pub(crate) use window::check_window_id;

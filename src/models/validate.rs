@@ -271,11 +271,10 @@ fn non_finite_token_at(bytes: &[u8], line: usize, column: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use cache_layer_testkit::TREND;
+
     use super::*;
 
-    const TREND: &str = r#"{"keyword":"Rust","frequency":10,"growth_rate":2.5,"confidence_score":0.9,
-        "window_start":"2024-01-01T12:00:00","window_end":"2024-01-01T12:01:00",
-        "sample_posts":["a post"],"unique_authors":4,"rank":1}"#;
     const WINDOW: &str = r#"{"keyword":"Rust","count":7,"window_start":"2024-01-01T12:00:00Z",
         "window_end":"2024-01-01T12:01:00Z","unique_authors":3,"normalized_keyword":"RUST"}"#;
     const USERS: &str = r#"{"total_active_users":12,"posts_per_minute":3.5,

@@ -1,0 +1,170 @@
+//! `cache-layer-bench`: the end-to-end benchmark, with its ceilings measured in the same
+//! run on the same machine. `scripts/bench.sh` builds it in release mode and runs it.
+//!
+//! It starts a redis-server on loopback, uses a Kafka broker (librdkafka's in-process mock
+//! cluster, or any broker given with `--bootstrap`, such as tansu), preloads a synthetic
+//! stream, and measures: the Kafka ceiling (a raw consume), the Redis ceiling (the same
+//! writes by a raw pipelined writer), the release daemon's throughput and peak RSS, the
+//! naive one-round-trip-per-message baseline, and produce-to-visible latency at fixed
+//! rates. It refuses to report when the broker lost preloaded messages.
+//!
+//! The modules: [`broker`] (topics, preload, offsets), [`daemon`] (the daemon process),
+//! [`scenarios`] (what is measured) and [`report`] (what is printed).
+
+mod broker;
+mod daemon;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use cache_layer::cache::CacheLayer;
+use cache_layer::config::RedisConfig;
+use cache_layer_testkit::generate::{Generated, Generator, GeneratorConfig};
+use cache_layer_testkit::{sibling_binary, RedisServer};
+use clap::Parser;
+use rdkafka::mocking::MockCluster;
+
+use daemon::Target;
+use report::Report;
+
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end benchmark of cache-layer with its ceilings")]
+struct Args {
+    /// Messages to preload.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 12)]
+    partitions: i32,
+    /// A Kafka-compatible broker to use instead of the in-process mock cluster.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// The broker's name in the report.
+    #[arg(long)]
+    broker_name: Option<String>,
+    /// Messages for the naive baseline (it is slow by design).
+    #[arg(long, default_value_t = 50_000)]
+    naive_messages: u64,
+    /// Produce rates for the latency scenario, messages/s.
+    #[arg(long, value_delimiter = ',', default_values_t = [20_000u64, 100_000])]
+    rates: Vec<u64>,
+    /// Seconds per latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// The daemons' `fetch.wait.max.ms`: the mock broker and tansu hold each fetch that
+    /// long even when data arrives, where Apache Kafka answers at once.
+    #[arg(long, default_value_t = 10)]
+    fetch_wait_ms: u64,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+    /// The daemon binary (default: `cache-layer` beside this one).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let redis = RedisServer::start()
+        .await
+        .context("cannot start redis-server")?;
+    let mut redis_conn = scenarios::connect(&redis).await?;
+    let mock = match &args.bootstrap {
+        Some(_) => None,
+        None => Some(MockCluster::new(1)?),
+    };
+    let bootstrap = match (&args.bootstrap, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        (None, None) => unreachable!(),
+    };
+    let mut report = Report {
+        broker: args
+            .broker_name
+            .clone()
+            .unwrap_or_else(|| match &args.bootstrap {
+                Some(b) => format!("external broker at {b}"),
+                None => "librdkafka mock cluster (in-process)".into(),
+            }),
+        messages: args.messages,
+        partitions: args.partitions,
+        ..Report::default()
+    };
+    broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "bench").await?;
+
+    eprintln!("generating {} messages", args.messages);
+    let mut generator = Generator::new(GeneratorConfig::default());
+    let stream: Arc<Vec<Generated>> = Arc::new(
+        (0..args.messages)
+            .map(|_| generator.next_message())
+            .collect(),
+    );
+    report.malformed = stream.iter().filter(|m| m.malformed).count() as u64;
+
+    eprintln!("preloading");
+    let started = Instant::now();
+    broker::preload(&bootstrap, "bench", Arc::clone(&stream)).await?;
+    report.preload_secs = started.elapsed().as_secs_f64();
+    if mock.is_some() {
+        broker::verify_present(&bootstrap, "bench", args.partitions, &stream).await?;
+    }
+
+    eprintln!("Kafka ceiling: raw consume");
+    report.kafka_ceiling_msgs_per_sec = scenarios::kafka_ceiling(&bootstrap, args.messages).await?;
+
+    eprintln!("Redis ceiling: raw pipelined writes");
+    let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
+    report.redis_ceiling_msgs_per_sec = scenarios::redis_ceiling(&cache, &stream).await?;
+    scenarios::flush(&mut redis_conn).await?;
+
+    eprintln!("daemon throughput");
+    let target = Target {
+        daemon: args
+            .daemon
+            .clone()
+            .unwrap_or_else(|| sibling_binary("cache-layer")),
+        bootstrap: bootstrap.clone(),
+        fetch_wait_ms: args.fetch_wait_ms,
+    };
+    let throughput = scenarios::daemon_throughput(&target, &redis, args.messages).await?;
+    report.daemon_secs = throughput.secs;
+    report.daemon_msgs_per_sec = args.messages as f64 / throughput.secs;
+    report.daemon_redis_commands_per_msg = throughput.redis_commands as f64 / args.messages as f64;
+    report.daemon_pipelines = throughput.pipelines;
+    report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
+    scenarios::verify_written(&redis, &stream).await?;
+    scenarios::flush(&mut redis_conn).await?;
+
+    eprintln!("naive baseline: one awaited round trip per message");
+    let sample = &stream[..stream.len().min(args.naive_messages as usize)];
+    report.naive_msgs_per_sec = scenarios::naive(&cache, sample).await?;
+    scenarios::flush(&mut redis_conn).await?;
+
+    for rate in args.rates.iter().copied() {
+        eprintln!("latency at {rate} messages/s");
+        let prefix = format!("lat{rate}");
+        broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, &prefix).await?;
+        let measured =
+            scenarios::latency(&target, &redis, &prefix, rate, args.latency_secs).await?;
+        report.latency.push(measured);
+        scenarios::flush(&mut redis_conn).await?;
+    }
+
+    report.settle();
+    report.print_table();
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}

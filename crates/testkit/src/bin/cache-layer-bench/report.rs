@@ -1,0 +1,94 @@
+//! What a run measured: the JSON report and the table printed to standard output.
+
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub broker: String,
+    pub messages: u64,
+    pub malformed: u64,
+    pub partitions: i32,
+    pub preload_secs: f64,
+    pub kafka_ceiling_msgs_per_sec: f64,
+    pub redis_ceiling_msgs_per_sec: f64,
+    pub daemon_msgs_per_sec: f64,
+    pub daemon_secs: f64,
+    pub daemon_redis_commands_per_msg: f64,
+    pub daemon_pipelines: u64,
+    pub daemon_peak_rss_mib: f64,
+    pub naive_msgs_per_sec: f64,
+    pub ratio_to_lower_ceiling: f64,
+    pub ratio_to_naive: f64,
+    pub latency: Vec<LatencyReport>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct LatencyReport {
+    pub rate: u64,
+    pub achieved_rate: f64,
+    pub probes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+impl Report {
+    /// Fills in the ratios once every measure is in.
+    pub fn settle(&mut self) {
+        let lower = self
+            .kafka_ceiling_msgs_per_sec
+            .min(self.redis_ceiling_msgs_per_sec);
+        self.ratio_to_lower_ceiling = self.daemon_msgs_per_sec / lower;
+        self.ratio_to_naive = self.daemon_msgs_per_sec / self.naive_msgs_per_sec;
+    }
+
+    pub fn print_table(&self) {
+        println!("broker: {}", self.broker);
+        println!(
+            "messages: {} ({} malformed), {} partitions per topic, preload {:.1} s",
+            self.messages, self.malformed, self.partitions, self.preload_secs
+        );
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!(
+            "| Kafka ceiling (raw consume) | {:.0} msg/s |",
+            self.kafka_ceiling_msgs_per_sec
+        );
+        println!(
+            "| Redis ceiling (raw pipelined writes) | {:.0} msg/s |",
+            self.redis_ceiling_msgs_per_sec
+        );
+        println!(
+            "| daemon throughput | {:.0} msg/s ({:.2} s) |",
+            self.daemon_msgs_per_sec, self.daemon_secs
+        );
+        println!(
+            "| daemon Redis commands per message | {:.3} ({} pipelines) |",
+            self.daemon_redis_commands_per_msg, self.daemon_pipelines
+        );
+        println!("| daemon peak RSS | {:.1} MiB |", self.daemon_peak_rss_mib);
+        println!(
+            "| naive baseline (1 round trip/message) | {:.0} msg/s |",
+            self.naive_msgs_per_sec
+        );
+        println!(
+            "| daemon / min(ceilings) | {:.2} |",
+            self.ratio_to_lower_ceiling
+        );
+        println!("| daemon / naive | {:.1}x |", self.ratio_to_naive);
+        for l in &self.latency {
+            println!(
+                "| latency at {} msg/s (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} probes) |",
+                l.rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms, l.probes
+            );
+        }
+    }
+}
+
+/// The q-quantile of sorted values; NaN when there are none.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}

@@ -1,0 +1,83 @@
+//! HTTP helpers: serving the router of a `CacheLayer` on a loopback port, and reading
+//! the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cache_layer::config::Config;
+use cache_layer::http::{self, AppState};
+use cache_layer::status::Status;
+use cache_layer::CacheLayer;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the API of `cache` on 127.0.0.1:0 for the rest of the test.
+pub async fn serve(cache: CacheLayer, config: Config) -> (SocketAddr, Arc<Status>) {
+    let status = Arc::new(Status::default());
+    let state = AppState {
+        cache,
+        status: Arc::clone(&status),
+        config: Arc::new(config),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(http::serve(listener, state, CancellationToken::new()));
+    (addr, status)
+}
+
+/// One sample of the text exposition: `name{labels} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the Prometheus text format into its samples and its HELP lines.
+pub fn parse_metrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+    let mut samples = Vec::new();
+    let mut help = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help.insert(name.to_owned(), text.to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').expect("label=value");
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value: value.parse().expect("a numeric value"),
+        });
+    }
+    (samples, help)
+}
+
+/// The value of the sample with this name and (a subset of) these labels; 0 if absent.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}

@@ -1,0 +1,62 @@
+//! The benchmark's smoke run: about 20,000 messages through the mock broker. It checks
+//! that the benchmark works end to end and that every message arrived (the benchmark
+//! itself refuses to report otherwise); no timing is asserted. The daemon it measures is
+//! the workspace's `cache-layer` binary, built beside this test by
+//! `cargo nextest run --workspace`.
+
+use std::process::Command;
+
+use cache_layer_testkit::sibling_binary;
+
+#[test]
+fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
+    let out = tempfile::tempdir().unwrap();
+    let results = out.path().join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-layer-bench"))
+        .args([
+            "--messages",
+            "20000",
+            "--partitions",
+            "12",
+            "--naive-messages",
+            "1000",
+        ])
+        .args(["--rates", "2000", "--latency-secs", "2"])
+        .arg("--daemon")
+        .arg(sibling_binary("cache-layer"))
+        .arg("--out")
+        .arg(&results)
+        .output()
+        .expect("the benchmark runs");
+    assert!(
+        output.status.success(),
+        "the benchmark failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    assert_eq!(report["messages"], 20_000);
+    for measure in [
+        "kafka_ceiling_msgs_per_sec",
+        "redis_ceiling_msgs_per_sec",
+        "daemon_msgs_per_sec",
+        "naive_msgs_per_sec",
+    ] {
+        assert!(
+            report[measure].as_f64().is_some_and(|v| v > 0.0),
+            "{measure}: {report}"
+        );
+    }
+    assert!(report["daemon_peak_rss_mib"]
+        .as_f64()
+        .is_some_and(|v| v > 0.0));
+    assert!(
+        report["latency"][0]["probes"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report}"
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("| daemon / naive |"), "{table}");
+}

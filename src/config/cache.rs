@@ -1,0 +1,177 @@
+//! `[cache]`, `[batch]`, `[sweep]` and `[stats]`: how long keys live, how messages are
+//! batched and retried, and how often the background task works.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_with::{serde_as, DurationMilliSeconds, DurationSeconds};
+
+use super::{positive, ConfigError};
+
+/// Cache lifetimes. Every key the service writes carries one of these TTLs.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub default_ttl: Duration,
+    #[serde_as(as = "Option<DurationSeconds<u64>>")]
+    pub trends_ttl: Option<Duration>,
+    #[serde_as(as = "Option<DurationSeconds<u64>>")]
+    pub users_ttl: Option<Duration>,
+    #[serde_as(as = "Option<DurationSeconds<u64>>")]
+    pub windows_ttl: Option<Duration>,
+    /// How long a user stays in `users:active` after it was last seen.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub active_user_window: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(300),
+            trends_ttl: None,
+            users_ttl: None,
+            windows_ttl: None,
+            active_user_window: Duration::from_secs(900),
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn ttls(&self) -> Ttls {
+        Ttls {
+            trends: self.trends_ttl.unwrap_or(self.default_ttl),
+            users: self.users_ttl.unwrap_or(self.default_ttl),
+            windows: self.windows_ttl.unwrap_or(self.default_ttl),
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("cache.default_ttl", self.default_ttl)?;
+        for (key, ttl) in [
+            ("cache.trends_ttl", self.trends_ttl),
+            ("cache.users_ttl", self.users_ttl),
+            ("cache.windows_ttl", self.windows_ttl),
+        ] {
+            if let Some(ttl) = ttl {
+                positive(key, ttl)?;
+            }
+        }
+        positive("cache.active_user_window", self.active_user_window)
+    }
+}
+
+/// The TTL of each key category, with `default_ttl` filled in where none was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    pub trends: Duration,
+    pub users: Duration,
+    pub windows: Duration,
+}
+
+impl Ttls {
+    /// One TTL for every category.
+    pub fn uniform(ttl: Duration) -> Self {
+        Self {
+            trends: ttl,
+            users: ttl,
+            windows: ttl,
+        }
+    }
+}
+
+#[serde_as]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is written when it holds this many messages...
+    pub max_messages: usize,
+    /// ...or this long after its first message arrived, whichever comes first.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "max_wait_ms")]
+    pub max_wait: Duration,
+    /// A message larger than this is rejected as `too_large` and dead-lettered.
+    pub max_message_bytes: usize,
+    /// First delay before a failed batch write is retried; it doubles per attempt.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "retry_initial_ms")]
+    pub retry_initial: Duration,
+    /// The longest delay between two attempts (before jitter).
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "retry_max_ms")]
+    pub retry_max: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 5_000,
+            max_wait: Duration::from_millis(50),
+            max_message_bytes: 1_048_576,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(10_000),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("batch.max_wait_ms", self.max_wait)?;
+        positive("batch.retry_initial_ms", self.retry_initial)?;
+        positive("batch.retry_max_ms", self.retry_max)?;
+        if self.max_messages == 0 {
+            return Err(ConfigError::invalid(
+                "batch.max_messages",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[serde_as]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepConfig {
+    #[serde_as(as = "DurationSeconds<u64>")]
+    #[serde(rename = "interval_secs")]
+    pub interval: Duration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SweepConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("sweep.interval_secs", self.interval)
+    }
+}
+
+#[serde_as]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    #[serde_as(as = "DurationSeconds<u64>")]
+    #[serde(rename = "interval_secs")]
+    pub interval: Duration,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+        }
+    }
+}
+
+impl StatsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("stats.interval_secs", self.interval)
+    }
+}

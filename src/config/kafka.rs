@@ -1,0 +1,211 @@
+//! `[kafka]` and `[topics]`: the brokers, the consumer group, the librdkafka
+//! pass-through properties, and the topics read and written.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_with::{serde_as, DurationMilliSeconds};
+
+use super::secret::REDACTED;
+use super::{not_empty, positive, ConfigError};
+
+#[serde_as]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub auto_offset_reset: AutoOffsetReset,
+    /// How often stored offsets are committed (librdkafka's `auto.commit.interval.ms`).
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "commit_interval_ms")]
+    pub commit_interval: Duration,
+    /// How long a SIGTERM drain may take: finish the batch in progress, write it, commit.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "shutdown_timeout_ms")]
+    pub shutdown_timeout: Duration,
+    /// Raw librdkafka properties, passed through as they are.
+    pub properties: KafkaProperties,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "cache-layer".into(),
+            client_id: "cache-layer".into(),
+            auto_offset_reset: AutoOffsetReset::default(),
+            commit_interval: Duration::from_millis(1_000),
+            shutdown_timeout: Duration::from_millis(10_000),
+            properties: KafkaProperties::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("kafka.commit_interval_ms", self.commit_interval)?;
+        positive("kafka.shutdown_timeout_ms", self.shutdown_timeout)?;
+        not_empty("kafka.bootstrap_servers", &self.bootstrap_servers)?;
+        not_empty("kafka.group_id", &self.group_id)?;
+        not_empty("kafka.client_id", &self.client_id)
+    }
+}
+
+/// librdkafka properties that cache-layer sets itself, because its delivery guarantee
+/// depends on them. Setting one under `kafka.properties` is a configuration error.
+pub const MANAGED_KAFKA_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "group.id",
+    "client.id",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "enable.partition.eof",
+];
+
+/// librdkafka's `auto.offset.reset`, for a group without a committed offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoOffsetReset {
+    #[default]
+    Earliest,
+    Latest,
+    Error,
+}
+
+impl AutoOffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// librdkafka properties by their dotted names.
+///
+/// TOML may write them quoted (`"security.protocol" = "SSL"`) or as dotted keys
+/// (`security.protocol = "SSL"`, which TOML nests); both are flattened back to the dotted name.
+/// Numbers and booleans are passed as their text, as librdkafka expects.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    /// Whether a property holds a credential and must be masked when printed.
+    pub fn is_secret(name: &str) -> bool {
+        name.contains("password") || name.contains("secret") || name.ends_with(".pem")
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Each property with its value, or [`REDACTED`] for a credential.
+    fn shown(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter()
+            .map(|(k, v)| (k, if Self::is_secret(k) { REDACTED } else { v }))
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.shown()).finish()
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.shown())
+    }
+}
+
+impl<'de> Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Node {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+            Table(BTreeMap<String, Node>),
+        }
+        fn flatten(
+            prefix: &str,
+            table: BTreeMap<String, Node>,
+            out: &mut BTreeMap<String, String>,
+        ) {
+            for (key, node) in table {
+                let name = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let value = match node {
+                    Node::Text(s) => s,
+                    Node::Int(i) => i.to_string(),
+                    Node::Float(x) => x.to_string(),
+                    Node::Bool(b) => b.to_string(),
+                    Node::Table(inner) => {
+                        flatten(&name, inner, out);
+                        continue;
+                    }
+                };
+                out.insert(name, value);
+            }
+        }
+        let table = BTreeMap::<String, Node>::deserialize(deserializer)?;
+        let mut out = BTreeMap::new();
+        flatten("", table, &mut out);
+        Ok(Self(out))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub trends: String,
+    pub user_metrics: String,
+    pub windows: String,
+    /// Empty: no dead-letter topic; rejected messages are then only counted and logged.
+    pub dead_letter: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            trends: "trend-alerts".into(),
+            user_metrics: "user-metrics".into(),
+            windows: "keyword-windows".into(),
+            dead_letter: String::new(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        not_empty("topics.trends", &self.trends)?;
+        not_empty("topics.user_metrics", &self.user_metrics)?;
+        not_empty("topics.windows", &self.windows)?;
+        let sources = [&self.trends, &self.user_metrics, &self.windows];
+        if sources[0] == sources[1] || sources[0] == sources[2] || sources[1] == sources[2] {
+            return Err(ConfigError::invalid(
+                "topics",
+                "the three source topics must differ",
+            ));
+        }
+        if sources.contains(&&self.dead_letter) {
+            return Err(ConfigError::invalid(
+                "topics.dead_letter",
+                "must not be one of the source topics",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The typed configuration tree and how it is loaded, one module per section.
+//!
+//! Sources, lowest precedence first:
+//! 1. the built-in defaults (each section's `Default`);
+//! 2. the TOML file (`config/cache-layer.toml` unless `--config PATH`);
+//! 3. the previous Python service's variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
+//!    `REDIS_PASSWORD`, `CACHE_DEFAULT_TTL`, plus `KAFKA_BOOTSTRAP_SERVERS`;
+//! 4. `CACHE_LAYER__SECTION__KEY` for every key (`__` separates levels). Under
+//!    `kafka.properties` a single `_` stands for the `.` of a librdkafka name:
+//!    `CACHE_LAYER__KAFKA__PROPERTIES__SASL_PASSWORD` sets `sasl.password`.
+//!
+//! Invariants kept here, so that the rest of the code never re-checks them:
+//! - an unknown key anywhere is an error naming it: a typo is never silently ignored;
+//! - [`Config::validate`] has passed: every section checked its own keys (every TTL,
+//!   interval and batch size is positive, the Redis URL parses, topics are distinct);
+//! - secrets (`SecretString` fields and password-like Kafka properties) never appear in
+//!   `Debug` output or a printed configuration, so they cannot reach a log line by
+//!   accident.
+
+mod cache;
+mod http;
+mod kafka;
+mod log;
+mod redis;
+mod secret;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use self::redis::RedisConfig;
+use self::redis::RedisParts;
+pub use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig, Ttls};
+pub use http::HttpConfig;
+pub use kafka::{
+    AutoOffsetReset, KafkaConfig, KafkaProperties, TopicsConfig, MANAGED_KAFKA_PROPERTIES,
+};
+pub use log::{LogConfig, LogFormat};
+pub use secret::REDACTED;
+
+/// Where the configuration is read from when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/cache-layer.toml";
+
+/// Prefix of the generic environment overrides (`CACHE_LAYER__REDIS__PORT`).
+pub const ENV_PREFIX: &str = "CACHE_LAYER__";
+
+/// The previous service's variables and the key each one sets.
+const LEGACY_ENV: [(&str, &str); 6] = [
+    ("REDIS_HOST", "redis.host"),
+    ("REDIS_PORT", "redis.port"),
+    ("REDIS_DB", "redis.db"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("CACHE_DEFAULT_TTL", "cache.default_ttl"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
+];
+
+/// Why the configuration could not be used. Both variants name the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        Self::Load(e)
+    }
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration of one cache-layer process.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub redis: RedisConfig,
+    pub cache: CacheConfig,
+    pub batch: BatchConfig,
+    pub sweep: SweepConfig,
+    pub stats: StatsConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Loads the file (if it exists, or fails when `required`), applies the environment,
+    /// and validates the result.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        if required && !path.is_file() {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        let mut file = Figment::new();
+        if path.is_file() {
+            file = file.merge(Toml::file_exact(path));
+        }
+        let env = Figment::new().merge(legacy_env()).merge(generic_env());
+        let config: Config = file.merge(env.clone()).extract().map_err(Box::new)?;
+        let env_parts: RedisParts = env.extract_inner("redis").unwrap_or_default();
+        config.settled(env_parts)
+    }
+
+    fn settled(mut self, env_parts: RedisParts) -> Result<Self, ConfigError> {
+        self.redis.settle_parts(env_parts);
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Parses a TOML document alone, without the environment: for tests and tools.
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        config.settled(RedisParts::default())
+    }
+
+    /// Every section's rules. Each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.topics.validate()?;
+        self.redis.validate()?;
+        self.cache.validate()?;
+        self.batch.validate()?;
+        self.sweep.validate()?;
+        self.stats.validate()?;
+        self.http.validate()?;
+        self.log.validate()
+    }
+}
+
+/// A duration that must not be zero.
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// A text that must not be empty or blank.
+fn not_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// The previous service's variables, mapped onto their keys.
+fn legacy_env() -> Env {
+    let names: Vec<&str> = LEGACY_ENV.iter().map(|(name, _)| *name).collect();
+    Env::raw().only(&names).map(|name| {
+        LEGACY_ENV
+            .iter()
+            .find(|(legacy, _)| name == *legacy)
+            .map(|(_, key)| (*key).into())
+            .unwrap_or_else(|| name.into())
+    })
+}
+
+/// `CACHE_LAYER__SECTION__KEY`; under `kafka.properties`, `_` becomes `.`.
+fn generic_env() -> Env {
+    Env::prefixed(ENV_PREFIX).map(|name| {
+        let key = name.as_str().to_ascii_lowercase().replace("__", ".");
+        match key.strip_prefix("kafka.properties.") {
+            Some(property) => format!("kafka.properties.{}", property.replace('_', ".")).into(),
+            None => key.into(),
+        }
+    })
+}
+
+/// The default config path, relative to the working directory.
+pub fn default_path() -> PathBuf {
+    PathBuf::from(DEFAULT_CONFIG_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_ttls_inherit_default_ttl() {
+        let config = Config::from_toml("[cache]\ndefault_ttl = 120\nusers_ttl = 30\n").unwrap();
+        let ttls = config.cache.ttls();
+        assert_eq!(ttls.trends, Duration::from_secs(120));
+        assert_eq!(ttls.users, Duration::from_secs(30));
+        assert_eq!(ttls.windows, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn kafka_properties_flatten_dotted_and_quoted_keys() {
+        let config = Config::from_toml(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\nsasl.mechanism = \"PLAIN\"\n\
+             sasl.password = \"hunter2\"\n\"session.timeout.ms\" = 6000\n",
+        )
+        .unwrap();
+        let props: Vec<_> = config.kafka.properties.iter().collect();
+        assert_eq!(
+            props,
+            [
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.password", "hunter2"),
+                ("security.protocol", "SASL_SSL"),
+                ("session.timeout.ms", "6000"),
+            ]
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn url_wins_over_file_parts() {
+        let config = Config::from_toml(
+            "[redis]\nurl = \"redis://cache:7000/2\"\nhost = \"ignored\"\nport = 1\n",
+        )
+        .unwrap();
+        let url = config.redis.connection_url().unwrap();
+        assert_eq!(url.as_str(), "redis://cache:7000/2");
+    }
+
+    #[test]
+    fn zero_batch_size_is_rejected_by_name() {
+        let err = Config::from_toml("[batch]\nmax_messages = 0\n").unwrap_err();
+        assert!(err.to_string().contains("batch.max_messages"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = Config::from_toml(
+            "[redis]\nurl = \"redis://:s3cret@h:1/0\"\npassword = \"pw-xyz\"\n[http]\nadmin_token = \"tok-abc\"\n",
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        for secret in ["s3cret", "pw-xyz", "tok-abc"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod printing {
+    use super::*;
+
+    #[test]
+    fn check_config_output_masks_every_secret() {
+        let config = Config::from_toml(
+            "[redis]\nurl = \"redis://user:url-pw@h:1/0\"\npassword = \"part-pw\"\n\
+             [http]\nadmin_token = \"tok\"\n[kafka.properties]\n\"sasl.password\" = \"kafka-pw\"\n\
+             \"ssl.key.password\" = \"key-pw\"\n\"sasl.username\" = \"visible-user\"\n",
+        )
+        .unwrap();
+        let printed = toml::to_string(&config).unwrap() + &serde_json::to_string(&config).unwrap();
+        for secret in ["url-pw", "part-pw", "\"tok\"", "kafka-pw", "key-pw"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("visible-user") && printed.contains(REDACTED));
+    }
+}

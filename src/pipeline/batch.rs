@@ -1,0 +1,388 @@
+//! Collecting consumed messages into a batch: decoded, validated and coalesced on arrival.
+//!
+//! A batch holds the coalesced [`WriteSet`] of its valid messages, the raw bytes of its
+//! rejected ones (for the dead-letter topic), and for every partition it touched the
+//! highest offset it holds. That offset is stored only after the whole batch was written,
+//! so a batch is the unit of at-least-once delivery.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::cache::WriteSet;
+use crate::config::{BatchConfig, TopicsConfig};
+use crate::models::{decode, MessageKind, RejectReason, ValidationError};
+
+/// Which decoder each source topic uses.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicKinds(Vec<(String, MessageKind)>);
+
+impl TopicKinds {
+    pub(crate) fn new(topics: &TopicsConfig) -> Self {
+        Self(vec![
+            (topics.trends.clone(), MessageKind::Trends),
+            (topics.user_metrics.clone(), MessageKind::UserMetrics),
+            (topics.windows.clone(), MessageKind::Windows),
+        ])
+    }
+
+    pub(crate) fn kind(&self, topic: &str) -> Option<MessageKind> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, kind)| *kind)
+    }
+
+    pub(crate) fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A message that failed decoding or validation, kept whole for the dead-letter topic.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejected {
+    pub origin: Origin,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: ValidationError,
+}
+
+/// One consumed message, borrowed from the consumer for as long as it is pushed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Incoming<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// The Kafka message timestamp, when it has one.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// What a push did with the message, for the caller to log and count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pushed<'a> {
+    Accepted,
+    /// Kept in the batch for the dead-letter topic.
+    Rejected(&'a Rejected),
+    /// From a topic that is not one of the three sources; only its offset is kept.
+    Ignored,
+}
+
+#[derive(Debug)]
+pub(crate) struct Batch {
+    writes: WriteSet,
+    rejects: Vec<Rejected>,
+    /// Per topic: how many messages, and each partition's highest offset. Looked up by
+    /// `&str`, so a message from a topic already seen allocates nothing here.
+    topics: HashMap<String, TopicProgress>,
+    /// Rejected messages per topic.
+    rejected_per_topic: HashMap<String, u64>,
+    /// The Kafka timestamps (unix milliseconds) of the messages, for end-to-end latency.
+    timestamps: Vec<i64>,
+    messages: usize,
+    started: Option<Instant>,
+    limits: Limits,
+}
+
+/// What a batch holds of one topic.
+#[derive(Debug, Default)]
+struct TopicProgress {
+    messages: u64,
+    /// Partition to the highest offset in the batch.
+    offsets: HashMap<i32, i64>,
+}
+
+/// The `[batch]` settings a batch enforces.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_messages: usize,
+    max_wait: Duration,
+    max_message_bytes: usize,
+}
+
+impl Batch {
+    pub(crate) fn new(config: &BatchConfig) -> Self {
+        Self::empty(Limits {
+            max_messages: config.max_messages,
+            max_wait: config.max_wait,
+            max_message_bytes: config.max_message_bytes,
+        })
+    }
+
+    fn empty(limits: Limits) -> Self {
+        Self {
+            writes: WriteSet::new(),
+            rejects: Vec::new(),
+            topics: HashMap::new(),
+            rejected_per_topic: HashMap::new(),
+            timestamps: Vec::new(),
+            messages: 0,
+            started: None,
+            limits,
+        }
+    }
+
+    /// Decodes, validates and adds one message.
+    pub(crate) fn push(&mut self, kinds: &TopicKinds, message: Incoming<'_>) -> Pushed<'_> {
+        if self.messages == 0 {
+            self.started = Some(Instant::now());
+        }
+        self.messages += 1;
+        if !self.topics.contains_key(message.topic) {
+            self.topics
+                .insert(message.topic.to_owned(), TopicProgress::default());
+        }
+        if let Some(progress) = self.topics.get_mut(message.topic) {
+            progress.messages += 1;
+            let slot = progress
+                .offsets
+                .entry(message.partition)
+                .or_insert(message.offset);
+            *slot = (*slot).max(message.offset);
+        }
+        if let Some(ts) = message.timestamp {
+            self.timestamps.push(ts.timestamp_millis());
+        }
+        let Some(kind) = kinds.kind(message.topic) else {
+            return Pushed::Ignored;
+        };
+        let payload = message.payload.unwrap_or_default();
+        let decoded = if payload.len() > self.limits.max_message_bytes {
+            Err(ValidationError::new(
+                RejectReason::TooLarge,
+                format!(
+                    "{} bytes, over batch.max_message_bytes = {}",
+                    payload.len(),
+                    self.limits.max_message_bytes
+                ),
+            ))
+        } else {
+            decode(kind, payload)
+        };
+        match decoded {
+            Ok(decoded) => {
+                self.writes
+                    .add_message(decoded, message.timestamp.unwrap_or_else(Utc::now));
+                Pushed::Accepted
+            }
+            Err(error) => {
+                *self
+                    .rejected_per_topic
+                    .entry(message.topic.to_owned())
+                    .or_default() += 1;
+                self.rejects.push(Rejected {
+                    origin: Origin {
+                        topic: message.topic.to_owned(),
+                        partition: message.partition,
+                        offset: message.offset,
+                    },
+                    key: message.key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    error,
+                });
+                Pushed::Rejected(self.rejects.last().expect("just pushed"))
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.messages
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.messages >= self.limits.max_messages
+    }
+
+    /// When the batch must be written even if it is not full: `max_wait` after its first
+    /// message. `None` for an empty batch.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.started.map(|t| t + self.limits.max_wait)
+    }
+
+    /// Hands the collected batch over and starts an empty one with the same limits.
+    pub(crate) fn take(&mut self) -> Batch {
+        std::mem::replace(self, Self::empty(self.limits))
+    }
+
+    pub(crate) fn writes(&self) -> &WriteSet {
+        &self.writes
+    }
+
+    pub(crate) fn rejects(&self) -> &[Rejected] {
+        &self.rejects
+    }
+
+    /// Every (topic, partition, highest offset) this batch holds.
+    pub(crate) fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.topics.iter().flat_map(|(topic, progress)| {
+            progress
+                .offsets
+                .iter()
+                .map(move |(partition, offset)| (topic.as_str(), *partition, *offset))
+        })
+    }
+
+    /// Messages per topic, valid or not.
+    pub(crate) fn per_topic(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.topics
+            .iter()
+            .map(|(topic, p)| (topic.as_str(), p.messages))
+    }
+
+    /// Rejected messages per topic.
+    pub(crate) fn rejected_per_topic(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rejected_per_topic
+            .iter()
+            .map(|(topic, n)| (topic.as_str(), *n))
+    }
+
+    /// Seconds from each message's Kafka timestamp to `now`.
+    pub(crate) fn latencies(&self, now: DateTime<Utc>) -> impl Iterator<Item = f64> + '_ {
+        let now = now.timestamp_millis();
+        self.timestamps
+            .iter()
+            .map(move |ts| (now - ts) as f64 / 1_000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cache_layer_testkit::TREND;
+
+    use super::*;
+
+    /// The reason a push rejected its message for, if it did.
+    fn rejected(pushed: Pushed<'_>) -> Option<RejectReason> {
+        match pushed {
+            Pushed::Rejected(r) => Some(r.error.reason),
+            _ => None,
+        }
+    }
+
+    fn incoming<'a>(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        payload: &'a [u8],
+    ) -> Incoming<'a> {
+        Incoming {
+            topic,
+            partition,
+            offset,
+            key: Some(b"k"),
+            payload: Some(payload),
+            timestamp: None,
+        }
+    }
+
+    fn config(max_messages: usize) -> BatchConfig {
+        BatchConfig {
+            max_messages,
+            max_message_bytes: 1_000,
+            ..BatchConfig::default()
+        }
+    }
+
+    #[test]
+    fn offsets_track_the_highest_per_partition_good_or_bad() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(10));
+        assert!(matches!(
+            batch.push(&kinds, incoming("trend-alerts", 0, 5, TREND.as_bytes())),
+            Pushed::Accepted
+        ));
+        assert_eq!(
+            rejected(batch.push(&kinds, incoming("trend-alerts", 0, 7, b"{oops"))),
+            Some(RejectReason::NotJson)
+        );
+        assert!(matches!(
+            batch.push(&kinds, incoming("trend-alerts", 1, 3, TREND.as_bytes())),
+            Pushed::Accepted
+        ));
+        assert!(matches!(
+            batch.push(&kinds, incoming("elsewhere", 0, 9, b"x")),
+            Pushed::Ignored
+        ));
+        let mut offsets: Vec<_> = batch.offsets().collect();
+        offsets.sort();
+        assert_eq!(
+            offsets,
+            [
+                ("elsewhere", 0, 9),
+                ("trend-alerts", 0, 7),
+                ("trend-alerts", 1, 3)
+            ]
+        );
+        assert_eq!(batch.rejects().len(), 1);
+        assert_eq!(batch.rejects()[0].origin.offset, 7);
+        assert_eq!(batch.rejects()[0].payload, b"{oops");
+        assert_eq!(batch.len(), 4);
+    }
+
+    #[test]
+    fn oversized_messages_are_rejected_without_decoding() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(10));
+        let big = vec![b' '; 1_001];
+        assert_eq!(
+            rejected(batch.push(&kinds, incoming("keyword-windows", 0, 0, &big))),
+            Some(RejectReason::TooLarge)
+        );
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_before_decoding() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&BatchConfig::default());
+        let huge_array = format!("[{}{{}}]", "{},".repeat(1_000_000));
+        let long_keyword = format!("{{\"keyword\":\"{}\"}}", "k".repeat(5_000_000));
+        for payload in [huge_array.as_bytes(), long_keyword.as_bytes()] {
+            let Pushed::Rejected(rejected) =
+                batch.push(&kinds, incoming("trend-alerts", 0, 0, payload))
+            else {
+                panic!("{} bytes accepted", payload.len());
+            };
+            assert_eq!(rejected.error.reason, RejectReason::TooLarge);
+            assert!(
+                rejected.error.detail.contains("max_message_bytes"),
+                "{}",
+                rejected.error
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_due_when_full_or_max_wait_after_its_first_message() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(2));
+        assert_eq!(batch.deadline(), None);
+        let start = Instant::now();
+        batch.push(&kinds, incoming("trend-alerts", 0, 0, TREND.as_bytes()));
+        tokio::time::advance(Duration::from_millis(30)).await;
+        batch.push(&kinds, incoming("trend-alerts", 0, 1, TREND.as_bytes()));
+        assert_eq!(
+            batch.deadline(),
+            Some(start + BatchConfig::default().max_wait)
+        );
+        assert!(batch.is_full());
+        let taken = batch.take();
+        assert_eq!((taken.len(), batch.len()), (2, 0));
+        assert_eq!(batch.deadline(), None);
+        assert!(!batch.is_full());
+    }
+}

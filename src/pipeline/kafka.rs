@@ -1,0 +1,55 @@
+//! The librdkafka client configuration, built in one place for every client the daemon
+//! makes: the group consumer, the dead-letter producer and the operator's `produce`.
+//!
+//! Every client gets the brokers, the client id and the `kafka.properties` pass-through
+//! (security, timeouts, ...). The consumer adds the settings its delivery guarantee
+//! depends on, which `kafka.properties` cannot change.
+
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+
+/// librdkafka settings that differ from librdkafka's defaults, unless `kafka.properties`
+/// sets them: statistics (the consumer lag) every 5 s, and a prefetch queue of 16 MiB
+/// instead of 64 MiB, which keeps the daemon's memory small without slowing it down (the
+/// batch being written is the real buffer).
+pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+    ("statistics.interval.ms", "5000"),
+    ("queued.max.messages.kbytes", "16384"),
+];
+
+/// A client configuration with the brokers, the client id and the pass-through
+/// properties: what a producer needs.
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (name, value) in config.kafka.properties.iter() {
+        client.set(name, value);
+    }
+    client
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("client.id", &config.kafka.client_id);
+    client
+}
+
+/// The group consumer's configuration: offsets are stored by the daemon after each write
+/// (`enable.auto.offset.store = false`) and committed by librdkafka every
+/// `kafka.commit_interval_ms`.
+pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
+    let mut client = client_config(config);
+    client
+        .set("group.id", &config.kafka.group_id)
+        .set("auto.offset.reset", config.kafka.auto_offset_reset.as_str())
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            config.kafka.commit_interval.as_millis().to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    for (name, value) in CONSUMER_DEFAULTS {
+        if !config.kafka.properties.0.contains_key(name) {
+            client.set(name, value);
+        }
+    }
+    client
+}

@@ -1,0 +1,254 @@
+//! The consume-to-write path: consume, batch, write, store offsets, and drain on shutdown.
+//!
+//! One loop owns the consumer and the batch being collected; at most one batch is being
+//! written beside it, so memory stays bounded whatever the input rate. The loop awaits
+//! shutdown, the write in flight, the batch deadline and the next message in one
+//! `select!`. Batches are written one after the other, so offsets are stored in order.
+//!
+//! While a write keeps failing (Redis or the dead-letter topic down), the assigned
+//! partitions are paused: the loop keeps polling, so the group membership stays alive,
+//! but nothing more is fetched until the write went through.
+//!
+//! The stages, each in its own module: [`consumer`] (the Kafka group), [`batch`]
+//! (decoding, validating and coalescing on arrival), [`sink`] (the retried write) with
+//! [`retry`] (what a failure means), [`dead_letter`] (rejected messages), and [`kafka`]
+//! (the client configuration they share).
+
+mod batch;
+mod consumer;
+pub mod dead_letter;
+pub mod kafka;
+mod retry;
+mod sink;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::cache::CacheLayer;
+use crate::config::Config;
+use crate::metrics;
+use crate::status::Status;
+use batch::{Batch, Incoming, Pushed, TopicKinds};
+use consumer::GroupConsumer;
+use dead_letter::DeadLetter;
+use retry::RetryLogic;
+use sink::{Sink, Written};
+
+type WriteFuture = Pin<Box<dyn Future<Output = Written> + Send>>;
+
+/// Consumes until `shutdown` is cancelled, then drains: the batch in progress is written
+/// and the offsets committed within `kafka.shutdown_timeout_ms`.
+pub(crate) async fn consume(
+    config: &Config,
+    cache: CacheLayer,
+    status: Arc<Status>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
+    let kinds = TopicKinds::new(&config.topics);
+    let consumer = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
+        .context("cannot create the Kafka consumer")?;
+    info!(
+        brokers = %config.kafka.bootstrap_servers,
+        group = %config.kafka.group_id,
+        topics = ?kinds.names(),
+        dead_letter = %config.topics.dead_letter,
+        redis = %config.redis.endpoint(),
+        "cache-layer consuming"
+    );
+    // Loaded up front so that the first pipeline does not fail on NOSCRIPT; if Redis is
+    // down now, the first write loads them once it is back.
+    match cache.load_scripts().await {
+        Ok(()) => status.set_redis_ok(true),
+        Err(e) => {
+            warn!(redis = %config.redis.endpoint(), error = %e, "Redis not reachable at startup; writes wait for it")
+        }
+    }
+    let retry = RetryLogic::new(&config.batch, Arc::clone(&status));
+    let sink = Arc::new(Sink::new(cache, dead_letter, config.cache.ttls(), retry));
+    let mut pipeline = Pipeline {
+        consumer,
+        sink,
+        kinds,
+        batch: Batch::new(&config.batch),
+        in_flight: None,
+        paused: Arc::new(AtomicBool::new(false)),
+        status,
+    };
+    pipeline.consume(shutdown).await;
+    pipeline.drain(config.kafka.shutdown_timeout).await;
+    Ok(())
+}
+
+struct Pipeline {
+    consumer: Arc<GroupConsumer>,
+    sink: Arc<Sink>,
+    kinds: TopicKinds,
+    /// The batch being collected.
+    batch: Batch,
+    /// The batch being written, if any; it stores its own offsets when done.
+    in_flight: Option<WriteFuture>,
+    /// Whether the assignment is paused because writes are failing.
+    paused: Arc<AtomicBool>,
+    status: Arc<Status>,
+}
+
+impl Pipeline {
+    async fn consume(&mut self, shutdown: &CancellationToken) {
+        loop {
+            let deadline = self.batch.deadline();
+            // Full: stop taking messages until the write in flight has finished. Paused:
+            // keep polling (nothing arrives) so that the group sees the member alive.
+            let receiving = !self.batch.is_full() || self.paused.load(Ordering::Relaxed);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
+                    self.in_flight = None;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
+                    self.start_write();
+                }
+                received = self.consumer.recv(), if receiving => match received {
+                    Ok(message) => push(&mut self.batch, &self.kinds, &self.status, &message),
+                    // Broker trouble is reported once by the consumer context; librdkafka
+                    // reconnects by itself.
+                    Err(e) => debug!(error = %e, "Kafka consume error"),
+                },
+            }
+            if self.batch.is_full() && self.in_flight.is_none() {
+                self.start_write();
+            }
+        }
+    }
+
+    /// Hands the collected batch to a write future, which stores its offsets once written.
+    fn start_write(&mut self) {
+        debug_assert!(self.in_flight.is_none());
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = self.batch.take();
+        for (topic, messages) in batch.per_topic() {
+            metrics::consumed(topic, messages);
+        }
+        let sink = Arc::clone(&self.sink);
+        let consumer = Arc::clone(&self.consumer);
+        let paused = Arc::clone(&self.paused);
+        let status = Arc::clone(&self.status);
+        self.in_flight = Some(Box::pin(async move {
+            let written = sink
+                .write_until_done(&batch, || {
+                    if !paused.swap(true, Ordering::Relaxed) {
+                        consumer::set_paused(&consumer, true);
+                    }
+                })
+                .await;
+            if paused.swap(false, Ordering::Relaxed) {
+                consumer::set_paused(&consumer, false);
+                info!(
+                    attempts = written.attempts,
+                    "batch written after retries; consuming again"
+                );
+            }
+            consumer::store_offsets(&consumer, batch.offsets());
+            acknowledged(&batch, &written, sink.dead_letters(), &status);
+            written
+        }));
+    }
+
+    /// Finishes the write in flight, writes the batch in progress and commits, within
+    /// `timeout`. What cannot be written in time is not acknowledged (the timeout drops
+    /// the write), so a restarted daemon reads it again.
+    async fn drain(mut self, timeout: Duration) {
+        info!(pending = self.batch.len(), "shutting down: draining");
+        let drained = tokio::time::timeout(timeout, async {
+            if let Some(write) = self.in_flight.take() {
+                write.await;
+            }
+            self.start_write();
+            if let Some(write) = self.in_flight.take() {
+                write.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            error!(
+                ?timeout,
+                "drain timed out; unwritten messages will be read again after a restart"
+            );
+        }
+        match consumer::commit_stored(&*self.consumer) {
+            Ok(()) => info!("offsets committed; stopped"),
+            Err(e) => {
+                error!(error = %e, "final commit failed; the next run replays from the last commit")
+            }
+        }
+    }
+}
+
+/// Adds a consumed message to the batch; a rejected one is counted and logged here.
+fn push(batch: &mut Batch, kinds: &TopicKinds, status: &Status, message: &BorrowedMessage<'_>) {
+    let incoming = Incoming {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload(),
+        timestamp: message
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::<Utc>::from_timestamp_millis),
+    };
+    let pushed = batch.push(kinds, incoming);
+    status.consumed(matches!(pushed, Pushed::Rejected(_)));
+    if let Pushed::Rejected(rejected) = pushed {
+        let reason = rejected.error.reason.as_str();
+        metrics::rejected(incoming.topic, reason);
+        warn!(
+            topic = incoming.topic,
+            partition = incoming.partition,
+            offset = incoming.offset,
+            reason,
+            "message rejected: {}",
+            rejected.error
+        );
+    }
+}
+
+/// Counts a written batch, in the instance status and in the metrics.
+fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &Status) {
+    let dead_lettered = if dead_letters {
+        batch.rejects().len()
+    } else {
+        0
+    };
+    status.batch_written(batch.len(), dead_lettered);
+    if dead_letters {
+        for (topic, rejected) in batch.rejected_per_topic() {
+            metrics::dead_lettered(topic, rejected);
+        }
+    }
+    metrics::batch_written(batch.len(), written.pipeline, batch.latencies(Utc::now()));
+}
+
+async fn poll_in_flight(in_flight: &mut Option<WriteFuture>) {
+    if let Some(write) = in_flight {
+        write.await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}

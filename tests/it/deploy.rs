@@ -1,0 +1,200 @@
+//! The deployment files, checked without a Docker engine: promtool on the Prometheus
+//! config and rules (and the rules' unit tests), the dashboard's and the alerts' metric
+//! names against the ones the daemon exports, the compose file's services and files, and
+//! the Dockerfile's essentials.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{metric_names_in, root};
+
+fn run(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs ({e}); scripts/test.sh installs it"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn promtool_accepts_the_prometheus_config_and_rules() {
+    let dir = root().join("deploy/prometheus");
+    run("promtool", &["check", "config", "prometheus.yml"], &dir);
+    let rules = run("promtool", &["check", "rules", "alerts.yml"], &dir);
+    assert!(rules.contains("7 rules found"), "{rules}");
+}
+
+#[test]
+fn the_alert_rules_pass_their_unit_tests() {
+    run(
+        "promtool",
+        &["test", "rules", "alerts_test.yml"],
+        &root().join("deploy/prometheus"),
+    );
+}
+
+#[test]
+fn the_dashboard_and_alerts_name_only_exported_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/dashboards/cache-layer.json"))
+            .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<_> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap().to_lowercase())
+        .collect();
+    for wanted in [
+        "throughput",
+        "batch size",
+        "pipeline",
+        "end-to-end",
+        "lag",
+        "reason",
+        "keys per category",
+        "memory",
+        "hit ratio",
+        "sweep",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(wanted)),
+            "no panel about {wanted}: {titles:?}"
+        );
+    }
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let known: BTreeSet<&str> = cache_layer::metrics::ALL.into_iter().collect();
+    for name in exprs
+        .iter()
+        .flat_map(|e| metric_names_in(e))
+        .chain(metric_names_in(&alerts))
+    {
+        assert!(
+            known.contains(name.as_str()),
+            "{name} is not a metric of cache-layer"
+        );
+    }
+}
+
+/// The compose file, as JSON, through PyYAML.
+fn compose() -> serde_json::Value {
+    let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    let json = run("python3", &["-c", script, "docker-compose.yml"], &root());
+    serde_json::from_str(&json).unwrap()
+}
+
+#[test]
+fn the_compose_file_has_the_stack_and_its_files_exist() {
+    if Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        run("docker", &["compose", "config", "--quiet"], &root());
+    }
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    for name in [
+        "redis",
+        "kafka",
+        "kafka-init",
+        "cache-layer",
+        "prometheus",
+        "grafana",
+        "producer",
+    ] {
+        assert!(services.contains_key(name), "no {name} service");
+    }
+    assert_eq!(
+        services["kafka"]["image"]
+            .as_str()
+            .map(|i| i.starts_with("apache/kafka")),
+        Some(true)
+    );
+    assert_eq!(services["producer"]["profiles"][0], "producer");
+    let depends = &services["cache-layer"]["depends_on"];
+    assert_eq!(depends["redis"]["condition"], "service_healthy");
+    assert_eq!(
+        depends["kafka-init"]["condition"],
+        "service_completed_successfully"
+    );
+    let init = services["kafka-init"]["command"][0].as_str().unwrap();
+    let created = [
+        "trend-alerts",
+        "user-metrics",
+        "keyword-windows",
+        "cache-layer-dead-letters",
+    ];
+    for topic in created {
+        assert!(init.contains(topic), "kafka-init does not create {topic}");
+    }
+    let env = services["cache-layer"]["environment"].as_object().unwrap();
+    assert_eq!(
+        env["CACHE_LAYER__TOPICS__DEAD_LETTER"],
+        "cache-layer-dead-letters"
+    );
+    // Every bind-mounted file or folder is in the repository.
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            let path: PathBuf = root().join(source);
+            assert!(
+                path.exists(),
+                "{name} mounts {source}, which does not exist"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(
+        stages.last().and_then(|s| s.split_whitespace().last()),
+        Some("runtime"),
+        "the runtime image is the last stage, so the default target: {stages:?}"
+    );
+    let runtime = &dockerfile[dockerfile.find("FROM base AS runtime").unwrap()..];
+    assert!(
+        !runtime.contains("cache-layer-dev"),
+        "the runtime image carries the daemon alone"
+    );
+    assert!(
+        dockerfile.contains("COPY Cargo.toml Cargo.lock ./"),
+        "dependencies cached apart from sources"
+    );
+    assert!(dockerfile.contains("USER cache-layer"));
+    assert!(dockerfile.contains("/etc/cache-layer/cache-layer.toml"));
+    assert!(dockerfile.contains("EXPOSE 9464"));
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/healthz"));
+    let config = cache_layer::Config::load(&root().join("config/cache-layer.toml"), true).unwrap();
+    assert!(
+        config.http.listen.ends_with(":9464"),
+        "EXPOSE matches http.listen"
+    );
+}

@@ -1,0 +1,21 @@
+//! The integration tests, one binary with a module per area (linking the crate once
+//! rather than once per file). They run under cargo-nextest, which gives every test a
+//! process of its own: the metrics recorder and the figment `Jail` are process-wide.
+//!
+//! Each test starts what it needs (a redis-server, librdkafka's mock cluster, a daemon)
+//! from `cache-layer-testkit`, with unique topic and key names, and nothing pre-started.
+
+mod cache;
+mod cluster;
+mod config;
+mod daemon;
+mod demo;
+mod deploy;
+mod fuzz_decode;
+mod http;
+mod maintenance;
+mod metrics;
+mod prometheus;
+mod support;
+mod sweep;
+mod tls;

@@ -1,0 +1,221 @@
+//! The daemon's /metrics, scraped over HTTP and parsed: counters move by exactly the
+//! right amounts for a known input, every metric has HELP text, and promtool accepts
+//! the exposition. Alone in its binary, because the recorder is process-wide.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cache_layer::metrics as names;
+use cache_layer_testkit::RedisServer;
+use std::collections::BTreeSet;
+
+use crate::support::{metric_names_in, root};
+use cache_layer_testkit::http::{parse_metrics, value};
+use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
+use cache_layer_testkit::{trend_json, wait_until, window_records};
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition() {
+    let kafka = MockKafka::start(2);
+    let redis = RedisServer::start().await.unwrap();
+    let mut records: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("k{i}"), trend_json(&format!("k{i}"), 0, i + 1, 5)))
+        .collect();
+    records.push(("bad1".into(), "{nope".into()));
+    records.push(("bad2".into(), "also not json".into()));
+    for i in 0..3 {
+        records.push((format!("neg{i}"), trend_json("neg", 0, 1, -1)));
+    }
+    kafka.produce(TRENDS, &records).await;
+    let windows = window_records("w", 10);
+    kafka.produce(WINDOWS, &windows).await;
+
+    let mut config = daemon_config(&kafka, &redis.url());
+    config.stats.interval = Duration::from_secs(1);
+    let daemon = RunningDaemon::spawn(config);
+    kafka
+        .wait_committed(GROUP, 55, Duration::from_secs(30))
+        .await;
+    let addr = daemon.status.http_addr().expect("the listener is bound");
+
+    let text = scrape(addr).await;
+    let (samples, help) = parse_metrics(&text);
+    let get = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", TRENDS)]), 45.0);
+    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", WINDOWS)]), 10.0);
+    assert_eq!(
+        get(
+            names::MESSAGES_REJECTED,
+            &[("topic", TRENDS), ("reason", "not_json")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            names::MESSAGES_REJECTED,
+            &[("topic", TRENDS), ("reason", "negative_value")]
+        ),
+        3.0
+    );
+    assert_eq!(get(names::MESSAGES_REJECTED, &[("topic", WINDOWS)]), 0.0);
+    assert_eq!(
+        get(names::MESSAGES_DEAD_LETTERED, &[("topic", TRENDS)]),
+        5.0
+    );
+    let batches = daemon.status.snapshot().batches as f64;
+    assert!(batches >= 1.0);
+    assert_eq!(get(names::BATCHES_WRITTEN, &[]), batches);
+    assert_eq!(get(&format!("{}_count", names::BATCH_SIZE), &[]), batches);
+    assert_eq!(get(&format!("{}_sum", names::BATCH_SIZE), &[]), 55.0);
+    assert_eq!(
+        get(&format!("{}_count", names::PIPELINE_DURATION), &[]),
+        batches
+    );
+    assert_eq!(
+        get(&format!("{}_count", names::END_TO_END_LATENCY), &[]),
+        55.0
+    );
+    assert_eq!(get(names::REDIS_ERRORS, &[]), 0.0);
+    assert_eq!(get(names::UP, &[]), 1.0);
+    assert_eq!(
+        get(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
+        1.0
+    );
+    assert!(
+        samples.iter().all(|s| s.name.starts_with("cache_layer_")),
+        "only our prefix"
+    );
+    for sample in &samples {
+        for label in sample.labels.keys() {
+            assert!(
+                [
+                    "topic",
+                    "reason",
+                    "partition",
+                    "category",
+                    "kind",
+                    "outcome",
+                    "version",
+                    "le"
+                ]
+                .contains(&label.as_str()),
+                "{} has a high-cardinality label {label}",
+                sample.name
+            );
+        }
+    }
+    for name in [
+        names::MESSAGES_CONSUMED,
+        names::BATCH_SIZE,
+        names::PIPELINE_DURATION,
+        names::UP,
+        names::BUILD_INFO,
+    ] {
+        assert!(
+            help.get(name).is_some_and(|h| !h.is_empty()),
+            "{name} has no HELP"
+        );
+    }
+
+    // The lag gauge arrives with librdkafka's statistics (every 5 s by default).
+    wait_until(
+        Duration::from_secs(20),
+        "consumer lag from librdkafka statistics",
+        || async {
+            let (samples, _) = parse_metrics(&scrape(addr).await);
+            samples.iter().any(|s| {
+                s.name == names::CONSUMER_LAG
+                    && s.labels.get("topic").map(String::as_str) == Some(TRENDS)
+            })
+        },
+    )
+    .await;
+    let (samples, _) = parse_metrics(&scrape(addr).await);
+    assert_eq!(
+        value(&samples, names::CONSUMER_LAG, &[("topic", TRENDS)]),
+        0.0,
+        "caught up"
+    );
+
+    promtool_accepts(&scrape(addr).await);
+    dashboard_and_alerts_name_only_scraped_metrics(addr).await;
+    daemon.stop().await;
+}
+
+/// Every metric the dashboard and the alert rules query is in a real scrape, once a
+/// stats round and a sweep have run.
+async fn dashboard_and_alerts_name_only_scraped_metrics(addr: std::net::SocketAddr) {
+    let swept = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/admin/sweep"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(swept.status().is_success());
+    wait_until(Duration::from_secs(10), "a stats round", || async {
+        scrape(addr).await.contains(names::CACHE_KEYS)
+    })
+    .await;
+    let (samples, _) = parse_metrics(&scrape(addr).await);
+    let scraped: BTreeSet<String> = samples
+        .iter()
+        .flat_map(|s| metric_names_in(&s.name))
+        .collect();
+    let dashboard =
+        std::fs::read_to_string(root().join("deploy/grafana/dashboards/cache-layer.json")).unwrap();
+    let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    // Failures are counted only when they happen; the rest must be in a healthy scrape.
+    let only_on_failure = [
+        names::REDIS_ERRORS,
+        names::DEAD_LETTER_ERRORS,
+        names::BATCH_RETRIES,
+        names::SWEEP_KEYS_WITHOUT_TTL,
+        names::OFFSET_COMMIT_FAILURES,
+    ];
+    for name in metric_names_in(&dashboard)
+        .into_iter()
+        .chain(metric_names_in(&alerts))
+    {
+        if only_on_failure.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            scraped.contains(&name),
+            "{name} is queried but not exported: {scraped:?}"
+        );
+    }
+}
+
+/// `promtool check metrics` reads an exposition on stdin and lints names, units, HELP.
+fn promtool_accepts(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test.sh installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
