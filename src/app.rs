@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinError;
+use tokio::task::{AbortHandle, JoinError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -63,17 +63,31 @@ pub async fn run_with_status(
 
     let result = pipeline::consume(&config, cache, status, &shutdown).await;
 
+    // The listener and the background task stop within what the drain left of
+    // kafka.shutdown_timeout_ms; a Redis call that hangs does not hold the exit.
     tasks.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "the HTTP listener failed"),
-        Err(e) => log_task_failure("the HTTP listener", &e),
-    }
-    if let Err(e) = background.await {
-        log_task_failure("the background task", &e);
+    let deadline = match &result {
+        Ok(deadline) => *deadline,
+        Err(_) => tokio::time::Instant::now() + config.kafka.shutdown_timeout,
+    };
+    let aborts = [server.abort_handle(), background.abort_handle()];
+    let stopped = tokio::time::timeout_at(deadline, async {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "the HTTP listener failed"),
+            Err(e) => log_task_failure("the HTTP listener", &e),
+        }
+        if let Err(e) = background.await {
+            log_task_failure("the background task", &e);
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        aborts.iter().for_each(AbortHandle::abort);
+        warn!("the listener and the background task did not stop in time; stopped them");
     }
     metrics::stopped();
-    result
+    result.map(drop)
 }
 
 fn log_task_failure(task: &str, e: &JoinError) {

@@ -103,7 +103,7 @@ impl From<CacheError> for ApiError {
                 metrics::redis_error(e.kind_label());
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            CacheError::Rejected(_) | CacheError::InvalidValue(_) => {
+            CacheError::Rejected(_) | CacheError::Refused(_) | CacheError::InvalidValue(_) => {
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
         }
@@ -154,7 +154,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => Err(format!("no PONG within {READY_PING_TIMEOUT:?}")),
     };
     let kafka = state.status.kafka_connected();
-    let ready = redis.is_ok() && kafka;
+    // A batch that keeps failing (Redis full or read-only, the dead-letter topic down)
+    // makes the instance unready once it has failed for longer than the threshold, even
+    // while Redis answers PING.
+    let failing = state
+        .status
+        .failing_writes()
+        .filter(|(since, _)| *since >= state.config.batch.unready_after);
+    let ready = redis.is_ok() && kafka && failing.is_none();
     metrics::ready(ready);
     let body = json!({
         "ready": ready,
@@ -164,6 +171,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 Err(e) => json!({ "ok": false, "error": e }),
             },
             "kafka": json!({ "ok": kafka, "brokers": state.config.kafka.bootstrap_servers }),
+            "writes": match &failing {
+                None => json!({ "ok": true }),
+                Some((since, reason)) => json!({
+                    "ok": false,
+                    "failing_for_ms": since.as_millis() as u64,
+                    "error": reason,
+                }),
+            },
         }
     });
     let code = if ready {

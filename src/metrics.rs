@@ -25,6 +25,9 @@ pub const BATCH_SIZE: &str = "cache_layer_batch_size_messages";
 pub const PIPELINE_DURATION: &str = "cache_layer_pipeline_duration_seconds";
 pub const REDIS_ERRORS: &str = "cache_layer_redis_errors_total";
 pub const DEAD_LETTER_ERRORS: &str = "cache_layer_dead_letter_errors_total";
+pub const MESSAGES_REFUSED: &str = "cache_layer_messages_refused_total";
+pub const DEAD_LETTERS_TRUNCATED: &str = "cache_layer_dead_letters_truncated_total";
+pub const DEAD_LETTERS_DROPPED: &str = "cache_layer_dead_letters_dropped_total";
 pub const BATCH_RETRIES: &str = "cache_layer_batch_retries_total";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
@@ -46,7 +49,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 30] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -55,6 +58,9 @@ pub const ALL: [&str; 27] = [
     PIPELINE_DURATION,
     REDIS_ERRORS,
     DEAD_LETTER_ERRORS,
+    MESSAGES_REFUSED,
+    DEAD_LETTERS_TRUNCATED,
+    DEAD_LETTERS_DROPPED,
     BATCH_RETRIES,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
@@ -135,7 +141,22 @@ fn describe() {
     describe_counter!(
         MESSAGES_DEAD_LETTERED,
         Unit::Count,
-        "Rejected messages delivered to the dead-letter topic, by source topic."
+        "Rejected and refused messages delivered to the dead-letter topic, by source topic."
+    );
+    describe_counter!(
+        MESSAGES_REFUSED,
+        Unit::Count,
+        "Valid messages whose write Redis refused for its data (a key of another type), by topic; they are dead-lettered."
+    );
+    describe_counter!(
+        DEAD_LETTERS_TRUNCATED,
+        Unit::Count,
+        "Dead letters the broker refused whole and took truncated, by source topic."
+    );
+    describe_counter!(
+        DEAD_LETTERS_DROPPED,
+        Unit::Count,
+        "Dead letters the broker refused even truncated, skipped, by source topic."
     );
     describe_counter!(
         BATCHES_WRITTEN,
@@ -270,6 +291,18 @@ pub fn rejected(topic: &str, reason: &'static str) {
 
 pub fn dead_lettered(topic: &str, messages: u64) {
     counter!(MESSAGES_DEAD_LETTERED, "topic" => topic.to_owned()).increment(messages);
+}
+
+pub fn refused(topic: &str, messages: u64) {
+    counter!(MESSAGES_REFUSED, "topic" => topic.to_owned()).increment(messages);
+}
+
+pub fn dead_letter_truncated(topic: &str) {
+    counter!(DEAD_LETTERS_TRUNCATED, "topic" => topic.to_owned()).increment(1);
+}
+
+pub fn dead_letter_dropped(topic: &str) {
+    counter!(DEAD_LETTERS_DROPPED, "topic" => topic.to_owned()).increment(1);
 }
 
 /// A batch went through: its size, its pipeline's duration, and how late each message was.

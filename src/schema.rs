@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::models::{normalize_keyword, trend::MAX_RANK};
+use crate::models::{format_timestamp, normalize_keyword, MAX_RANK};
 
 /// The three namespaces, which are also the categories of the statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +36,15 @@ impl Category {
             Self::Windows => "windows",
         }
     }
+}
+
+/// The fixed keys of the `windows:` namespace, by their suffix. A window id is data that
+/// becomes the suffix of `windows:{window_id}`, so it must never be one of these.
+pub const FIXED_WINDOW_SUFFIXES: [&str; 1] = ["index"];
+
+/// Whether a window id would name a fixed key of the schema.
+pub fn is_reserved_window_id(id: &str) -> bool {
+    FIXED_WINDOW_SUFFIXES.contains(&id)
 }
 
 /// Builds every key of the schema under one prefix.
@@ -91,6 +100,18 @@ impl Keys {
 
     pub fn windows_index(&self) -> String {
         format!("{}windows:index", self.prefix)
+    }
+
+    /// Every key of the schema whose name is fixed, not built from message data.
+    pub fn fixed(&self) -> [String; 6] {
+        [
+            self.trends_current(),
+            self.trends_last_update(),
+            self.users_metrics(),
+            self.users_active(),
+            self.users_last_update(),
+            self.windows_index(),
+        ]
     }
 
     /// A coordination lock between instances, outside the data namespaces.
@@ -158,6 +179,18 @@ pub fn trend_score(window_end: &DateTime<Utc>, rank: i64) -> f64 {
     (rank - window_end.timestamp() * 1_000_000) as f64
 }
 
+/// The version of a trend alert that its detail key and its ranking both compare: its
+/// `window_end` to the second (`YYYY-MM-DDTHH:MM:SS`), because that is what a
+/// [`trend_score`] holds. Within one second the later write wins in both places.
+pub fn trend_version(window_end: &DateTime<Utc>) -> String {
+    let mut version = format_timestamp(window_end);
+    version.truncate(TREND_VERSION_LEN);
+    version
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`.
+const TREND_VERSION_LEN: usize = 19;
+
 /// The `window_end` seconds encoded in a [`trend_score`].
 pub fn window_of_score(score: f64) -> i64 {
     ((-score + MAX_RANK as f64) / 1_000_000.0).floor() as i64
@@ -178,6 +211,38 @@ mod tests {
             keys.window("window_2024_01_01_12_00"),
             "bsky:windows:window_2024_01_01_12_00"
         );
+    }
+
+    #[test]
+    fn no_key_built_from_message_data_can_name_a_fixed_key() {
+        use crate::models::{decode, MessageKind, RejectReason};
+        for prefix in ["", "bsky:"] {
+            let keys = Keys::new(prefix);
+            for fixed in keys.fixed() {
+                // A window id is the suffix of `{p}windows:{id}`.
+                if let Some(id) = fixed.strip_prefix(&keys.window("")) {
+                    let json = format!(
+                        r#"{{"keyword":"k","count":1,"unique_authors":1,"window_id":"{id}",
+                        "window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}}"#
+                    );
+                    let refused = decode(MessageKind::Windows, json.as_bytes()).unwrap_err();
+                    assert_eq!(refused.reason, RejectReason::InvalidWindowId, "{fixed}");
+                }
+                // A keyword is the suffix of `{p}trends:keyword:{keyword}`, which no fixed
+                // key starts with, whatever the keyword.
+                assert!(!fixed.starts_with(&keys.trend_normalized("")), "{fixed}");
+                for keyword in ["current", "last_update", "index", ":current", "../current"] {
+                    assert_ne!(keys.trend(keyword), fixed);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_trend_version_is_its_window_end_to_the_second() {
+        let end = parse_timestamp("2024-01-01T12:00:00.900Z").unwrap();
+        assert_eq!(trend_version(&end), "2024-01-01T12:00:00");
+        assert_eq!(window_of_score(trend_score(&end, 7)), end.timestamp());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Status {
@@ -20,6 +21,9 @@ pub struct Status {
     kafka_connected: AtomicBool,
     /// Where the HTTP listener bound (useful with port 0).
     http_addr: OnceLock<SocketAddr>,
+    /// Since when the batch being written keeps failing, and the last reason; `None`
+    /// while writes go through. Readiness reads it.
+    failing: Mutex<Option<(Instant, String)>>,
 }
 
 /// A copy of the counters at one moment.
@@ -51,6 +55,7 @@ impl Default for Status {
             redis_ok: AtomicBool::new(false),
             kafka_connected: AtomicBool::new(true),
             http_addr: OnceLock::new(),
+            failing: Mutex::new(None),
         }
     }
 }
@@ -72,6 +77,26 @@ impl Status {
 
     pub(crate) fn set_http_addr(&self, addr: SocketAddr) {
         let _ = self.http_addr.set(addr);
+    }
+
+    /// A write attempt failed for `reason`.
+    pub(crate) fn write_failed(&self, reason: String) {
+        let mut failing = self.failing.lock().expect("not poisoned");
+        let since = failing.as_ref().map_or_else(Instant::now, |(since, _)| *since);
+        *failing = Some((since, reason));
+    }
+
+    /// A batch went through: writes are not failing any more.
+    pub(crate) fn write_succeeded(&self) {
+        *self.failing.lock().expect("not poisoned") = None;
+    }
+
+    /// How long writes have been failing, and why, if they are.
+    pub fn failing_writes(&self) -> Option<(Duration, String)> {
+        let failing = self.failing.lock().expect("not poisoned");
+        failing
+            .as_ref()
+            .map(|(since, reason)| (since.elapsed(), reason.clone()))
     }
 
     pub(crate) fn set_redis_ok(&self, ok: bool) {

@@ -17,6 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use super::error::{is_state_code, Refusal};
 use super::writes::CommandSink;
 
 #[derive(Clone)]
@@ -60,6 +61,41 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Sorts the replies of a write pipeline: a refusal for Redis's state is the error of the
+/// whole call; a refusal for the data is returned with its key; with `replicas`, the last
+/// reply is `WAIT`'s count.
+fn sort_replies(
+    pipe: &Pipeline,
+    mut replies: Vec<Value>,
+    replicas: Option<u32>,
+) -> RedisResult<Vec<Refusal>> {
+    if let Some(replicas) = replicas {
+        let acked: i64 = redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
+        if acked < i64::from(replicas) {
+            return Err((
+                redis::ErrorKind::Io,
+                "write not replicated in time",
+                format!("WAIT: {acked} of {replicas} replicas acknowledged"),
+            )
+                .into());
+        }
+    }
+    let mut refused = Vec::new();
+    for (cmd, reply) in pipe.cmd_iter().zip(replies) {
+        let Value::ServerError(error) = reply else {
+            continue;
+        };
+        if is_state_code(error.code()) {
+            return Err(error.into());
+        }
+        refused.push(Refusal {
+            key: key_of(cmd).unwrap_or_default().to_vec(),
+            error: format!("{} {}", error.code(), error.details().unwrap_or_default()),
+        });
+    }
+    Ok(refused)
+}
+
 /// The key a command of this crate acts on: after the script and key count for EVAL and
 /// EVALSHA, the first argument otherwise.
 fn key_of(cmd: &Cmd) -> Option<&[u8]> {
@@ -78,7 +114,8 @@ fn key_of(cmd: &Cmd) -> Option<&[u8]> {
 
 /// The commands of one write, grouped as the connection sends them: one pipeline for a
 /// single server, one per hash slot for a cluster. Each command is put in its place once,
-/// when it is added; every reply but `WAIT`'s is ignored (a failure still fails the call).
+/// when it is added. Every reply is read, errors included, so that a command refused for
+/// its data can be told from a server that refuses everything (see [`Conn::exec_writes`]).
 pub(crate) enum Writes {
     Single(Pipeline),
     Cluster(HashMap<Option<Slot>, Pipeline>),
@@ -99,13 +136,22 @@ impl Writes {
     }
 }
 
+/// A pipeline that returns every reply, a server error as a value like any other.
+fn replying_pipeline() -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe
+}
+
 impl CommandSink for Writes {
     fn add(&mut self, cmd: Cmd) {
         let pipe = match self {
             Self::Single(pipe) => pipe,
-            Self::Cluster(parts) => parts.entry(key_of(&cmd).map(Slot::for_key)).or_default(),
+            Self::Cluster(parts) => parts
+                .entry(key_of(&cmd).map(Slot::for_key))
+                .or_insert_with(replying_pipeline),
         };
-        pipe.add_command(cmd).ignore();
+        pipe.add_command(cmd);
     }
 
     fn count(&self) -> usize {
@@ -120,41 +166,35 @@ impl Conn {
     /// An empty set of writes, grouped as this connection sends them.
     pub fn writes(&self) -> Writes {
         match self {
-            Self::Single(_) => Writes::Single(redis::pipe()),
+            Self::Single(_) => Writes::Single(replying_pipeline()),
             Self::Cluster(_) => Writes::Cluster(HashMap::new()),
         }
     }
 
-    /// Sends the writes, the parts of a cluster concurrently. With `replicas`, the last
-    /// reply of each part is its `WAIT` (see [`Writes::wait_for`]): fewer replicas than
-    /// asked is an error, so the caller retries rather than acknowledge a write that a
-    /// failover could lose.
-    pub async fn exec_writes(&self, writes: &Writes, replicas: Option<u32>) -> RedisResult<()> {
-        let check = |mut replies: Vec<Value>| -> RedisResult<()> {
-            let Some(replicas) = replicas else {
-                return Ok(());
-            };
-            let acked: i64 = redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
-            if acked < i64::from(replicas) {
-                return Err((
-                    redis::ErrorKind::Io,
-                    "write not replicated in time",
-                    format!("WAIT: {acked} of {replicas} replicas acknowledged"),
-                )
-                    .into());
-            }
-            Ok(())
-        };
+    /// Sends the writes, the parts of a cluster concurrently, and returns the writes that
+    /// Redis refused for their data; every other command was applied.
+    ///
+    /// It fails, and nothing may be taken as written, when the connection fails or when
+    /// any command was refused for Redis's state (`OOM`, `READONLY`, ...): the same
+    /// writes succeed once that state has passed. With `replicas`, the last reply of each
+    /// part is its `WAIT` (see [`Writes::wait_for`]): fewer replicas than asked is such a
+    /// failure too, so the caller retries rather than acknowledge a write that a failover
+    /// could lose.
+    pub async fn exec_writes(
+        &self,
+        writes: &Writes,
+        replicas: Option<u32>,
+    ) -> RedisResult<Vec<Refusal>> {
         match (self, writes) {
             (Self::Single(conn), Writes::Single(pipe)) => {
-                check(pipe.query_async(&mut conn.clone()).await?)
+                sort_replies(pipe, pipe.query_async(&mut conn.clone()).await?, replicas)
             }
             (Self::Cluster(conn), Writes::Cluster(parts)) => {
                 let sends = parts.values().map(|part| {
                     let mut conn = conn.clone();
-                    async move { check(part.query_async(&mut conn).await?) }
+                    async move { sort_replies(part, part.query_async(&mut conn).await?, replicas) }
                 });
-                try_join_all(sends).await.map(drop)
+                Ok(try_join_all(sends).await?.into_iter().flatten().collect())
             }
             _ => unreachable!("writes are made by the connection that sends them"),
         }

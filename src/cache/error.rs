@@ -1,20 +1,63 @@
 //! The errors of the Redis boundary, split by what the caller should do about them.
 //!
+//! The split follows what can end a failure. Redis's *state* (full, read-only, loading,
+//! without a primary, an ACL that lacks a permission, an emptied script cache, a lost
+//! connection) changes by itself or by an operator's hand, and then the same command
+//! succeeds: the caller keeps its work and retries. A command refused for its *data* (a
+//! key of another type, a script error caused by the arguments, a value over a limit) is
+//! refused again however often it is sent: the caller sets that write aside.
+//!
 //! The Redis error is part of each message rather than a `source`, so that printing the
 //! cause chain shows it once.
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+/// The Redis error codes that describe the server's state rather than the command.
+const STATE_CODES: [&str; 15] = [
+    "OOM",
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOPERM",
+    "NOSCRIPT",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MOVED",
+    "ASK",
+    "NOREPLICAS",
+    "MISCONF",
+    "NOAUTH",
+    "WRONGPASS",
+];
+
+/// Whether a Redis error code says the server's state refused the command, so that the
+/// same command may succeed later; every other code is about the command's data.
+pub(crate) fn is_state_code(code: &str) -> bool {
+    STATE_CODES.contains(&code)
+}
+
+/// A write that Redis refused for its data, with Redis's own error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub key: Vec<u8>,
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// Redis is unreachable, timed out, loading, read-only or dropped the connection:
-    /// retry the same work later, nothing about it is wrong.
+    /// Redis is unreachable, timed out, full, loading, read-only, lacks a permission or
+    /// dropped the connection: retry the same work later, nothing about it is wrong.
     #[error("redis unavailable: {0}")]
     Unavailable(RedisError),
-    /// Redis refused the command itself (a wrong type, a script error, a denied ACL):
-    /// retrying the same command cannot succeed.
+    /// Redis refused the command itself (a wrong type, a script error caused by the
+    /// arguments): retrying the same command cannot succeed.
     #[error("redis rejected a command: {0}")]
     Rejected(RedisError),
+    /// Redis refused some writes of a pipeline for their data; every other write of it
+    /// was applied.
+    #[error("redis refused {} write(s) for their data, the first to {:?}: {}", .0.len(), String::from_utf8_lossy(&.0[0].key), .0[0].error)]
+    Refused(Vec<Refusal>),
     /// A pattern that could match keys outside this service's namespaces.
     #[error(
         "pattern {pattern:?} is outside the cache namespaces; it must start with one of {allowed}"
@@ -39,6 +82,7 @@ impl CacheError {
     pub fn kind_label(&self) -> &'static str {
         match self {
             Self::Unavailable(e) | Self::Rejected(e) => redis_kind_label(e),
+            Self::Refused(_) => "refused",
             Self::ForeignPattern { .. } => "foreign_pattern",
             Self::InvalidValue(_) => "invalid_value",
             Self::Config(_) => "config",
@@ -49,6 +93,13 @@ impl CacheError {
 fn redis_kind_label(e: &RedisError) -> &'static str {
     if e.is_timeout() {
         return "timeout";
+    }
+    match e.code() {
+        Some("OOM") => return "oom",
+        Some("BUSY") => return "busy",
+        Some("MISCONF") => return "misconf",
+        Some("WRONGTYPE") => return "wrongtype",
+        _ => {}
     }
     match e.kind() {
         ErrorKind::Io => "io",
@@ -75,22 +126,41 @@ impl From<RedisError> for CacheError {
             || e.is_connection_refusal()
             || matches!(
                 e.kind(),
-                ErrorKind::Server(
-                    ServerErrorKind::BusyLoading
-                        | ServerErrorKind::ReadOnly
-                        | ServerErrorKind::TryAgain
-                        | ServerErrorKind::ClusterDown
-                        | ServerErrorKind::MasterDown
-                        | ServerErrorKind::Moved
-                        | ServerErrorKind::Ask
-                        | ServerErrorKind::NoScript
-                ) | ErrorKind::ClusterConnectionNotFound
-                    | ErrorKind::AuthenticationFailed
-            );
+                ErrorKind::ClusterConnectionNotFound | ErrorKind::AuthenticationFailed
+            )
+            || e.code().is_some_and(is_state_code);
         if transient {
             Self::Unavailable(e)
         } else {
             Self::Rejected(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: &str, detail: &str) -> CacheError {
+        let reply = format!("-{code} {detail}\r\n");
+        let value = redis::parse_redis_value(reply.as_bytes()).expect("a RESP error");
+        match value {
+            redis::Value::ServerError(e) => RedisError::from(e).into(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_state_is_retried_and_data_is_refused() {
+        for code in ["OOM", "READONLY", "LOADING", "MASTERDOWN", "NOPERM", "NOSCRIPT"] {
+            let e = server_error(code, "state");
+            assert!(e.is_retryable(), "{code}: {e}");
+        }
+        for code in ["WRONGTYPE", "ERR"] {
+            let e = server_error(code, "data");
+            assert!(!e.is_retryable(), "{code}: {e}");
+        }
+        assert_eq!(server_error("OOM", "full").kind_label(), "oom");
+        assert_eq!(server_error("WRONGTYPE", "x").kind_label(), "wrongtype");
     }
 }

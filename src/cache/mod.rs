@@ -23,11 +23,11 @@ use redis::cluster_async::ClusterConnection;
 use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 
-pub use error::CacheError;
+pub use error::{CacheError, Refusal};
 pub use reads::{RankedWindow, TrendEntry};
 pub use stats::{CacheStats, ServerInfo};
 pub use sweep::{lock_token, Lock, SweepReport};
-pub use writes::{CommandSink, WriteSet};
+pub use writes::{touched_keys, CommandSink, WriteSet};
 
 use crate::config::{RedisConfig, Ttls};
 use crate::models::{TrendAlert, UserMetrics, WindowedKeywordCount};
@@ -37,6 +37,15 @@ use crate::schema::Keys;
 const DEFAULT_ACTIVE_USER_WINDOW: Duration = Duration::from_secs(900);
 
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+/// What a [`CacheLayer::write`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Commands sent.
+    pub commands: usize,
+    /// The writes Redis refused for their data; every other command was applied.
+    pub refused: Vec<Refusal>,
+}
 
 /// A handle on the cache. Cheap to clone: clones share one reconnecting multiplexed
 /// connection, which re-establishes itself after Redis comes back.
@@ -112,14 +121,18 @@ impl CacheLayer {
         }
     }
 
-    /// Writes a whole set as one pipeline. Returns the number of commands sent.
+    /// Writes a whole set as one pipeline, and reports the writes that Redis refused for
+    /// their data (a key of another type at one of the schema's keys, say): every other
+    /// write was applied, and sending the refused ones again cannot change their fate.
+    /// An error means that nothing may be taken as written; the same call may succeed
+    /// once Redis's state has changed.
     ///
     /// When Redis lost its script cache (a restart), the scripts are loaded again and the
     /// pipeline is sent once more: every write in it is idempotent, so the repeat is
     /// harmless.
-    pub async fn write(&self, set: &WriteSet, ttls: &Ttls, now: DateTime<Utc>) -> Result<usize> {
+    pub async fn write(&self, set: &WriteSet, ttls: &Ttls, now: DateTime<Utc>) -> Result<WriteReport> {
         if set.is_empty() {
-            return Ok(0);
+            return Ok(WriteReport::default());
         }
         let mut writes = self.conn.writes();
         let commands = set.append_to(&mut writes, &self.keys, ttls, now);
@@ -127,14 +140,25 @@ impl CacheLayer {
             writes.wait_for(replicas, timeout);
         }
         let replicas = self.wait.map(|(replicas, _)| replicas);
-        match self.conn.exec_writes(&writes, replicas).await {
+        let refused = match self.conn.exec_writes(&writes, replicas).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load_scripts().await?;
-                self.conn.exec_writes(&writes, replicas).await?;
+                self.conn.exec_writes(&writes, replicas).await?
             }
             other => other?,
+        };
+        Ok(WriteReport { commands, refused })
+    }
+
+    /// [`CacheLayer::write`] for the library's own calls, where a refused write is an
+    /// error.
+    async fn write_all(&self, set: &WriteSet, ttls: &Ttls, now: DateTime<Utc>) -> Result<()> {
+        let report = self.write(set, ttls, now).await?;
+        if report.refused.is_empty() {
+            Ok(())
+        } else {
+            Err(CacheError::Refused(report.refused))
         }
-        Ok(commands)
     }
 
     /// Loads every script into the script cache of every master.
@@ -154,9 +178,7 @@ impl CacheLayer {
     pub async fn cache_current_trends(&self, alerts: &[TrendAlert], ttl: Duration) -> Result<()> {
         let mut set = WriteSet::new();
         alerts.iter().cloned().for_each(|a| set.add_trend(a));
-        self.write(&set, &same_ttls(ttl)?, Utc::now())
-            .await
-            .map(drop)
+        self.write_all(&set, &same_ttls(ttl)?, Utc::now()).await
     }
 
     /// Caches a user-metrics snapshot and marks its users active.
@@ -164,7 +186,7 @@ impl CacheLayer {
         let mut set = WriteSet::new();
         let now = Utc::now();
         set.add_user_metrics(metrics.clone(), now);
-        self.write(&set, &same_ttls(ttl)?, now).await.map(drop)
+        self.write_all(&set, &same_ttls(ttl)?, now).await
     }
 
     /// Caches per-window keyword counts under `window_id`, whatever their own ids say.
@@ -183,9 +205,7 @@ impl CacheLayer {
             count.normalized_keyword = crate::models::normalize_keyword(&count.keyword);
             set.add_window_count(count);
         }
-        self.write(&set, &same_ttls(ttl)?, Utc::now())
-            .await
-            .map(drop)
+        self.write_all(&set, &same_ttls(ttl)?, Utc::now()).await
     }
 
     /// Closes this handle. The connection closes when its last clone is dropped.

@@ -12,8 +12,10 @@ use redis::Script;
 /// `SET key json EX ttl` unless the stored JSON is newer.
 ///
 /// KEYS[1]: the key. ARGV[1]: the new JSON; ARGV[2]: TTL in seconds; ARGV[3]: the name of
-/// the top-level string field that orders versions; ARGV[4]: its canonical (fixed-width,
-/// string-comparable) value in the new JSON, or '' to write unconditionally.
+/// the top-level string field that orders versions; ARGV[4]: the new version, a prefix of
+/// that field's canonical (fixed-width, string-comparable) value, or '' to write
+/// unconditionally. The stored value's field is compared on the same prefix, so a
+/// version may be coarser than the field (a trend's `window_end` to the second).
 ///
 /// The stored value is written by this service with serde_json, which escapes every quote
 /// inside strings, so the first `"field":"` is the top-level field: no JSON decode needed.
@@ -24,7 +26,7 @@ if order ~= '' then
   local old = redis.call('GET', KEYS[1])
   if old then
     local stored = string.match(old, '"' .. ARGV[3] .. '":"([^"]*)"')
-    if stored and stored > order then
+    if stored and string.sub(stored, 1, #order) > order then
       return 0
     end
   end

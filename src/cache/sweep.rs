@@ -97,9 +97,7 @@ impl CacheLayer {
     /// Removes `trends:current` members whose detail key has expired. Returns how many.
     pub async fn invalidate_expired_trends(&self) -> Result<u64> {
         let keys = self.keys.clone();
-        self.remove_members_without_data(&self.keys.trends_current(), |member| {
-            keys.trend_normalized(member)
-        })
+        self.remove_members_without_data(&self.keys.trends_current(), &keys.trend_normalized(""))
         .await
     }
 
@@ -149,7 +147,7 @@ impl CacheLayer {
         node: &Node,
         cursor: u64,
         pattern: &str,
-    ) -> Result<(u64, Vec<String>)> {
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
         let mut scan = redis::cmd("SCAN");
         scan.arg(cursor)
             .arg("MATCH")
@@ -173,21 +171,23 @@ impl CacheLayer {
     /// Removes `windows:index` members whose window hash expired.
     pub async fn invalidate_expired_windows(&self) -> Result<u64> {
         let keys = self.keys.clone();
-        self.remove_members_without_data(&self.keys.windows_index(), |id| keys.window(id))
+        self.remove_members_without_data(&self.keys.windows_index(), &keys.window(""))
             .await
     }
 
-    /// Removes the members of an index whose data key no longer exists. Returns how many.
+    /// Removes the members of an index whose data key (`data_prefix` + member) no longer
+    /// exists. Returns how many. Members and keys are bytes: another writer may have put
+    /// any there.
     pub(super) async fn remove_members_without_data(
         &self,
         index: &str,
-        data_key: impl Fn(&str) -> String,
+        data_prefix: &str,
     ) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mut removed = 0u64;
         let mut cursor = 0u64;
         loop {
-            let (next, page): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
+            let (next, page): (u64, Vec<(Vec<u8>, f64)>) = redis::cmd("ZSCAN")
                 .arg(index)
                 .arg(cursor)
                 .arg("COUNT")
@@ -197,14 +197,14 @@ impl CacheLayer {
             if !page.is_empty() {
                 let mut exists = redis::pipe();
                 for (member, _) in &page {
-                    exists.exists(data_key(member));
+                    exists.exists([data_prefix.as_bytes(), member].concat());
                 }
                 let present: Vec<bool> = self.conn.exec_pipeline_as(&exists).await?;
-                let stale: Vec<&str> = page
+                let stale: Vec<&[u8]> = page
                     .iter()
                     .zip(present)
                     .filter(|(_, present)| !present)
-                    .map(|((member, _), _)| member.as_str())
+                    .map(|((member, _), _)| member.as_slice())
                     .collect();
                 if !stale.is_empty() {
                     let n: u64 = redis::cmd("ZREM")
@@ -244,7 +244,7 @@ impl CacheLayer {
         Ok(deleted)
     }
 
-    async fn unlink_if_persistent(&self, keys: &[String]) -> Result<u64> {
+    async fn unlink_if_persistent(&self, keys: &[Vec<u8>]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -253,7 +253,7 @@ impl CacheLayer {
             ttls.ttl(key);
         }
         let ttls: Vec<i64> = self.conn.exec_pipeline_as(&ttls).await?;
-        let persistent: Vec<&String> = keys
+        let persistent: Vec<&Vec<u8>> = keys
             .iter()
             .zip(ttls)
             .filter(|(_, ttl)| *ttl == -1)

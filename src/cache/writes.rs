@@ -17,7 +17,7 @@ use crate::config::Ttls;
 use crate::models::{
     format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
 };
-use crate::schema::{trend_score, Keys};
+use crate::schema::{trend_score, trend_version, Keys};
 
 /// Where a [`WriteSet`] appends its commands, whose replies are not needed: a pipeline,
 /// or the connection's own grouping of them (one pipeline per hash slot on a cluster).
@@ -35,6 +35,29 @@ impl CommandSink for Pipeline {
 
     fn count(&self) -> usize {
         self.len()
+    }
+}
+
+/// The keys that writing `message` touches: the data key of each item and its category's
+/// shared keys (index, ranking, last update). When Redis refuses a write to one of these
+/// for its data, the message is the one to set aside.
+pub fn touched_keys(message: &Message, keys: &Keys) -> Vec<String> {
+    match message {
+        Message::Trends(alerts) => alerts
+            .iter()
+            .map(|a| keys.trend_normalized(&a.normalized_keyword()))
+            .chain([keys.trends_current(), keys.trends_last_update()])
+            .collect(),
+        Message::UserMetrics(_) => vec![
+            keys.users_metrics(),
+            keys.users_active(),
+            keys.users_last_update(),
+        ],
+        Message::Windows(counts) => counts
+            .iter()
+            .map(|c| keys.window(c.window_id()))
+            .chain([keys.windows_index()])
+            .collect(),
     }
 }
 
@@ -83,7 +106,8 @@ impl WriteSet {
         self.items += 1;
         let key = alert.normalized_keyword();
         match self.trends.get(&key) {
-            Some(kept) if kept.window_end > alert.window_end => {}
+            // The ordering of `schema::trend_version`: to the second, the later one wins.
+            Some(kept) if kept.window_end.timestamp() > alert.window_end.timestamp() => {}
             _ => {
                 self.trends.insert(key, alert);
             }
@@ -148,7 +172,7 @@ impl WriteSet {
                     .arg(json)
                     .arg(ttl)
                     .arg("window_end")
-                    .arg(format_timestamp(&alert.window_end)),
+                    .arg(trend_version(&alert.window_end)),
             ));
             ranking
                 .arg(trend_score(&alert.window_end, alert.rank))

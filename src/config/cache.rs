@@ -101,6 +101,10 @@ pub struct BatchConfig {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "retry_max_ms")]
     pub retry_max: Duration,
+    /// How long a batch may keep failing before `/readyz` answers 503 with the reason.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "unready_after_ms")]
+    pub unready_after: Duration,
 }
 
 impl Default for BatchConfig {
@@ -111,6 +115,7 @@ impl Default for BatchConfig {
             max_message_bytes: 1_048_576,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(10_000),
+            unready_after: Duration::from_millis(3_000),
         }
     }
 }
@@ -120,6 +125,7 @@ impl BatchConfig {
         positive("batch.max_wait_ms", self.max_wait)?;
         positive("batch.retry_initial_ms", self.retry_initial)?;
         positive("batch.retry_max_ms", self.retry_max)?;
+        positive("batch.unready_after_ms", self.unready_after)?;
         if self.max_messages == 0 {
             return Err(ConfigError::invalid(
                 "batch.max_messages",

@@ -32,10 +32,13 @@ pub enum RejectReason {
     InvalidWindowId,
     InvalidUserId,
     TooLarge,
+    /// Valid, but Redis refused its write for its data (a key of another type at one of
+    /// the schema's keys): set aside like a rejected message.
+    RedisRefused,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 16] = [
         Self::NotJson,
         Self::WrongShape,
         Self::EmptyKeyword,
@@ -51,6 +54,7 @@ impl RejectReason {
         Self::InvalidWindowId,
         Self::InvalidUserId,
         Self::TooLarge,
+        Self::RedisRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl RejectReason {
             Self::InvalidWindowId => "invalid_window_id",
             Self::InvalidUserId => "invalid_user_id",
             Self::TooLarge => "too_large",
+            Self::RedisRefused => "redis_refused",
         }
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
 use super::{normalize_keyword, RejectReason};
+use crate::schema;
 
 /// Window ids become part of a key and of an HTTP path, so they are short and plain.
 pub const MAX_WINDOW_ID_BYTES: usize = 128;
@@ -48,7 +49,8 @@ pub fn default_window_id(window_start: &DateTime<Utc>) -> String {
 }
 
 /// Window ids are data in a key, but also path segments of the read API: keep them to a
-/// conservative alphabet so that neither a glob nor a path trick can hide in one.
+/// conservative alphabet so that neither a glob nor a path trick can hide in one, and
+/// never let one name a fixed key of the schema (`windows:index`).
 pub(crate) fn check_window_id(id: &str) -> Result<(), Reject> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
     check(
@@ -59,6 +61,11 @@ pub(crate) fn check_window_id(id: &str) -> Result<(), Reject> {
             && id != "..",
         RejectReason::InvalidWindowId,
         || format!("window_id {id:?} must be 1..={MAX_WINDOW_ID_BYTES} of [A-Za-z0-9_.:-]"),
+    )?;
+    check(
+        !schema::is_reserved_window_id(id),
+        RejectReason::InvalidWindowId,
+        || format!("window_id {id:?} would name a fixed key of the schema"),
     )
 }
 

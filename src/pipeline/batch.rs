@@ -4,16 +4,23 @@
 //! rejected ones (for the dead-letter topic), and for every partition it touched the
 //! highest offset it holds. That offset is stored only after the whole batch was written,
 //! so a batch is the unit of at-least-once delivery.
+//!
+//! The valid messages are kept whole too, in one buffer, until the batch is written:
+//! Redis may still refuse a write for its data (a foreign key of another type at one of
+//! the schema's keys), and the messages behind that write then go to the dead-letter
+//! topic like rejected ones ([`Batch::refused`]).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::cache::WriteSet;
+use crate::cache::{touched_keys, Refusal, WriteSet};
 use crate::config::{BatchConfig, TopicsConfig};
 use crate::models::{decode, MessageKind, RejectReason, ValidationError};
+use crate::schema::Keys;
 
 /// Which decoder each source topic uses.
 #[derive(Debug, Clone)]
@@ -33,6 +40,14 @@ impl TopicKinds {
             .iter()
             .find(|(name, _)| name == topic)
             .map(|(_, kind)| *kind)
+    }
+
+    /// The topic that carries a kind of message.
+    pub(crate) fn name(&self, kind: MessageKind) -> &str {
+        self.0
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map_or("", |(name, _)| name.as_str())
     }
 
     pub(crate) fn names(&self) -> Vec<&str> {
@@ -90,9 +105,22 @@ pub(crate) struct Batch {
     rejected_per_topic: HashMap<String, u64>,
     /// The Kafka timestamps (unix milliseconds) of the messages, for end-to-end latency.
     timestamps: Vec<i64>,
+    /// The valid messages, their keys and payloads in `kept_bytes`.
+    kept: Vec<Kept>,
+    kept_bytes: Vec<u8>,
     messages: usize,
     started: Option<Instant>,
     limits: Limits,
+}
+
+/// A valid message of the batch; its key and payload are ranges of `Batch::kept_bytes`.
+#[derive(Debug, Clone)]
+struct Kept {
+    kind: MessageKind,
+    partition: i32,
+    offset: i64,
+    key: Option<Range<usize>>,
+    payload: Range<usize>,
 }
 
 /// What a batch holds of one topic.
@@ -127,6 +155,8 @@ impl Batch {
             topics: HashMap::new(),
             rejected_per_topic: HashMap::new(),
             timestamps: Vec::new(),
+            kept: Vec::new(),
+            kept_bytes: Vec::new(),
             messages: 0,
             started: None,
             limits,
@@ -174,6 +204,15 @@ impl Batch {
             Ok(decoded) => {
                 self.writes
                     .add_message(decoded, message.timestamp.unwrap_or_else(Utc::now));
+                let key = message.key.map(|key| self.keep(key));
+                let payload = self.keep(payload);
+                self.kept.push(Kept {
+                    kind,
+                    partition: message.partition,
+                    offset: message.offset,
+                    key,
+                    payload,
+                });
                 Pushed::Accepted
             }
             Err(error) => {
@@ -194,6 +233,49 @@ impl Batch {
                 Pushed::Rejected(self.rejects.last().expect("just pushed"))
             }
         }
+    }
+
+    fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.kept_bytes.len();
+        self.kept_bytes.extend_from_slice(bytes);
+        start..self.kept_bytes.len()
+    }
+
+    /// The valid messages whose writes Redis refused for their data, as dead letters
+    /// with reason `redis_refused` and Redis's error in the detail.
+    pub(crate) fn refused(&self, refusals: &[Refusal], keys: &Keys, kinds: &TopicKinds) -> Vec<Rejected> {
+        let refused: HashMap<&[u8], &str> = refusals
+            .iter()
+            .map(|r| (r.key.as_slice(), r.error.as_str()))
+            .collect();
+        let mut out = Vec::new();
+        for kept in &self.kept {
+            let payload = &self.kept_bytes[kept.payload.clone()];
+            // It decoded when it was pushed, and decoding is deterministic.
+            let Ok(message) = decode(kept.kind, payload) else {
+                continue;
+            };
+            let Some((key, error)) = touched_keys(&message, keys)
+                .into_iter()
+                .find_map(|key| refused.get(key.as_bytes()).map(|e| (key, *e)))
+            else {
+                continue;
+            };
+            out.push(Rejected {
+                origin: Origin {
+                    topic: kinds.name(kept.kind).to_owned(),
+                    partition: kept.partition,
+                    offset: kept.offset,
+                },
+                key: kept.key.clone().map(|k| self.kept_bytes[k].to_vec()),
+                payload: payload.to_vec(),
+                error: ValidationError::new(
+                    RejectReason::RedisRefused,
+                    format!("Redis refused the write to {key}: {error}"),
+                ),
+            });
+        }
+        out
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -53,8 +53,18 @@ impl ClientContext for GroupContext {
         }
     }
 
-    /// librdkafka's statistics, every `statistics.interval.ms`: the consumer lag.
+    /// librdkafka's statistics, every `statistics.interval.ms`: the consumer lag, and
+    /// whether a broker is up, so that readiness follows the brokers and not the traffic:
+    /// an idle instance is ready again as soon as a broker is back.
     fn stats(&self, statistics: Statistics) {
+        // Bootstrap entries have no node id yet; a known broker that is UP is reachable.
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if up && !self.status.set_kafka_connected(true) {
+            info!(brokers = %self.bootstrap, "a Kafka broker is reachable again");
+        }
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a negative lag is unknown.

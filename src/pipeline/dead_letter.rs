@@ -1,26 +1,47 @@
-//! The dead-letter topic: rejected messages, kept whole, with headers saying why.
+//! The dead-letter topic: rejected and refused messages, kept whole, with headers saying
+//! why.
 //!
 //! A dead-lettered record carries the original key and bytes, and these headers:
-//! `cache-layer-error-reason` (a reason label such as `not_json`),
+//! `cache-layer-error-reason` (a reason label such as `not_json` or `redis_refused`),
 //! `cache-layer-error-detail` (the human-readable error), `cache-layer-source-topic`,
 //! `cache-layer-source-partition` and `cache-layer-source-offset`.
+//!
+//! A dead letter can always be produced. The producer is sized for the largest message
+//! the daemon accepts (`batch.max_message_bytes`) plus the headers. When the broker still
+//! refuses a record for its size (its own `max.message.bytes`), a copy truncated to
+//! [`TRUNCATED_BYTES`] is sent instead, with `cache-layer-original-bytes` and
+//! `cache-layer-truncated-to` headers. A record that cannot be produced even so, or that
+//! the broker refuses for any other reason of its own, is counted, logged at ERROR and
+//! skipped: one record never stalls the stage. Failures of the topic itself (a broker
+//! down, a missing topic) are errors, and the caller retries.
 
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{error, warn};
 
 use super::batch::Rejected;
 use super::kafka;
 use crate::config::Config;
+use crate::metrics;
 
 pub const HEADER_REASON: &str = "cache-layer-error-reason";
 pub const HEADER_DETAIL: &str = "cache-layer-error-detail";
 pub const HEADER_TOPIC: &str = "cache-layer-source-topic";
 pub const HEADER_PARTITION: &str = "cache-layer-source-partition";
 pub const HEADER_OFFSET: &str = "cache-layer-source-offset";
+pub const HEADER_ORIGINAL_BYTES: &str = "cache-layer-original-bytes";
+pub const HEADER_TRUNCATED_TO: &str = "cache-layer-truncated-to";
+
+/// How much of a payload a truncated dead letter keeps.
+pub const TRUNCATED_BYTES: usize = 64 * 1024;
+
+/// Room for the headers and the record's framing above the largest accepted payload.
+const HEADERS_ROOM: usize = 64 * 1024;
 
 /// How long one delivery may take before the batch write counts as failed and is retried.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,20 +51,34 @@ pub(crate) struct DeadLetter {
     topic: String,
 }
 
+/// What became of one dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Not delivered yet; the next attempt sends it.
+    Pending,
+    Delivered,
+    Truncated,
+    /// The broker refuses it even truncated: counted and logged, not retried.
+    Dropped,
+}
+
 impl DeadLetter {
     /// The producer for `topics.dead_letter`, or `None` when it is not configured.
     pub(crate) fn new(config: &Config) -> Result<Option<Self>, KafkaError> {
         if config.topics.dead_letter.is_empty() {
             return Ok(None);
         }
-        let producer = kafka::client_config(config)
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
-            .create()?;
+        let mut client = kafka::client_config(config);
+        client.set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        );
+        if !config.kafka.properties.0.contains_key("message.max.bytes") {
+            let largest = config.batch.max_message_bytes + HEADERS_ROOM;
+            client.set("message.max.bytes", largest.to_string());
+        }
         Ok(Some(Self {
-            producer,
+            producer: client.create()?,
             topic: config.topics.dead_letter.clone(),
         }))
     }
@@ -52,43 +87,89 @@ impl DeadLetter {
         &self.topic
     }
 
-    /// Sends every rejected message and waits until all were acknowledged. Any failure
-    /// fails the whole call; the caller retries it, so a record may be sent twice but is
-    /// never dropped.
-    pub(crate) async fn send_all(&self, rejects: &[Rejected]) -> Result<(), KafkaError> {
-        try_join_all(rejects.iter().map(|rejected| self.send(rejected))).await?;
+    /// Sends every dead letter whose fate is still pending, concurrently, and records
+    /// each one's fate. Fails when the topic itself cannot take records: the caller
+    /// retries, and then sends only what is still pending, so a record may be sent twice
+    /// but is never dropped for a failure that can pass.
+    pub(crate) async fn send_all(
+        &self,
+        letters: &[Rejected],
+        fates: &mut [Fate],
+    ) -> Result<(), KafkaError> {
+        let pending = letters
+            .iter()
+            .zip(fates.iter_mut())
+            .filter(|(_, fate)| **fate == Fate::Pending);
+        let sends = pending.map(|(letter, fate)| async move {
+            let sent = self.send(letter).await;
+            if let Ok(done) = &sent {
+                *fate = *done;
+            }
+            sent
+        });
+        join_all(sends).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
-    async fn send(&self, rejected: &Rejected) -> Result<(), KafkaError> {
-        let partition = rejected.origin.partition.to_string();
-        let offset = rejected.origin.offset.to_string();
-        let detail = rejected.error.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_REASON,
-                value: Some(rejected.error.reason.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_DETAIL,
-                value: Some(&detail),
-            })
-            .insert(Header {
-                key: HEADER_TOPIC,
-                value: Some(&rejected.origin.topic),
-            })
-            .insert(Header {
-                key: HEADER_PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: HEADER_OFFSET,
-                value: Some(&offset),
-            });
+    /// Sends one dead letter: whole, else truncated, else nothing (see the module docs).
+    async fn send(&self, letter: &Rejected) -> Result<Fate, KafkaError> {
+        let source = &letter.origin.topic;
+        match self.produce(letter, None).await {
+            Ok(()) => return Ok(Fate::Delivered),
+            Err(e) if !refuses_the_record(&e) => return Err(e),
+            Err(e) => warn!(
+                topic = source,
+                partition = letter.origin.partition,
+                offset = letter.origin.offset,
+                bytes = letter.payload.len(),
+                error = %e,
+                "the dead-letter topic refuses the record; sending it truncated to {TRUNCATED_BYTES} bytes"
+            ),
+        }
+        match self.produce(letter, Some(TRUNCATED_BYTES)).await {
+            Ok(()) => {
+                metrics::dead_letter_truncated(source);
+                Ok(Fate::Truncated)
+            }
+            Err(e) if !refuses_the_record(&e) => Err(e),
+            Err(e) => {
+                metrics::dead_letter_dropped(source);
+                error!(
+                    topic = source,
+                    partition = letter.origin.partition,
+                    offset = letter.origin.offset,
+                    bytes = letter.payload.len(),
+                    error = %e,
+                    "the dead-letter topic refuses the record even truncated; it is skipped"
+                );
+                Ok(Fate::Dropped)
+            }
+        }
+    }
+
+    /// Produces a dead letter, its payload cut to `truncate_to` bytes if given.
+    async fn produce(&self, letter: &Rejected, truncate_to: Option<usize>) -> Result<(), KafkaError> {
+        let partition = letter.origin.partition.to_string();
+        let offset = letter.origin.offset.to_string();
+        let detail = letter.error.to_string();
+        let original_bytes = letter.payload.len().to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(header(HEADER_REASON, letter.error.reason.as_str()))
+            .insert(header(HEADER_DETAIL, &detail))
+            .insert(header(HEADER_TOPIC, &letter.origin.topic))
+            .insert(header(HEADER_PARTITION, &partition))
+            .insert(header(HEADER_OFFSET, &offset));
+        let mut payload = letter.payload.as_slice();
+        if let Some(limit) = truncate_to.filter(|limit| *limit < payload.len()) {
+            payload = &payload[..limit];
+            headers = headers
+                .insert(header(HEADER_ORIGINAL_BYTES, &original_bytes))
+                .insert(header(HEADER_TRUNCATED_TO, &limit.to_string()));
+        }
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(&rejected.payload)
+            .payload(payload)
             .headers(headers);
-        if let Some(key) = &rejected.key {
+        if let Some(key) = &letter.key {
             record = record.key(key.as_slice());
         }
         self.producer
@@ -97,4 +178,25 @@ impl DeadLetter {
             .map(drop)
             .map_err(|(e, _)| e)
     }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// Whether the broker (or librdkafka, before sending) refuses this record for what it
+/// is, so that sending it again cannot help.
+fn refuses_the_record(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::message::{BorrowedMessage, Message as _};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -45,14 +46,19 @@ use sink::{Sink, Written};
 
 type WriteFuture = Pin<Box<dyn Future<Output = Written> + Send>>;
 
+/// The most of `kafka.shutdown_timeout_ms` kept from the drain's writes for the final
+/// commit and the rest of the shutdown.
+const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
+
 /// Consumes until `shutdown` is cancelled, then drains: the batch in progress is written
-/// and the offsets committed within `kafka.shutdown_timeout_ms`.
+/// and the offsets committed within `kafka.shutdown_timeout_ms`. Returns the deadline by
+/// which the rest of the shutdown must be done too.
 pub(crate) async fn consume(
     config: &Config,
     cache: CacheLayer,
     status: Arc<Status>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Instant> {
     let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
     let kinds = TopicKinds::new(&config.topics);
     let consumer = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
@@ -74,7 +80,13 @@ pub(crate) async fn consume(
         }
     }
     let retry = RetryLogic::new(&config.batch, Arc::clone(&status));
-    let sink = Arc::new(Sink::new(cache, dead_letter, config.cache.ttls(), retry));
+    let sink = Arc::new(Sink::new(
+        cache,
+        dead_letter,
+        config.cache.ttls(),
+        kinds.clone(),
+        retry,
+    ));
     let mut pipeline = Pipeline {
         consumer,
         sink,
@@ -85,8 +97,7 @@ pub(crate) async fn consume(
         status,
     };
     pipeline.consume(shutdown).await;
-    pipeline.drain(config.kafka.shutdown_timeout).await;
-    Ok(())
+    Ok(pipeline.drain(config.kafka.shutdown_timeout).await)
 }
 
 struct Pipeline {
@@ -167,11 +178,15 @@ impl Pipeline {
     }
 
     /// Finishes the write in flight, writes the batch in progress and commits, within
-    /// `timeout`. What cannot be written in time is not acknowledged (the timeout drops
-    /// the write), so a restarted daemon reads it again.
-    async fn drain(mut self, timeout: Duration) {
+    /// `timeout`, and returns the deadline that `timeout` sets for the whole shutdown.
+    /// The writes may use all of it but a tail kept for the final commit and for
+    /// stopping the rest of the daemon. What cannot be written in time is not
+    /// acknowledged (the timeout drops the write), so a restarted daemon reads it again.
+    async fn drain(mut self, timeout: Duration) -> Instant {
         info!(pending = self.batch.len(), "shutting down: draining");
-        let drained = tokio::time::timeout(timeout, async {
+        let deadline = Instant::now() + timeout;
+        let tail = (timeout / 5).min(SHUTDOWN_TAIL);
+        let drained = tokio::time::timeout_at(deadline - tail, async {
             if let Some(write) = self.in_flight.take() {
                 write.await;
             }
@@ -187,12 +202,18 @@ impl Pipeline {
                 "drain timed out; unwritten messages will be read again after a restart"
             );
         }
-        match consumer::commit_stored(&*self.consumer) {
-            Ok(()) => info!("offsets committed; stopped"),
-            Err(e) => {
+        // A synchronous commit blocks its thread until the broker answers.
+        let consumer = Arc::clone(&self.consumer);
+        let commit = tokio::task::spawn_blocking(move || consumer::commit_stored(&*consumer));
+        match tokio::time::timeout_at(deadline, commit).await {
+            Ok(Ok(Ok(()))) => info!("offsets committed; stopped"),
+            Ok(Ok(Err(e))) => {
                 error!(error = %e, "final commit failed; the next run replays from the last commit")
             }
+            Ok(Err(e)) => error!(error = %e, "final commit panicked; the next run replays from the last commit"),
+            Err(_) => error!("final commit timed out; the next run replays from the last commit"),
         }
+        deadline
     }
 }
 
@@ -227,8 +248,14 @@ fn push(batch: &mut Batch, kinds: &TopicKinds, status: &Status, message: &Borrow
 
 /// Counts a written batch, in the instance status and in the metrics.
 fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &Status) {
+    for refused in &written.refused {
+        metrics::refused(&refused.origin.topic, 1);
+        if dead_letters {
+            metrics::dead_lettered(&refused.origin.topic, 1);
+        }
+    }
     let dead_lettered = if dead_letters {
-        batch.rejects().len()
+        batch.rejects().len() + written.refused.len()
     } else {
         0
     };

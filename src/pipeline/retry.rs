@@ -2,10 +2,12 @@
 //! service: the sink asks it after every failed attempt, and it decides what is counted,
 //! how loudly it is logged and how long to wait. The sink only loops.
 //!
-//! Every failure is retried with the same batch: a batch is never dropped and never
-//! half-acknowledged. What differs is who can end it: a Redis outage or an unreachable
-//! dead-letter topic ends by itself, while a refused command (a wrong type at one of the
-//! schema's keys, a missing ACL permission) needs an operator, so it is logged at ERROR.
+//! Every failure that reaches it is retried with the same batch: a batch is never dropped
+//! and never half-acknowledged. These are failures of a server's state (Redis full,
+//! read-only, loading or down; the dead-letter topic unreachable), which end by
+//! themselves or by an operator's hand. What Redis refuses for the data never reaches
+//! here: the sink sets those messages aside. An error that no category above explains
+//! (a command refused whole) is logged at ERROR, since only an operator can end it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,7 @@ impl RetryLogic {
     /// the log) and returns how long to wait before the next one.
     pub(crate) fn failed(&self, attempt: u32, error: &SinkError, messages: usize) -> Duration {
         metrics::batch_retried();
+        self.status.write_failed(error.to_string());
         match error {
             SinkError::Redis(e) => {
                 self.status.set_redis_ok(false);
@@ -60,6 +63,12 @@ impl RetryLogic {
             error!(attempt, %error, messages, "Redis refuses the batch; retrying until an operator fixes it");
         }
         self.backoff(attempt)
+    }
+
+    /// Records that a batch went through.
+    pub(crate) fn succeeded(&self) {
+        self.status.write_succeeded();
+        self.status.set_redis_ok(true);
     }
 
     /// `initial * 2^(attempt-1)`, capped at `max`, then scaled by a random factor in

@@ -2,15 +2,19 @@
 //! retries it until it is written, waiting as [`RetryLogic`] says between attempts.
 //!
 //! A batch is never dropped and never half-acknowledged: the caller stores its offsets
-//! only after [`Sink::write_until_done`] returned. Dead letters already delivered are not
-//! sent again on a retry. Dropping the future abandons the batch, unacknowledged.
+//! only after [`Sink::write_until_done`] returned. What Redis refuses for its data is set
+//! aside rather than retried: the messages behind the refused writes go to the
+//! dead-letter topic with reason `redis_refused`, and the rest of the batch, which Redis
+//! applied, is acknowledged. Dead letters already delivered are not sent again on a
+//! retry. Dropping the future abandons the batch, unacknowledged.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tracing::{error, warn};
 
-use super::batch::Batch;
-use super::dead_letter::DeadLetter;
+use super::batch::{Batch, Rejected, TopicKinds};
+use super::dead_letter::{DeadLetter, Fate};
 use super::retry::RetryLogic;
 use crate::cache::{CacheError, CacheLayer};
 use crate::config::Ttls;
@@ -28,18 +32,30 @@ pub(crate) enum SinkError {
 }
 
 /// What writing a batch took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Written {
     pub attempts: u32,
     /// How long the successful Redis pipeline took.
     pub pipeline: Duration,
+    /// The valid messages whose writes Redis refused for their data.
+    pub refused: Vec<Rejected>,
 }
 
 pub(crate) struct Sink {
     cache: CacheLayer,
     dead_letter: Option<DeadLetter>,
     ttls: Ttls,
+    kinds: TopicKinds,
     retry: RetryLogic,
+}
+
+/// What the attempts at one batch have done so far.
+struct Progress {
+    /// The fate of each rejected message's dead letter.
+    rejects: Vec<Fate>,
+    /// The refused messages and the fate of their dead letters, once Redis refused any.
+    refused: Vec<Rejected>,
+    refused_fates: Vec<Fate>,
 }
 
 impl Sink {
@@ -47,12 +63,14 @@ impl Sink {
         cache: CacheLayer,
         dead_letter: Option<DeadLetter>,
         ttls: Ttls,
+        kinds: TopicKinds,
         retry: RetryLogic,
     ) -> Self {
         Self {
             cache,
             dead_letter,
             ttls,
+            kinds,
             retry,
         }
     }
@@ -69,12 +87,23 @@ impl Sink {
         batch: &Batch,
         mut on_failure: impl FnMut(),
     ) -> Written {
-        let mut dead_letters_sent = batch.rejects().is_empty() || self.dead_letter.is_none();
+        let mut progress = Progress {
+            rejects: vec![Fate::Pending; batch.rejects().len()],
+            refused: Vec::new(),
+            refused_fates: Vec::new(),
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.attempt(batch, &mut dead_letters_sent).await {
-                Ok(pipeline) => return Written { attempts, pipeline },
+            match self.attempt(batch, &mut progress).await {
+                Ok(pipeline) => {
+                    self.retry.succeeded();
+                    return Written {
+                        attempts,
+                        pipeline,
+                        refused: progress.refused,
+                    };
+                }
                 Err(e) => {
                     let wait = self.retry.failed(attempts, &e, batch.len());
                     on_failure();
@@ -84,29 +113,60 @@ impl Sink {
         }
     }
 
-    /// One attempt: the dead letters not sent yet, then the pipeline. Returns how long
-    /// the pipeline took.
-    async fn attempt(
-        &self,
-        batch: &Batch,
-        dead_letters_sent: &mut bool,
-    ) -> Result<Duration, SinkError> {
-        if !*dead_letters_sent {
-            if let Some(dead_letter) = &self.dead_letter {
-                dead_letter
-                    .send_all(batch.rejects())
-                    .await
-                    .map_err(|source| SinkError::DeadLetter {
-                        topic: dead_letter.topic().to_owned(),
-                        source,
-                    })?;
-            }
-            *dead_letters_sent = true;
-        }
+    /// One attempt: the dead letters not sent yet, the pipeline, then the dead letters of
+    /// what Redis refused. Returns how long the pipeline took.
+    async fn attempt(&self, batch: &Batch, progress: &mut Progress) -> Result<Duration, SinkError> {
+        self.send_dead_letters(batch.rejects(), &mut progress.rejects)
+            .await?;
         let started = Instant::now();
-        self.cache
+        let report = self
+            .cache
             .write(batch.writes(), &self.ttls, Utc::now())
             .await?;
-        Ok(started.elapsed())
+        let elapsed = started.elapsed();
+        if !report.refused.is_empty() && progress.refused.is_empty() {
+            progress.refused = batch.refused(&report.refused, self.cache.keys(), &self.kinds);
+            progress.refused_fates = vec![Fate::Pending; progress.refused.len()];
+            log_refused(&report.refused, &progress.refused);
+        }
+        self.send_dead_letters(&progress.refused, &mut progress.refused_fates)
+            .await?;
+        Ok(elapsed)
+    }
+
+    async fn send_dead_letters(&self, letters: &[Rejected], fates: &mut [Fate]) -> Result<(), SinkError> {
+        let Some(dead_letter) = &self.dead_letter else {
+            return Ok(());
+        };
+        dead_letter
+            .send_all(letters, fates)
+            .await
+            .map_err(|source| SinkError::DeadLetter {
+                topic: dead_letter.topic().to_owned(),
+                source,
+            })
+    }
+}
+
+/// One ERROR line for what Redis refused, and a WARN line per message set aside, with
+/// where it came from, as for a rejected message.
+fn log_refused(refusals: &[crate::cache::Refusal], refused: &[Rejected]) {
+    let first = &refusals[0];
+    error!(
+        writes = refusals.len(),
+        messages = refused.len(),
+        key = %String::from_utf8_lossy(&first.key),
+        error = %first.error,
+        "Redis refuses writes for their data; their messages are set aside as dead letters and the rest of the batch is written"
+    );
+    for message in refused {
+        warn!(
+            topic = message.origin.topic,
+            partition = message.origin.partition,
+            offset = message.origin.offset,
+            reason = message.error.reason.as_str(),
+            "message refused by Redis: {}",
+            message.error
+        );
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod daemon;
 mod demo;
 mod deploy;
+mod faults;
 mod fuzz_decode;
 mod http;
 mod maintenance;
