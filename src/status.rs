@@ -82,7 +82,9 @@ impl Status {
     /// A write attempt failed for `reason`.
     pub(crate) fn write_failed(&self, reason: String) {
         let mut failing = self.failing.lock().expect("not poisoned");
-        let since = failing.as_ref().map_or_else(Instant::now, |(since, _)| *since);
+        let since = failing
+            .as_ref()
+            .map_or_else(Instant::now, |(since, _)| *since);
         *failing = Some((since, reason));
     }
 

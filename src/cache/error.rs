@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn redis_state_is_retried_and_data_is_refused() {
-        for code in ["OOM", "READONLY", "LOADING", "MASTERDOWN", "NOPERM", "NOSCRIPT"] {
+        for code in STATE_CODES {
             let e = server_error(code, "state");
             assert!(e.is_retryable(), "{code}: {e}");
         }

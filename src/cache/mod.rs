@@ -130,7 +130,12 @@ impl CacheLayer {
     /// When Redis lost its script cache (a restart), the scripts are loaded again and the
     /// pipeline is sent once more: every write in it is idempotent, so the repeat is
     /// harmless.
-    pub async fn write(&self, set: &WriteSet, ttls: &Ttls, now: DateTime<Utc>) -> Result<WriteReport> {
+    pub async fn write(
+        &self,
+        set: &WriteSet,
+        ttls: &Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<WriteReport> {
         if set.is_empty() {
             return Ok(WriteReport::default());
         }

@@ -98,7 +98,7 @@ impl CacheLayer {
     pub async fn invalidate_expired_trends(&self) -> Result<u64> {
         let keys = self.keys.clone();
         self.remove_members_without_data(&self.keys.trends_current(), &keys.trend_normalized(""))
-        .await
+            .await
     }
 
     /// Deletes the keys matching a glob pattern, with SCAN and UNLINK in bounded steps.

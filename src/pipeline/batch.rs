@@ -243,7 +243,12 @@ impl Batch {
 
     /// The valid messages whose writes Redis refused for their data, as dead letters
     /// with reason `redis_refused` and Redis's error in the detail.
-    pub(crate) fn refused(&self, refusals: &[Refusal], keys: &Keys, kinds: &TopicKinds) -> Vec<Rejected> {
+    pub(crate) fn refused(
+        &self,
+        refusals: &[Refusal],
+        keys: &Keys,
+        kinds: &TopicKinds,
+    ) -> Vec<Rejected> {
         let refused: HashMap<&[u8], &str> = refusals
             .iter()
             .map(|r| (r.key.as_slice(), r.error.as_str()))

@@ -107,48 +107,43 @@ impl DeadLetter {
             }
             sent
         });
-        join_all(sends).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
     /// Sends one dead letter: whole, else truncated, else nothing (see the module docs).
     async fn send(&self, letter: &Rejected) -> Result<Fate, KafkaError> {
-        let source = &letter.origin.topic;
-        match self.produce(letter, None).await {
-            Ok(()) => return Ok(Fate::Delivered),
-            Err(e) if !refuses_the_record(&e) => return Err(e),
-            Err(e) => warn!(
-                topic = source,
-                partition = letter.origin.partition,
-                offset = letter.origin.offset,
-                bytes = letter.payload.len(),
-                error = %e,
-                "the dead-letter topic refuses the record; sending it truncated to {TRUNCATED_BYTES} bytes"
-            ),
-        }
-        match self.produce(letter, Some(TRUNCATED_BYTES)).await {
-            Ok(()) => {
-                metrics::dead_letter_truncated(source);
-                Ok(Fate::Truncated)
-            }
-            Err(e) if !refuses_the_record(&e) => Err(e),
-            Err(e) => {
-                metrics::dead_letter_dropped(source);
-                error!(
-                    topic = source,
-                    partition = letter.origin.partition,
-                    offset = letter.origin.offset,
-                    bytes = letter.payload.len(),
-                    error = %e,
-                    "the dead-letter topic refuses the record even truncated; it is skipped"
-                );
-                Ok(Fate::Dropped)
+        let mut refusal = None;
+        for (truncate_to, fate) in [
+            (None, Fate::Delivered),
+            (Some(TRUNCATED_BYTES), Fate::Truncated),
+        ] {
+            match self.produce(letter, truncate_to).await {
+                Ok(()) => {
+                    if fate == Fate::Truncated {
+                        metrics::dead_letter_truncated(&letter.origin.topic);
+                        log_refusal(letter, refusal.as_ref(), "sent it truncated");
+                    }
+                    return Ok(fate);
+                }
+                Err(e) if refuses_the_record(&e) => refusal = Some(e),
+                Err(e) => return Err(e),
             }
         }
+        metrics::dead_letter_dropped(&letter.origin.topic);
+        log_refusal(letter, refusal.as_ref(), "skipped it, even truncated");
+        Ok(Fate::Dropped)
     }
 
     /// Produces a dead letter, its payload cut to `truncate_to` bytes if given.
-    async fn produce(&self, letter: &Rejected, truncate_to: Option<usize>) -> Result<(), KafkaError> {
+    async fn produce(
+        &self,
+        letter: &Rejected,
+        truncate_to: Option<usize>,
+    ) -> Result<(), KafkaError> {
         let partition = letter.origin.partition.to_string();
         let offset = letter.origin.offset.to_string();
         let detail = letter.error.to_string();
@@ -177,6 +172,32 @@ impl DeadLetter {
             .await
             .map(drop)
             .map_err(|(e, _)| e)
+    }
+}
+
+/// WARN for a dead letter sent truncated, ERROR for one skipped.
+fn log_refusal(letter: &Rejected, error: Option<&KafkaError>, outcome: &str) {
+    let error = error.map(ToString::to_string).unwrap_or_default();
+    let (topic, partition, offset) = (
+        &letter.origin.topic,
+        letter.origin.partition,
+        letter.origin.offset,
+    );
+    let bytes = letter.payload.len();
+    if outcome.starts_with("sent") {
+        warn!(
+            topic,
+            partition,
+            offset,
+            bytes,
+            error,
+            "the dead-letter topic refuses the record whole; {outcome}"
+        );
+    } else {
+        error!(
+            topic,
+            partition, offset, bytes, error, "the dead-letter topic refuses the record; {outcome}"
+        );
     }
 }
 

@@ -210,7 +210,9 @@ impl Pipeline {
             Ok(Ok(Err(e))) => {
                 error!(error = %e, "final commit failed; the next run replays from the last commit")
             }
-            Ok(Err(e)) => error!(error = %e, "final commit panicked; the next run replays from the last commit"),
+            Ok(Err(e)) => {
+                error!(error = %e, "final commit panicked; the next run replays from the last commit")
+            }
             Err(_) => error!("final commit timed out; the next run replays from the last commit"),
         }
         deadline

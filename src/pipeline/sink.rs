@@ -134,7 +134,11 @@ impl Sink {
         Ok(elapsed)
     }
 
-    async fn send_dead_letters(&self, letters: &[Rejected], fates: &mut [Fate]) -> Result<(), SinkError> {
+    async fn send_dead_letters(
+        &self,
+        letters: &[Rejected],
+        fates: &mut [Fate],
+    ) -> Result<(), SinkError> {
         let Some(dead_letter) = &self.dead_letter else {
             return Ok(());
         };

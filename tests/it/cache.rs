@@ -1,54 +1,19 @@
 //! The CacheLayer library against a real redis-server: every write and read, the TTLs,
 //! the ranking, replay safety, normalisation, clears, stats and outages.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cache_layer::cache::WriteSet;
 use cache_layer::config::Ttls;
+use cache_layer::models::TrendAlert;
+use cache_layer::schema::trend_score;
 use cache_layer::CacheError;
+use cache_layer_testkit::state::{assert_every_key_expires, snapshot};
 use cache_layer_testkit::{trend, user_metrics, wait_until, window_count, TestRedis};
 use chrono::Utc;
 use redis::Commands;
 
 const TTL: Duration = Duration::from_secs(300);
-
-/// Every key with its TYPE and raw content, for comparing whole states.
-fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
-    let keys: Vec<String> = conn.keys("*").unwrap();
-    keys.into_iter()
-        .map(|key| {
-            let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
-            let content = match kind.as_str() {
-                "string" => conn.get::<_, String>(&key).unwrap(),
-                "zset" => format!(
-                    "{:?}",
-                    conn.zrange_withscores::<_, Vec<(String, f64)>>(&key, 0, -1)
-                        .unwrap()
-                ),
-                "hash" => format!(
-                    "{:?}",
-                    conn.hgetall::<_, BTreeMap<String, String>>(&key).unwrap()
-                ),
-                other => panic!("unexpected type {other} of {key}"),
-            };
-            (key, format!("{kind}:{content}"))
-        })
-        .collect()
-}
-
-/// Asserts that every key carries a TTL no longer than `max`.
-fn assert_all_keys_expire(conn: &mut redis::Connection, max: Duration) {
-    let keys: Vec<String> = conn.keys("*").unwrap();
-    assert!(!keys.is_empty());
-    for key in keys {
-        let ttl: i64 = conn.ttl(&key).unwrap();
-        assert!(
-            ttl > 0 && ttl as u64 <= max.as_secs(),
-            "{key} has TTL {ttl}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn trends_are_cached_with_details_ranking_and_ttls() {
@@ -89,13 +54,8 @@ async fn trends_are_cached_with_details_ranking_and_ttls() {
         chrono::DateTime::parse_from_rfc3339(&last_update).is_ok(),
         "{last_update}"
     );
-    assert_all_keys_expire(&mut conn, TTL);
-    assert!(redis
-        .cache
-        .get_trend_details("absent")
-        .await
-        .unwrap()
-        .is_none());
+    assert_every_key_expires(&mut conn, TTL);
+    assert_eq!(redis.cache.get_trend_details("absent").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -129,60 +89,47 @@ async fn writing_the_same_messages_twice_leaves_redis_as_it_was() {
     assert_eq!(snapshot(&mut conn), first);
 }
 
+/// Caches one alert on its own, as one message of its own batch.
+async fn cache_one(redis: &TestRedis, alert: &TrendAlert) {
+    redis
+        .cache
+        .cache_current_trends(std::slice::from_ref(alert), TTL)
+        .await
+        .unwrap();
+}
+
+/// Asserts that the detail key holds `alert` and the ranking places its keyword by it.
+async fn assert_holds(redis: &TestRedis, alert: &TrendAlert) {
+    let keyword = alert.normalized_keyword();
+    let details = redis.cache.get_trend_details(&keyword).await.unwrap();
+    assert_eq!(details.as_ref(), Some(alert));
+    let score: f64 = redis.conn().zscore("trends:current", &keyword).unwrap();
+    assert_eq!(score, trend_score(&alert.window_end, alert.rank));
+}
+
 #[tokio::test]
 async fn an_older_trend_never_overwrites_a_newer_one_nor_moves_it() {
     let redis = TestRedis::start().await;
     let newer = trend("rust", "2024-01-01T12:05:00Z", 3);
-    let older = trend("rust", "2024-01-01T12:00:00Z", 1);
-    redis
-        .cache
-        .cache_current_trends(std::slice::from_ref(&newer), TTL)
-        .await
-        .unwrap();
-    redis
-        .cache
-        .cache_current_trends(&[older], TTL)
-        .await
-        .unwrap();
-
-    let mut conn = redis.conn();
-    assert_eq!(
-        redis
-            .cache
-            .get_trend_details("rust")
-            .await
-            .unwrap()
-            .unwrap(),
-        newer
-    );
-    let score: f64 = conn.zscore("trends:current", "rust").unwrap();
-    assert_eq!(
-        score,
-        cache_layer::schema::trend_score(&newer.window_end, 3)
-    );
+    cache_one(&redis, &newer).await;
+    cache_one(&redis, &trend("rust", "2024-01-01T12:00:00Z", 1)).await;
+    assert_holds(&redis, &newer).await;
 
     // The same window with a new rank is a correction, and wins.
     let corrected = trend("rust", "2024-01-01T12:05:00Z", 7);
-    redis
-        .cache
-        .cache_current_trends(std::slice::from_ref(&corrected), TTL)
-        .await
-        .unwrap();
-    assert_eq!(
-        redis
-            .cache
-            .get_trend_details("rust")
-            .await
-            .unwrap()
-            .unwrap()
-            .rank,
-        7
-    );
-    let score: f64 = conn.zscore("trends:current", "rust").unwrap();
-    assert_eq!(
-        score,
-        cache_layer::schema::trend_score(&corrected.window_end, 7)
-    );
+    cache_one(&redis, &corrected).await;
+    assert_holds(&redis, &corrected).await;
+}
+
+#[tokio::test]
+async fn alerts_within_one_second_leave_details_and_ranking_agreeing() {
+    let redis = TestRedis::start().await;
+    cache_one(&redis, &trend("rust", "2024-01-01T12:00:00.900Z", 1)).await;
+    // Earlier within the same second: the ranking cannot tell them apart, so neither
+    // may the details. The later write wins in both.
+    let later = trend("rust", "2024-01-01T12:00:00.100Z", 7);
+    cache_one(&redis, &later).await;
+    assert_holds(&redis, &later).await;
 }
 
 #[tokio::test]
@@ -273,7 +220,7 @@ async fn user_metrics_and_active_users_are_cached_and_never_rolled_back() {
     ids.sort_unstable();
     assert_eq!(ids, ["did:plc:a", "did:plc:b", "did:plc:top"]);
     assert_eq!(redis.cache.get_active_users(1).await.unwrap().len(), 1);
-    assert_all_keys_expire(&mut conn, TTL);
+    assert_every_key_expires(&mut conn, TTL);
 }
 
 #[tokio::test]

@@ -125,6 +125,7 @@ async fn bad_parameters_get_a_400_with_a_message() {
         "/v1/windows?limit=99999999999999999999999",
         "/v1/windows/a*b",
         "/v1/windows/a%20b",
+        "/v1/windows/index",
         "/v1/trends/a%0D%0Ab",
     ] {
         let (code, body) = get(addr, path).await;

@@ -8,6 +8,7 @@
 mod cache;
 mod cluster;
 mod config;
+mod crashes;
 mod daemon;
 mod demo;
 mod deploy;
@@ -16,6 +17,7 @@ mod fuzz_decode;
 mod http;
 mod maintenance;
 mod metrics;
+mod poison;
 mod prometheus;
 mod support;
 mod sweep;

@@ -161,10 +161,35 @@ async fn a_redis_outage_is_a_retryable_error_and_a_restart_is_survived() {
         .cache_current_trends(&[trend("rust", "2024-01-01T12:00:00Z", 1)], TTL)
         .await
         .unwrap();
-    assert!(redis
-        .cache
-        .get_trend_details("rust")
-        .await
-        .unwrap()
-        .is_some());
+    let details = redis.cache.get_trend_details("rust").await.unwrap();
+    assert!(details.is_some());
+}
+
+#[tokio::test]
+async fn keys_and_members_that_are_not_utf8_do_not_break_stats_sweeps_or_clears() {
+    let redis = TestRedis::start().await;
+    cache_numbered_trends(&redis, 2).await;
+    let mut conn = redis.conn();
+    // Another client's bytes: a key without a TTL, and a ranking member without details.
+    let foreign_key: &[u8] = b"trends:keyword:\xff\xfe";
+    let _: () = conn.set(foreign_key, "theirs").unwrap();
+    let _: () = conn
+        .zadd("trends:current", b"\xff\xfd".as_slice(), 1)
+        .unwrap();
+
+    let stats = redis.cache.get_cache_stats().await.unwrap();
+    assert_eq!(
+        stats.trends_keys,
+        2 + 2 + 1,
+        "two trends, two fixed keys, the foreign key"
+    );
+    let report = redis.cache.sweep(Duration::from_secs(900)).await.unwrap();
+    assert_eq!((report.trends_removed, report.trends_without_ttl), (1, 1));
+    assert!(!conn.exists::<_, bool>(foreign_key).unwrap());
+    let members: Vec<Vec<u8>> = conn.zrange("trends:current", 0, -1).unwrap();
+    assert_eq!(members, [b"kw0".to_vec(), b"kw1".to_vec()]);
+
+    let _: () = conn.set(foreign_key, "again").unwrap();
+    let cleared = redis.cache.clear_cache_pattern("trends:keyword:*").await;
+    assert_eq!(cleared.unwrap(), 3, "two trends and the foreign key");
 }

@@ -181,6 +181,7 @@ async fn dashboard_and_alerts_name_only_scraped_metrics(addr: std::net::SocketAd
         names::BATCH_RETRIES,
         names::SWEEP_KEYS_WITHOUT_TTL,
         names::OFFSET_COMMIT_FAILURES,
+        names::MESSAGES_REFUSED,
     ];
     for name in metric_names_in(&dashboard)
         .into_iter()

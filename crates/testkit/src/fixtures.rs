@@ -5,6 +5,7 @@
 //! The library's own unit tests use the JSON builders only (`&str` and `String`), which
 //! stay the same type whichever build of the library links this crate.
 
+use crate::generate::{Generated, Generator, GeneratorConfig};
 use cache_layer::models::{
     decode, Message, MessageKind, TrendAlert, UserMetrics, WindowedKeywordCount,
 };
@@ -53,6 +54,19 @@ pub fn window_records(prefix: &str, n: usize) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A valid synthetic stream of `messages` records of every kind (Zipf keywords, about 80%
+/// window counts), `per_window` to a one-minute window.
+pub fn stream(messages: usize, per_window: u64, seed: u64) -> Vec<Generated> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed,
+        malformed: 0.0,
+        messages_per_window: per_window,
+        vocabulary: 2_000,
+        ..GeneratorConfig::default()
+    });
+    (0..messages).map(|_| generator.next_message()).collect()
 }
 
 /// [`trend_alert_json`], decoded.

@@ -1,5 +1,5 @@
-//! HTTP helpers: serving the router of a `CacheLayer` on a loopback port, and reading
-//! the Prometheus text format.
+//! HTTP helpers: serving the router of a `CacheLayer` on a loopback port, a plain GET,
+//! and reading the Prometheus text format.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use cache_layer::config::Config;
 use cache_layer::http::{self, AppState};
 use cache_layer::status::Status;
 use cache_layer::CacheLayer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Serves the API of `cache` on 127.0.0.1:0 for the rest of the test.
@@ -23,6 +24,18 @@ pub async fn serve(cache: CacheLayer, config: Config) -> (SocketAddr, Arc<Status
     let addr = listener.local_addr().unwrap();
     tokio::spawn(http::serve(listener, state, CancellationToken::new()));
     (addr, status)
+}
+
+/// A plain HTTP/1.0 GET: the status code and the body; `None` when nothing answers.
+pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
 }
 
 /// One sample of the text exposition: `name{labels} value`.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_layer::config::Config;
+use cache_layer::models::MessageKind;
 use cache_layer::status::Status;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -19,6 +20,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::generate::Generated;
 
 pub const TRENDS: &str = "trend-alerts";
 pub const USERS: &str = "user-metrics";
@@ -50,6 +53,8 @@ impl MockKafka {
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .set("linger.ms", "1")
             .set("message.timeout.ms", "60000")
+            // Room for the oversized messages some tests produce.
+            .set("message.max.bytes", "10000000")
             .create()
             .expect("producer");
         Self {
@@ -66,16 +71,42 @@ impl MockKafka {
 
     /// Produces (key, payload) records to a topic and waits for every delivery.
     pub async fn produce<K: AsRef<str>, P: AsRef<[u8]>>(&self, topic: &str, records: &[(K, P)]) {
+        self.produce_to(topic, None, records).await
+    }
+
+    /// Produces records to one partition, or by key with `None`, and waits for every
+    /// delivery. The mock broker keeps about 5 MB per partition: spread large records.
+    pub async fn produce_to<K: AsRef<str>, P: AsRef<[u8]>>(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        records: &[(K, P)],
+    ) {
         let sends = records.iter().map(|(key, payload)| {
-            self.producer.send(
-                FutureRecord::to(topic)
-                    .key(key.as_ref())
-                    .payload(payload.as_ref()),
-                Duration::from_secs(60),
-            )
+            let mut record = FutureRecord::to(topic)
+                .key(key.as_ref())
+                .payload(payload.as_ref());
+            record.partition = partition;
+            self.producer.send(record, Duration::from_secs(60))
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| e).expect("delivered");
+        }
+    }
+
+    /// Produces a generated stream, each record to its kind's topic, in stream order.
+    pub async fn produce_generated(&self, stream: &[Generated]) {
+        for chunk in stream.chunk_by(|a, b| a.kind == b.kind) {
+            let topic = match chunk[0].kind {
+                MessageKind::Trends => TRENDS,
+                MessageKind::UserMetrics => USERS,
+                MessageKind::Windows => WINDOWS,
+            };
+            let records: Vec<(&str, &str)> = chunk
+                .iter()
+                .map(|m| (m.key.as_str(), m.payload.as_str()))
+                .collect();
+            self.produce(topic, &records).await;
         }
     }
 
@@ -185,6 +216,14 @@ pub struct Record {
     pub headers: BTreeMap<String, String>,
 }
 
+/// The record with this key; the test fails when there is none.
+pub fn record<'a>(records: &'a [Record], key: &str) -> &'a Record {
+    records
+        .iter()
+        .find(|r| r.key.as_deref() == Some(key))
+        .unwrap_or_else(|| panic!("no record with key {key:?} in {records:?}"))
+}
+
 impl<M: Message> From<&M> for Record {
     fn from(message: &M) -> Self {
         let headers = message
@@ -262,6 +301,13 @@ impl RunningDaemon {
             status,
             task,
         }
+    }
+
+    /// `/readyz`: the status code and the body; `None` while nothing answers.
+    pub async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
+        let addr = self.status.http_addr()?;
+        let (code, body) = crate::http::get(addr, "/readyz").await?;
+        Some((code, serde_json::from_str(&body).ok()?))
     }
 
     /// Requests a drain and waits for the daemon to finish it.

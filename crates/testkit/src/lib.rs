@@ -6,7 +6,9 @@
 //!   reader of topics and committed offsets, and a daemon runner;
 //! - [`fixtures`]: upstream messages as JSON and as decoded models, built in one place;
 //! - [`http`]: serving the API of a cache on loopback, and parsing `/metrics`;
-//! - [`generate`]: a realistic synthetic Bluesky-trend stream;
+//! - [`process`]: the `cache-layer` binary as a separate process, to stop or kill;
+//! - [`generate`]: a realistic synthetic Bluesky-trend stream; [`state`]: whole Redis
+//!   states, and the one a stream must leave behind;
 //! - [`demo`]: everything on one machine, with a live summary.
 //!
 //! Every helper that waits is async and waits with a deadline; none blocks a runtime
@@ -18,7 +20,9 @@ pub mod fixtures;
 pub mod generate;
 pub mod http;
 pub mod kafka;
+pub mod process;
 pub mod redis_server;
+pub mod state;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

@@ -110,7 +110,9 @@ impl RedisServer {
         command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", ""])
-            .args(["--protected-mode", "no", "--loglevel", "warning"]);
+            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            // DEBUG SLEEP plays a Redis that hangs.
+            .args(["--enable-debug-command", "local"]);
         match &self.data_dir {
             Some(dir) => command.arg("--dir").arg(dir).args([
                 "--appendonly",

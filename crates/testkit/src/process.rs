@@ -1,0 +1,104 @@
+//! The `cache-layer` binary as a separate process, configured through the environment as
+//! an operator would configure it, scraped over HTTP, and stopped with SIGTERM or killed
+//! with SIGKILL. The benchmark measures it; the tests kill it mid-stream.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::{free_port, http};
+
+pub struct DaemonProcess {
+    child: Child,
+    http_port: u16,
+}
+
+impl DaemonProcess {
+    /// Starts `binary run` with no configuration file (the built-in defaults), then the
+    /// `CACHE_LAYER__...` or legacy variables of `env`; the HTTP listener takes a free
+    /// loopback port.
+    pub fn spawn<K: AsRef<str>, V: AsRef<str>>(
+        binary: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> io::Result<Self> {
+        let http_port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .env_remove("CACHE_LAYER_CONFIG")
+            .env(
+                "CACHE_LAYER__HTTP__LISTEN",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("CACHE_LAYER__LOG__LEVEL", "error");
+        for (name, value) in env {
+            command.env(name.as_ref(), value.as_ref());
+        }
+        let child = command
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display()))
+            })?;
+        Ok(Self { child, http_port })
+    }
+
+    /// A GET on the daemon's listener: the status code and the body; `None` while it
+    /// does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http::get((Ipv4Addr::LOCALHOST, self.http_port).into(), path).await
+    }
+
+    /// The sum of a metric over its labels, from a scrape; 0 before it exists.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Some((_, text)) = self.get("/metrics").await else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    /// The process's peak resident set (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.id() else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("VmHWM:")
+                        .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+                })
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, as an orchestrator stops it; returns how it exited after the drain.
+    pub async fn stop(self) -> io::Result<ExitStatus> {
+        self.signal(Signal::SIGTERM).await
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    pub async fn kill(self) -> io::Result<ExitStatus> {
+        self.signal(Signal::SIGKILL).await
+    }
+
+    async fn signal(mut self, signal: Signal) -> io::Result<ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            kill(Pid::from_raw(pid as i32), signal).map_err(io::Error::from)?;
+        }
+        self.child.wait().await
+    }
+}

@@ -1,0 +1,120 @@
+//! Whole Redis states: a snapshot of every key, the state a stream must leave behind,
+//! and the TTL invariant. The fault tests compare a daemon's final state with the one
+//! the library writes for the same stream in one go.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cache_layer::cache::{CacheLayer, WriteSet};
+use cache_layer::config::{RedisConfig, Ttls};
+use cache_layer::models::decode;
+use chrono::Utc;
+use redis::Commands;
+
+use crate::generate::Generated;
+use crate::kafka::{MockKafka, GROUP};
+use crate::{connect, fixtures, RedisServer};
+
+/// Every key with its TYPE and raw content, for comparing whole states.
+pub fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
+    let keys: Vec<String> = conn.keys("*").unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
+            let content = match kind.as_str() {
+                "string" => conn.get::<_, String>(&key).unwrap(),
+                "zset" => format!(
+                    "{:?}",
+                    conn.zrange_withscores::<_, Vec<(String, f64)>>(&key, 0, -1)
+                        .unwrap()
+                ),
+                "hash" => format!(
+                    "{:?}",
+                    conn.hgetall::<_, BTreeMap<String, String>>(&key).unwrap()
+                ),
+                other => panic!("unexpected type {other} of {key}"),
+            };
+            (key, format!("{kind}:{content}"))
+        })
+        .collect()
+}
+
+/// A snapshot without the values that record when a write happened (`*:last_update`),
+/// which no two runs share; their keys stay.
+pub fn data_snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
+    let mut state = snapshot(conn);
+    for (key, value) in state.iter_mut() {
+        if key.ends_with(":last_update") {
+            *value = "string:<time of the write>".into();
+        }
+    }
+    state
+}
+
+/// What Redis must hold after the valid messages of `stream`: written by the library in
+/// one go, in stream order, into a throwaway server.
+pub async fn expected_state(stream: &[Generated]) -> BTreeMap<String, String> {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let cache = CacheLayer::connect(&RedisConfig::from_url(&server.url()))
+        .await
+        .expect("connects");
+    let now = Utc::now();
+    let mut set = WriteSet::new();
+    for message in stream {
+        if let Ok(decoded) = decode(message.kind, message.payload.as_bytes()) {
+            set.add_message(decoded, now);
+        }
+    }
+    let report = cache
+        .write(&set, &Ttls::uniform(Duration::from_secs(300)), now)
+        .await
+        .expect("written");
+    assert!(report.refused.is_empty(), "{report:?}");
+    data_snapshot(&mut connect(&server))
+}
+
+/// Asserts that every key carries a TTL no longer than `max`.
+pub fn assert_every_key_expires(conn: &mut redis::Connection, max: Duration) {
+    let keys: Vec<String> = conn.keys("*").unwrap();
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = conn.ttl(&key).unwrap();
+        assert!(
+            ttl > 0 && ttl as u64 <= max.as_secs(),
+            "{key} has TTL {ttl}"
+        );
+    }
+}
+
+/// What a fault test starts from: the mock broker, a Redis, a valid stream of every kind,
+/// and the state that stream must leave behind.
+pub struct Scenario {
+    pub kafka: MockKafka,
+    pub redis: RedisServer,
+    pub stream: Vec<Generated>,
+    expected: BTreeMap<String, String>,
+}
+
+impl Scenario {
+    /// `messages` records over `partitions` partitions per topic, 600 to a window.
+    pub async fn start(partitions: i32, messages: usize, seed: u64) -> Self {
+        let stream = fixtures::stream(messages, 600, seed);
+        Self {
+            kafka: MockKafka::start(partitions),
+            redis: RedisServer::start().await.expect("redis-server starts"),
+            expected: expected_state(&stream).await,
+            stream,
+        }
+    }
+
+    /// Waits until the test group committed the whole stream, then asserts that Redis
+    /// holds exactly the expected state, every key with a TTL.
+    pub async fn assert_landed(&self, timeout: Duration) {
+        self.kafka
+            .wait_committed(GROUP, self.stream.len() as i64, timeout)
+            .await;
+        let mut conn = connect(&self.redis);
+        assert_eq!(data_snapshot(&mut conn), self.expected);
+        assert_every_key_expires(&mut conn, Duration::from_secs(300));
+    }
+}

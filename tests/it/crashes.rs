@@ -1,0 +1,88 @@
+//! The daemon as a separate process, killed with SIGKILL mid-stream again and again, and
+//! a broker that comes back while nothing is produced.
+
+use std::time::Duration;
+
+use cache_layer_testkit::kafka::{
+    daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, WINDOWS,
+};
+use cache_layer_testkit::process::DaemonProcess;
+use cache_layer_testkit::state::Scenario;
+use cache_layer_testkit::{wait_until, window_records, RedisServer};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The release-like daemon on the mock cluster, configured through the environment.
+fn spawn(kafka: &MockKafka, redis: &RedisServer) -> DaemonProcess {
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
+        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
+        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
+        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
+        ("CACHE_LAYER__REDIS__URL", redis.url()),
+        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
+        (
+            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
+            "10".to_owned(),
+        ),
+        (
+            "CACHE_LAYER__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
+            "6000".to_owned(),
+        ),
+        (
+            "CACHE_LAYER__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
+            "500".to_owned(),
+        ),
+    ];
+    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
+    let scenario = Scenario::start(3, 12_000, 12).await;
+    let (kafka, redis) = (&scenario.kafka, &scenario.redis);
+    let mut chunks = scenario.stream.chunks(3_000);
+
+    // Each daemon gets a fresh part of the stream and is killed once it has made progress,
+    // in the middle of it or of what comes next.
+    let mut before = 0;
+    for chunk in chunks.by_ref().take(3) {
+        kafka.produce_generated(chunk).await;
+        let daemon = spawn(kafka, redis);
+        wait_until(DEADLINE, "progress before the kill", || async {
+            kafka.committed_total(GROUP).await > before
+        })
+        .await;
+        let status = daemon.kill().await.unwrap();
+        assert!(!status.success(), "killed: {status}");
+        before = kafka.committed_total(GROUP).await;
+    }
+    assert!(before < 12_000, "killed mid-stream, at {before}");
+    for chunk in chunks {
+        kafka.produce_generated(chunk).await;
+    }
+    let daemon = spawn(kafka, redis);
+    scenario.assert_landed(DEADLINE).await;
+    assert!(daemon.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_broker_back_without_traffic() {
+    let kafka = MockKafka::start(1);
+    kafka.produce(WINDOWS, &window_records("w", 10)).await;
+    let redis = RedisServer::start().await.unwrap();
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    kafka.wait_committed(GROUP, 10, DEADLINE).await;
+    let ready = |code: u16| {
+        let daemon = &daemon;
+        move || async move { daemon.readyz().await.is_some_and(|(c, _)| c == code) }
+    };
+    wait_until(DEADLINE, "ready", ready(200)).await;
+
+    kafka.cluster.broker_down(1).unwrap();
+    wait_until(DEADLINE, "unready while the broker is down", ready(503)).await;
+    kafka.cluster.broker_up(1).unwrap();
+    // Nothing is produced: only the broker's return can make it ready again.
+    wait_until(Duration::from_secs(15), "ready again", ready(200)).await;
+    daemon.stop().await;
+}

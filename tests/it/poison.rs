@@ -1,0 +1,113 @@
+//! Messages and keys that must not stall the stage: a window id naming a fixed key, a
+//! foreign key of another type at one of the schema's keys, and rejected messages too
+//! large for the broker's defaults. Each is set aside in the dead-letter topic with its
+//! headers, and the stream behind it lands.
+
+use std::time::Duration;
+
+use cache_layer::pipeline::dead_letter::{
+    HEADER_DETAIL, HEADER_OFFSET, HEADER_ORIGINAL_BYTES, HEADER_REASON, HEADER_TOPIC,
+    HEADER_TRUNCATED_TO, TRUNCATED_BYTES,
+};
+use cache_layer_testkit::kafka::{
+    daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, WINDOWS,
+};
+use cache_layer_testkit::{connect, trend_json, window_records, RedisServer};
+use redis::Commands;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_window_id_and_a_foreign_key_are_set_aside_and_the_stream_lands() {
+    let kafka = MockKafka::start(1);
+    let redis = RedisServer::start().await.unwrap();
+    let mut conn = connect(&redis);
+    // Another writer holds a hash where a trend's detail string belongs.
+    let _: () = conn
+        .hset("trends:keyword:collide", "owner", "another-app")
+        .unwrap();
+
+    let poison = r#"{"keyword":"rust","count":1,"unique_authors":1,"window_id":"index",
+        "window_start":"2024-01-01T12:00:00Z","window_end":"2024-01-01T12:01:00Z"}"#;
+    let mut windows = vec![("poison".to_owned(), poison.to_owned())];
+    windows.extend(window_records("w", 200));
+    let mut trends = vec![("collide".to_owned(), trend_json("collide", 0, 1, 10))];
+    trends.extend((0..50).map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 2, 10))));
+    kafka.produce(WINDOWS, &windows).await;
+    kafka.produce(TRENDS, &trends).await;
+
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    kafka.wait_committed(GROUP, 252, DEADLINE).await;
+
+    let held: usize = conn.hlen("windows:window_2024_01_01_12_00").unwrap();
+    assert_eq!(held, 200, "every window count behind the poison");
+    let kind: String = redis::cmd("TYPE")
+        .arg("windows:index")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kind, "zset");
+    for i in 0..50 {
+        assert!(conn
+            .exists::<_, bool>(format!("trends:keyword:t{i}"))
+            .unwrap());
+    }
+    let foreign: String = conn.hget("trends:keyword:collide", "owner").unwrap();
+    assert_eq!(foreign, "another-app", "the foreign key is left alone");
+
+    let dead = kafka.read(DEAD_LETTER, 2).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let poisoned = record(&dead, "poison");
+    assert_eq!(poisoned.headers[HEADER_REASON], "invalid_window_id");
+    assert_eq!(poisoned.headers[HEADER_TOPIC], WINDOWS);
+    assert_eq!(poisoned.payload, poison.as_bytes());
+    let refused = record(&dead, "collide");
+    assert_eq!(refused.headers[HEADER_REASON], "redis_refused");
+    assert_eq!(refused.headers[HEADER_TOPIC], TRENDS);
+    assert_eq!(refused.headers[HEADER_OFFSET], "0");
+    assert!(
+        refused.headers[HEADER_DETAIL].contains("WRONGTYPE"),
+        "Redis's own error: {}",
+        refused.headers[HEADER_DETAIL]
+    );
+    assert_eq!(refused.payload, trends[0].1.as_bytes());
+    let status = daemon.status.snapshot();
+    assert_eq!((status.rejected, status.dead_lettered), (1, 2));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_rejected_messages_are_dead_lettered_and_the_stream_behind_them_lands() {
+    let kafka = MockKafka::start(2);
+    let redis = RedisServer::start().await.unwrap();
+    let not_json = vec![b'x'; 1_040_001];
+    let too_large = vec![b'{'; 4_500_000];
+    kafka
+        .produce_to(WINDOWS, Some(0), &[("not-json", &not_json)])
+        .await;
+    kafka
+        .produce_to(WINDOWS, Some(1), &[("too-large", &too_large)])
+        .await;
+    kafka.produce(WINDOWS, &window_records("w", 100)).await;
+
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    kafka.wait_committed(GROUP, 102, DEADLINE).await;
+    let held: usize = connect(&redis)
+        .hlen("windows:window_2024_01_01_12_00")
+        .unwrap();
+    assert_eq!(held, 100);
+
+    let dead = kafka.read(DEAD_LETTER, 2).await;
+    assert_eq!(dead.len(), 2);
+    let whole = record(&dead, "not-json");
+    assert_eq!(whole.headers[HEADER_REASON], "not_json");
+    assert_eq!(whole.payload, not_json, "under the limit: sent whole");
+    let cut = record(&dead, "too-large");
+    assert_eq!(cut.headers[HEADER_REASON], "too_large");
+    assert_eq!(cut.payload, too_large[..TRUNCATED_BYTES]);
+    assert_eq!(cut.headers[HEADER_ORIGINAL_BYTES], "4500000");
+    assert_eq!(
+        cut.headers[HEADER_TRUNCATED_TO],
+        TRUNCATED_BYTES.to_string()
+    );
+    daemon.stop().await;
+}
