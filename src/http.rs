@@ -153,7 +153,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no PONG within {READY_PING_TIMEOUT:?}")),
     };
-    let kafka = state.status.kafka_connected();
+    let kafka_problem = state.status.kafka_problem();
+    let missing_topics = state.status.missing_topics();
+    let kafka = kafka_problem.is_none() && missing_topics.is_empty();
     // A batch that keeps failing (Redis full or read-only, the dead-letter topic down)
     // makes the instance unready once it has failed for longer than the threshold, even
     // while Redis answers PING.
@@ -170,7 +172,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 Ok(()) => json!({ "ok": true }),
                 Err(e) => json!({ "ok": false, "error": e }),
             },
-            "kafka": json!({ "ok": kafka, "brokers": state.config.kafka.bootstrap_servers }),
+            "kafka": {
+                "ok": kafka,
+                "brokers": state.config.kafka.bootstrap_servers,
+                "error": kafka_problem,
+                "missing_topics": missing_topics,
+            },
             "writes": match &failing {
                 None => json!({ "ok": true }),
                 Some((since, reason)) => json!({

@@ -29,6 +29,8 @@ pub const MESSAGES_REFUSED: &str = "cache_layer_messages_refused_total";
 pub const DEAD_LETTERS_TRUNCATED: &str = "cache_layer_dead_letters_truncated_total";
 pub const DEAD_LETTERS_DROPPED: &str = "cache_layer_dead_letters_dropped_total";
 pub const BATCH_RETRIES: &str = "cache_layer_batch_retries_total";
+pub const KAFKA_ERRORS: &str = "cache_layer_kafka_errors_total";
+pub const TOPIC_MISSING: &str = "cache_layer_topic_missing";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
 pub const CONSUMER_LAG: &str = "cache_layer_consumer_lag_messages";
@@ -49,7 +51,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 32] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -62,6 +64,8 @@ pub const ALL: [&str; 30] = [
     DEAD_LETTERS_TRUNCATED,
     DEAD_LETTERS_DROPPED,
     BATCH_RETRIES,
+    KAFKA_ERRORS,
+    TOPIC_MISSING,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
     CONSUMER_LAG,
@@ -182,6 +186,15 @@ fn describe() {
         DEAD_LETTER_ERRORS,
         Unit::Count,
         "Failed deliveries to the dead-letter topic."
+    );
+    describe_counter!(
+        KAFKA_ERRORS,
+        Unit::Count,
+        "Kafka client errors, by kind (all_brokers_down, transport, authentication, authorization, ssl, unknown_topic, timeout, other)."
+    );
+    describe_gauge!(
+        TOPIC_MISSING,
+        "1 while a subscribed topic does not exist on the brokers, else 0, by topic."
     );
     describe_counter!(
         BATCH_RETRIES,
@@ -322,6 +335,14 @@ pub fn redis_error(kind: &'static str) {
 
 pub fn dead_letter_error() {
     counter!(DEAD_LETTER_ERRORS).increment(1);
+}
+
+pub fn kafka_error(kind: &'static str) {
+    counter!(KAFKA_ERRORS, "kind" => kind).increment(1);
+}
+
+pub fn topic_missing(topic: &str, missing: bool) {
+    gauge!(TOPIC_MISSING, "topic" => topic.to_owned()).set(if missing { 1.0 } else { 0.0 });
 }
 
 pub fn batch_retried() {

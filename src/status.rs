@@ -16,9 +16,11 @@ pub struct Status {
     acknowledged: AtomicU64,
     assigned: AtomicUsize,
     redis_ok: AtomicBool,
-    /// False once librdkafka reported every broker down; true again after a rebalance or
-    /// a commit went through.
-    kafka_connected: AtomicBool,
+    /// Why the consumer cannot fetch (every broker down, authentication or TLS failing),
+    /// until a broker is seen up again, a rebalance or a commit goes through.
+    kafka_problem: Mutex<Option<String>>,
+    /// Subscribed topics that the brokers do not know (yet).
+    missing_topics: Mutex<Vec<String>>,
     /// Where the HTTP listener bound (useful with port 0).
     http_addr: OnceLock<SocketAddr>,
     /// Since when the batch being written keeps failing, and the last reason; `None`
@@ -53,7 +55,8 @@ impl Default for Status {
             acknowledged: AtomicU64::new(0),
             assigned: AtomicUsize::new(0),
             redis_ok: AtomicBool::new(false),
-            kafka_connected: AtomicBool::new(true),
+            kafka_problem: Mutex::new(None),
+            missing_topics: Mutex::new(Vec::new()),
             http_addr: OnceLock::new(),
             failing: Mutex::new(None),
         }
@@ -61,13 +64,41 @@ impl Default for Status {
 }
 
 impl Status {
+    /// Whether the consumer can fetch: no problem reported since a broker was last up.
     pub fn kafka_connected(&self) -> bool {
-        self.kafka_connected.load(Ordering::Relaxed)
+        self.kafka_problem().is_none()
     }
 
-    /// Records whether Kafka is reachable; returns the previous state.
-    pub(crate) fn set_kafka_connected(&self, connected: bool) -> bool {
-        self.kafka_connected.swap(connected, Ordering::Relaxed)
+    /// Why the consumer cannot fetch, if it cannot.
+    pub fn kafka_problem(&self) -> Option<String> {
+        self.kafka_problem.lock().expect("not poisoned").clone()
+    }
+
+    /// The consumer cannot fetch, for `problem`; returns whether it could until now.
+    pub(crate) fn kafka_failed(&self, problem: String) -> bool {
+        self.kafka_problem
+            .lock()
+            .expect("not poisoned")
+            .replace(problem)
+            .is_none()
+    }
+
+    /// A broker answers again; returns whether the consumer could not fetch until now.
+    pub(crate) fn kafka_recovered(&self) -> bool {
+        self.kafka_problem
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .is_some()
+    }
+
+    /// Subscribed topics that the brokers do not know (yet).
+    pub fn missing_topics(&self) -> Vec<String> {
+        self.missing_topics.lock().expect("not poisoned").clone()
+    }
+
+    pub(crate) fn set_missing_topics(&self, topics: Vec<String>) {
+        *self.missing_topics.lock().expect("not poisoned") = topics;
     }
 
     /// The address the HTTP listener bound, once it has.

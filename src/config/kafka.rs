@@ -47,6 +47,14 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for (name, instead) in MANAGED_KAFKA_PROPERTIES {
+            if self.properties.0.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("kafka.properties.{name}"),
+                    format!("is set by cache-layer itself; {instead}"),
+                ));
+            }
+        }
         positive("kafka.commit_interval_ms", self.commit_interval)?;
         positive("kafka.shutdown_timeout_ms", self.shutdown_timeout)?;
         not_empty("kafka.bootstrap_servers", &self.bootstrap_servers)?;
@@ -56,16 +64,26 @@ impl KafkaConfig {
 }
 
 /// librdkafka properties that cache-layer sets itself, because its delivery guarantee
-/// depends on them. Setting one under `kafka.properties` is a configuration error.
-pub const MANAGED_KAFKA_PROPERTIES: [&str; 8] = [
-    "bootstrap.servers",
-    "group.id",
-    "client.id",
-    "auto.offset.reset",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "auto.commit.interval.ms",
-    "enable.partition.eof",
+/// depends on them, and what to use instead. Setting one under `kafka.properties` is a
+/// configuration error that names both.
+pub const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 8] = [
+    ("bootstrap.servers", "use kafka.bootstrap_servers"),
+    ("group.id", "use kafka.group_id"),
+    ("client.id", "use kafka.client_id"),
+    ("auto.offset.reset", "use kafka.auto_offset_reset"),
+    (
+        "enable.auto.commit",
+        "stored offsets are committed every kafka.commit_interval_ms",
+    ),
+    (
+        "enable.auto.offset.store",
+        "an offset is stored only after its batch was written",
+    ),
+    ("auto.commit.interval.ms", "use kafka.commit_interval_ms"),
+    (
+        "enable.partition.eof",
+        "the end of a partition is not an event for cache-layer",
+    ),
 ];
 
 /// librdkafka's `auto.offset.reset`, for a group without a committed offset.

@@ -20,6 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
+use super::health::ErrorReporter;
 use super::kafka;
 use crate::config::Config;
 use crate::metrics;
@@ -29,11 +30,16 @@ pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Logs what librdkafka reports, and tracks whether the brokers are reachable.
 pub(crate) struct GroupContext {
-    /// Readiness reads whether Kafka is reachable from here; rebalances set the
-    /// assignment size.
+    /// Rebalances set the assignment size here.
     status: Arc<Status>,
-    /// `bootstrap.servers`, for saying which brokers are unreachable.
-    bootstrap: String,
+    /// Counts and logs errors, and tells readiness when the consumer cannot fetch.
+    errors: ErrorReporter,
+}
+
+impl GroupContext {
+    pub(crate) fn errors(&self) -> &ErrorReporter {
+        &self.errors
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -62,8 +68,8 @@ impl ClientContext for GroupContext {
             .brokers
             .values()
             .any(|b| b.nodeid >= 0 && b.state == "UP");
-        if up && !self.status.set_kafka_connected(true) {
-            info!(brokers = %self.bootstrap, "a Kafka broker is reachable again");
+        if up {
+            self.errors.recovered();
         }
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
@@ -76,19 +82,7 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::AllBrokersDown) => {
-                if self.status.set_kafka_connected(false) {
-                    warn!(
-                        brokers = %self.bootstrap,
-                        "no Kafka broker reachable ({reason}); retrying until one answers"
-                    );
-                }
-            }
-            // Already in the log callback's line; librdkafka reconnects by itself.
-            Some(RDKafkaErrorCode::BrokerTransportFailure) => debug!(%error, "{reason}"),
-            _ => warn!(%error, "Kafka client error: {reason}"),
-        }
+        self.errors.report(&error, reason);
     }
 }
 
@@ -111,7 +105,7 @@ impl ConsumerContext for GroupContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
-        self.status.set_kafka_connected(true);
+        self.errors.recovered();
         match consumer.assignment() {
             Ok(assignment) => self.status.set_assigned(assignment.count()),
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
@@ -121,7 +115,7 @@ impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                self.status.set_kafka_connected(true);
+                self.errors.recovered();
                 metrics::offsets_committed(true);
                 debug!(offsets = %describe(offsets), "offsets committed")
             }
@@ -154,8 +148,8 @@ pub(crate) fn subscribe(
     status: Arc<Status>,
 ) -> KafkaResult<Arc<GroupConsumer>> {
     let context = GroupContext {
+        errors: ErrorReporter::new(Arc::clone(&status), config.kafka.bootstrap_servers.clone()),
         status,
-        bootstrap: config.kafka.bootstrap_servers.clone(),
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;

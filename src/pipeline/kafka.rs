@@ -10,12 +10,15 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 
 /// librdkafka settings that differ from librdkafka's defaults, unless `kafka.properties`
-/// sets them: statistics (the consumer lag) every 5 s, and a prefetch queue of 16 MiB
-/// instead of 64 MiB, which keeps the daemon's memory small without slowing it down (the
-/// batch being written is the real buffer).
-pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+/// sets them: statistics (the consumer lag, whether a broker is up) every 5 s; a prefetch
+/// queue of 16 MiB instead of 64 MiB, which keeps the daemon's memory small without
+/// slowing it down (the batch being written is the real buffer); and metadata refreshed
+/// every 5 s instead of 5 minutes, so that a source topic created after the daemon
+/// started is consumed within seconds.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("statistics.interval.ms", "5000"),
     ("queued.max.messages.kbytes", "16384"),
+    ("topic.metadata.refresh.interval.ms", "5000"),
 ];
 
 /// A client configuration with the brokers, the client id and the pass-through

@@ -17,6 +17,7 @@
 mod batch;
 mod consumer;
 pub mod dead_letter;
+mod health;
 pub mod kafka;
 mod retry;
 mod sink;
@@ -29,10 +30,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::cache::CacheLayer;
 use crate::config::Config;
@@ -79,6 +81,13 @@ pub(crate) async fn consume(
             warn!(redis = %config.redis.endpoint(), error = %e, "Redis not reachable at startup; writes wait for it")
         }
     }
+    let watch_stop = CancellationToken::new();
+    let watch = tokio::spawn(health::watch_topics(
+        Arc::clone(&consumer),
+        kinds.names().into_iter().map(str::to_owned).collect(),
+        Arc::clone(&status),
+        watch_stop.clone(),
+    ));
     let retry = RetryLogic::new(&config.batch, Arc::clone(&status));
     let sink = Arc::new(Sink::new(
         cache,
@@ -97,6 +106,8 @@ pub(crate) async fn consume(
         status,
     };
     pipeline.consume(shutdown).await;
+    watch_stop.cancel();
+    watch.abort();
     Ok(pipeline.drain(config.kafka.shutdown_timeout).await)
 }
 
@@ -131,9 +142,8 @@ impl Pipeline {
                 }
                 received = self.consumer.recv(), if receiving => match received {
                     Ok(message) => push(&mut self.batch, &self.kinds, &self.status, &message),
-                    // Broker trouble is reported once by the consumer context; librdkafka
-                    // reconnects by itself.
-                    Err(e) => debug!(error = %e, "Kafka consume error"),
+                    // Counted and logged (rate-limited); librdkafka recovers by itself.
+                    Err(e) => self.consumer.context().errors().report(&e, ""),
                 },
             }
             if self.batch.is_full() && self.in_flight.is_none() {

@@ -15,6 +15,7 @@ mod deploy;
 mod faults;
 mod fuzz_decode;
 mod http;
+mod kafka;
 mod maintenance;
 mod metrics;
 mod poison;

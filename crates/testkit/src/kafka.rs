@@ -40,29 +40,45 @@ pub struct MockKafka {
 impl MockKafka {
     /// One broker, the three source topics with `partitions` each, and the dead-letter topic.
     pub fn start(partitions: i32) -> Self {
+        Self::start_with(partitions, &[TRENDS, USERS, WINDOWS])
+    }
+
+    /// One broker, these source topics with `partitions` each, and the dead-letter topic;
+    /// the others can be created later with [`MockKafka::create_topic`].
+    pub fn start_with(partitions: i32, topics: &[&str]) -> Self {
         let cluster = MockCluster::new(1).expect("mock cluster starts");
-        for topic in [TRENDS, USERS, WINDOWS] {
-            cluster
-                .create_topic(topic, partitions, 1)
-                .expect("topic created");
-        }
-        cluster
-            .create_topic(DEAD_LETTER, 1, 1)
-            .expect("topic created");
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "60000")
-            // Room for the oversized messages some tests produce.
-            .set("message.max.bytes", "10000000")
-            .create()
-            .expect("producer");
-        Self {
+        let kafka = Self {
+            producer: producer(&cluster.bootstrap_servers(), "none"),
             cluster,
             partitions,
-            producer,
             offset_readers: Mutex::default(),
+        };
+        for topic in topics {
+            kafka.create_topic(topic);
         }
+        kafka
+            .cluster
+            .create_topic(DEAD_LETTER, 1, 1)
+            .expect("topic created");
+        kafka
+    }
+
+    /// Creates a source topic with the cluster's partition count.
+    pub fn create_topic(&self, topic: &str) {
+        self.cluster
+            .create_topic(topic, self.partitions, 1)
+            .expect("topic created");
+    }
+
+    /// Produces records compressed with `codec` (`gzip`, `snappy`, `lz4`, `zstd`).
+    pub async fn produce_compressed<K: AsRef<str>, P: AsRef<[u8]>>(
+        &self,
+        topic: &str,
+        codec: &str,
+        records: &[(K, P)],
+    ) {
+        let producer = producer(&self.bootstrap(), codec);
+        send_all(&producer, topic, None, records).await;
     }
 
     pub fn bootstrap(&self) -> String {
@@ -82,16 +98,7 @@ impl MockKafka {
         partition: Option<i32>,
         records: &[(K, P)],
     ) {
-        let sends = records.iter().map(|(key, payload)| {
-            let mut record = FutureRecord::to(topic)
-                .key(key.as_ref())
-                .payload(payload.as_ref());
-            record.partition = partition;
-            self.producer.send(record, Duration::from_secs(60))
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| e).expect("delivered");
-        }
+        send_all(&self.producer, topic, partition, records).await;
     }
 
     /// Produces a generated stream, each record to its kind's topic, in stream order.
@@ -199,6 +206,38 @@ impl MockKafka {
             records
         })
         .await
+    }
+}
+
+/// A producer for the tests, batches compressed with `codec`.
+fn producer(bootstrap: &str, codec: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "60000")
+        .set("compression.type", codec)
+        // Room for the oversized messages some tests produce.
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends records and waits for every delivery.
+async fn send_all<K: AsRef<str>, P: AsRef<[u8]>>(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    records: &[(K, P)],
+) {
+    let sends = records.iter().map(|(key, payload)| {
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_ref())
+            .payload(payload.as_ref());
+        record.partition = partition;
+        producer.send(record, Duration::from_secs(60))
+    });
+    for result in futures::future::join_all(sends).await {
+        result.map_err(|(e, _)| e).expect("delivered");
     }
 }
 

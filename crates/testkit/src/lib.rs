@@ -1,6 +1,7 @@
 //! What cache-layer's tests, demo and benchmark need, kept out of the production library.
 //!
 //! - [`redis_server`]: a throwaway `redis-server` on a free loopback port;
+//!   [`certs`]: a test CA and certificates;
 //!   [`cluster`]: a local Redis Cluster of such servers;
 //! - [`kafka`]: librdkafka's mock cluster with the three source topics, a producer, a
 //!   reader of topics and committed offsets, and a daemon runner;
@@ -14,6 +15,7 @@
 //! Every helper that waits is async and waits with a deadline; none blocks a runtime
 //! thread.
 
+pub mod certs;
 pub mod cluster;
 pub mod demo;
 pub mod fixtures;
