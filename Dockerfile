@@ -1,7 +1,8 @@
 # cache-layer: a multi-stage build. The builder compiles the dependencies in a layer of
 # their own (rebuilt only when a manifest or Cargo.lock changes), then the sources. The
 # runtime image (the last stage, so the default target) is Debian slim with the
-# `cache-layer` binary, the shipped configuration and a non-root user. The `tools` stage
+# `cache-layer` binary (librdkafka and OpenSSL linked in statically, so no libssl), the
+# shipped configuration and a non-root user. The `tools` stage
 # adds `cache-layer-dev` (the demo and the stream generator) for the compose stack's
 # synthetic producer; it is never the image that runs the daemon.
 
@@ -20,7 +21,8 @@ RUN mkdir -p src/bin/cache-layer crates/testkit/src/bin/cache-layer-bench \
 COPY src ./src
 COPY crates/testkit/src ./crates/testkit/src
 RUN touch src/lib.rs src/bin/cache-layer/main.rs crates/testkit/src/lib.rs \
-    && cargo build --release --locked --bin cache-layer --bin cache-layer-dev
+    && cargo build --release --locked --bin cache-layer --bin cache-layer-dev \
+    && strip target/release/cache-layer target/release/cache-layer-dev
 
 FROM debian:bookworm-slim AS base
 RUN apt-get update \

@@ -7,6 +7,14 @@ need() {
   command -v "$1" >/dev/null || missing+=("${@:2}")
 }
 
+# What building cache-layer needs: a C toolchain and make for the bundled librdkafka, and
+# the full perl (not just perl-base) for OpenSSL's build scripts.
+need_build_tools() {
+  need cc build-essential
+  need make build-essential
+  perl -MIPC::Cmd -MFindBin -e 1 2>/dev/null || missing+=(perl)
+}
+
 install_needed() {
   ((${#missing[@]})) || return 0
   local sudo=""

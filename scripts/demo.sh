@@ -8,9 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/apt-install.sh
 
-# A C toolchain and make build the bundled librdkafka.
-need cc build-essential
-need make build-essential
+need_build_tools
 need redis-server redis-server
 install_needed
 exec cargo run --release --quiet --package cache-layer-testkit --bin cache-layer-dev -- \

@@ -23,11 +23,20 @@ use crate::status::Status;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the subscribed topics are looked up while one is missing, and otherwise.
-const TOPIC_CHECK: Duration = Duration::from_secs(5);
+const TOPIC_CHECK_MISSING: Duration = Duration::from_secs(2);
+const TOPIC_CHECK: Duration = Duration::from_secs(10);
 
-/// The `kind` label of a Kafka client error.
-pub(crate) fn error_kind(error: &KafkaError) -> &'static str {
+/// The `kind` label of a Kafka client error. librdkafka reports a failed TLS handshake
+/// or SASL exchange as a transport failure, so its text decides then.
+pub(crate) fn error_kind(error: &KafkaError, reason: &str) -> &'static str {
     use RDKafkaErrorCode as Code;
+    let text = format!("{error} {reason}");
+    if text.contains("SSL") || text.contains("certificate") {
+        return "ssl";
+    }
+    if text.contains("SASL") || text.contains("uthentication") {
+        return "authentication";
+    }
     match error.rdkafka_error_code() {
         Some(Code::AllBrokersDown) => "all_brokers_down",
         Some(Code::BrokerTransportFailure | Code::Resolve | Code::BrokerNotAvailable) => {
@@ -80,14 +89,18 @@ impl ErrorReporter {
 
     /// One error, from librdkafka's error callback or from the consumer's queue.
     pub(crate) fn report(&self, error: &KafkaError, reason: &str) {
-        let kind = error_kind(error);
+        let kind = error_kind(error, reason);
         metrics::kafka_error(kind);
         let text = if reason.is_empty() {
             error.to_string()
         } else {
             format!("{error}: {reason}")
         };
-        let stopped = stops_fetching(kind) && self.status.kafka_failed(format!("{kind}: {text}"));
+        // "All brokers down" follows a refused handshake: keep the handshake's reason.
+        let keep_cause = kind == "all_brokers_down" && !self.status.kafka_connected();
+        let stopped = stops_fetching(kind)
+            && !keep_cause
+            && self.status.kafka_failed(format!("{kind}: {text}"));
         if !stopped && !self.first_in_a_while(&text) {
             return;
         }
@@ -120,10 +133,10 @@ impl ErrorReporter {
     }
 }
 
-/// Looks the subscribed topics up every few seconds until `shutdown`, and records which
-/// are missing: in the status (readiness), the metrics and the log. librdkafka picks up a
-/// topic created later at its next metadata refresh (`topic.metadata.refresh.interval.ms`,
-/// 5 s unless set); this says meanwhile what is missing.
+/// Looks the subscribed topics up until `shutdown`, every 2 s while one is missing and
+/// every 10 s otherwise, and records which are missing: in the status (readiness), the
+/// metrics and the log. librdkafka itself picks up a topic created later at its next
+/// metadata refresh (`topic.metadata.refresh.interval.ms`, 3 s unless set).
 pub(crate) async fn watch_topics(
     consumer: Arc<GroupConsumer>,
     topics: Vec<String>,
@@ -152,9 +165,14 @@ pub(crate) async fn watch_topics(
             status.set_missing_topics(now_missing.clone());
             missing = now_missing;
         }
+        let pause = if missing.is_empty() {
+            TOPIC_CHECK
+        } else {
+            TOPIC_CHECK_MISSING
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(TOPIC_CHECK) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -163,7 +181,9 @@ pub(crate) async fn watch_topics(
 fn missing_topics(consumer: &GroupConsumer, topics: &[String]) -> Option<Vec<String>> {
     let mut missing = Vec::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), TOPIC_CHECK).ok()?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TOPIC_CHECK_MISSING)
+            .ok()?;
         let known = metadata
             .topics()
             .iter()

@@ -16,6 +16,7 @@ mod faults;
 mod fuzz_decode;
 mod http;
 mod kafka;
+mod kafka_security;
 mod maintenance;
 mod metrics;
 mod poison;

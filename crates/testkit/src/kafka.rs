@@ -288,6 +288,11 @@ impl<M: Message> From<&M> for Record {
 
 /// A daemon configuration for these tests: fast batches, retries and commits.
 pub fn daemon_config(kafka: &MockKafka, redis_url: &str) -> Config {
+    daemon_config_for(&kafka.bootstrap(), redis_url)
+}
+
+/// [`daemon_config`] for any broker.
+pub fn daemon_config_for(bootstrap: &str, redis_url: &str) -> Config {
     let toml = format!(
         r#"
         [kafka]
@@ -314,7 +319,7 @@ pub fn daemon_config(kafka: &MockKafka, redis_url: &str) -> Config {
         retry_initial_ms = 50
         retry_max_ms = 500
         "#,
-        kafka.bootstrap()
+        bootstrap
     );
     Config::from_toml(&toml).expect("test config is valid")
 }

@@ -8,6 +8,7 @@
 //! - [`fixtures`]: upstream messages as JSON and as decoded models, built in one place;
 //! - [`http`]: serving the API of a cache on loopback, and parsing `/metrics`;
 //! - [`process`]: the `cache-layer` binary as a separate process, to stop or kill;
+//!   [`tansu`]: a Kafka-compatible broker with TLS and SASL, as a separate process;
 //! - [`generate`]: a realistic synthetic Bluesky-trend stream; [`state`]: whole Redis
 //!   states, and the one a stream must leave behind;
 //! - [`demo`]: everything on one machine, with a live summary.
@@ -25,6 +26,7 @@ pub mod kafka;
 pub mod process;
 pub mod redis_server;
 pub mod state;
+pub mod tansu;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

@@ -1,0 +1,148 @@
+//! tansu, a Kafka-compatible broker in Rust, as a separate process on loopback, with what
+//! librdkafka's mock cluster lacks: SASL authentication, and a TLS listener through
+//! `stunnel` in front of it (tansu 0.6's own `--cert` and `--key` cannot be given
+//! together), with tansu advertising the TLS address. The test command installs both.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio::process::{Child, Command};
+
+use crate::{free_port, wait_until};
+
+pub struct Tansu {
+    _broker: Child,
+    _stunnel: Option<Child>,
+    /// The port clients reach: stunnel's with TLS, tansu's without.
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn(mut command: Command, what: &str) -> Child {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(what)
+}
+
+impl Tansu {
+    /// Starts a broker with memory storage on a free port. With `tls`, a directory of
+    /// [`crate::certs::certificates`], it listens over TLS only, with `server.pem`; with
+    /// `authentication` every client must authenticate with SASL.
+    pub async fn start(tls: Option<&Path>, authentication: bool) -> Self {
+        let dir = tempfile::tempdir().expect("a directory");
+        let plain = free_port();
+        let port = if tls.is_some() { free_port() } else { plain };
+        let mut command = Command::new("tansu");
+        command
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{plain}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .arg("--silent");
+        if authentication {
+            command.arg("--authentication");
+        }
+        let broker = spawn(
+            command,
+            "tansu runs (scripts/test.sh installs it with cargo install)",
+        );
+        let stunnel = tls.map(|certs| {
+            let (cert, key) = (certs.join("server.pem"), certs.join("server.key"));
+            let config = dir.path().join("stunnel.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{port}\n\
+                     connect = 127.0.0.1:{plain}\ncert = {}\nkey = {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+            .expect("stunnel configuration written");
+            let mut command = Command::new("stunnel4");
+            command.arg(&config);
+            spawn(
+                command,
+                "stunnel4 runs (scripts/test.sh installs it with apt-get)",
+            )
+        });
+        for listening in [plain, port] {
+            wait_until(Duration::from_secs(30), "the broker to listen", || async {
+                tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, listening))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        }
+        Self {
+            _broker: broker,
+            _stunnel: stunnel,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client configuration for this broker with these extra properties (security).
+    pub fn client(&self, properties: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        for (name, value) in properties {
+            config.set(*name, *value);
+        }
+        config
+    }
+
+    /// Creates topics with one partition each, connecting with `properties`.
+    pub async fn create_topics(&self, topics: &[&str], properties: &[(&str, &str)]) {
+        let admin: AdminClient<_> = self.client(properties).create().expect("admin client");
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin
+            .create_topics(&new, &AdminOptions::new())
+            .await
+            .expect("topics created")
+        {
+            result.expect("topic created");
+        }
+    }
+
+    /// Produces (key, payload) records, connecting with `properties`.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: &[(String, String)],
+        properties: &[(&str, &str)],
+    ) {
+        let producer: FutureProducer = self
+            .client(properties)
+            .set("message.timeout.ms", "30000")
+            .create()
+            .expect("producer");
+        for (key, payload) in records {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(key).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    }
+}
