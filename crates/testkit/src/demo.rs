@@ -250,12 +250,18 @@ impl Screen {
             None => 0.0,
         };
         let lag = produced.saturating_sub(daemon.acknowledged);
+        // librdkafka's mock broker holds a new group's first assignment for 3 s.
+        let joining = if daemon.assigned == 0 {
+            "   (joining the consumer group: the broker assigns partitions after 3 s)"
+        } else {
+            ""
+        };
         if !self.interactive {
             if !std::mem::replace(&mut self.header_shown, true) {
                 println!("{}", self.header);
             }
             println!(
-                "t={:>4}s produced={produced} consumed={} rate={rate:.0}/s lag={lag} rejected={} dead_lettered={}",
+                "t={:>4}s produced={produced} consumed={} rate={rate:.0}/s lag={lag} rejected={} dead_lettered={}{joining}",
                 elapsed.as_secs(),
                 daemon.consumed,
                 daemon.rejected,
@@ -267,7 +273,7 @@ impl Screen {
         let keys = cache.get_cache_stats().await.ok();
         let mut out = format!("\x1b[2J\x1b[H{}\n\n", self.header);
         out += &format!(
-            "running {:>4}s   {rate:>8.0} msg/s   lag {lag:>6}   produced {produced}   written {}\n",
+            "running {:>4}s   {rate:>8.0} msg/s   lag {lag:>6}   produced {produced}   written {}{joining}\n",
             elapsed.as_secs(),
             daemon.acknowledged
         );

@@ -26,10 +26,21 @@ impl DaemonProcess {
         binary: &Path,
         env: impl IntoIterator<Item = (K, V)>,
     ) -> io::Result<Self> {
+        Self::spawn_with(binary, &["run"], &std::env::temp_dir(), env)
+    }
+
+    /// Starts `binary` with these arguments in `dir`, as [`DaemonProcess::spawn`] does
+    /// otherwise.
+    pub fn spawn_with<K: AsRef<str>, V: AsRef<str>>(
+        binary: &Path,
+        args: &[&str],
+        dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> io::Result<Self> {
         let http_port = free_port();
         let mut command = Command::new(binary);
         command
-            .arg("run")
+            .args(args)
             .env_remove("CACHE_LAYER_CONFIG")
             .env(
                 "CACHE_LAYER__HTTP__LISTEN",
@@ -40,7 +51,7 @@ impl DaemonProcess {
             command.env(name.as_ref(), value.as_ref());
         }
         let child = command
-            .current_dir(std::env::temp_dir())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -128,7 +128,13 @@ async fn run_demo(config: Config, options: DemoOptions) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     cache_layer::app::drain_on_signals(shutdown.clone())?;
-    demo::run(config, options, shutdown).await.map(drop)
+    let report = demo::run(config, options, shutdown).await?;
+    anyhow::ensure!(
+        report.daemon.acknowledged > 0,
+        "the demo wrote nothing to Redis; see {}",
+        path.display()
+    );
+    Ok(())
 }
 
 fn write_stream(

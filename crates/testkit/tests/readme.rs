@@ -1,0 +1,114 @@
+//! The commands of README.md's code blocks, run exactly as written (with the environment
+//! pointing them at this test's Kafka and Redis). The first block's two scripts are run
+//! by `.ci/run`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cache_layer_testkit::kafka::{MockKafka, TRENDS, WINDOWS};
+use cache_layer_testkit::process::DaemonProcess;
+use cache_layer_testkit::{connect, sibling_binary, wait_until, window_json, RedisServer};
+use redis::Commands;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The command lines of README.md's `sh` code blocks, comments removed.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    readme
+        .split("```sh\n")
+        .skip(1)
+        .flat_map(|block| block.split("```").next().unwrap_or_default().lines())
+        .map(|line| {
+            line.split(" #")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Splits a README command line into its program and arguments.
+fn words(command: &str) -> Vec<&str> {
+    command.split_whitespace().collect()
+}
+
+#[test]
+fn every_command_in_the_readme_is_run_by_this_file_or_by_ci() {
+    let here = include_str!("readme.rs");
+    let ci = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
+    for command in readme_commands() {
+        let program = words(&command)[0];
+        let covered = match program {
+            "scripts/demo.sh" | "scripts/test.sh" => ci.contains(program),
+            _ => here.contains(&format!("{command:?}")),
+        };
+        assert!(covered, "README.md shows `{command}`, which nothing runs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_command_starts_the_daemon_on_the_shipped_configuration() {
+    let command = "cache-layer run --config config/cache-layer.toml";
+    assert!(readme_commands().contains(&command.to_owned()));
+    let kafka = MockKafka::start(1);
+    let redis = RedisServer::start().await.unwrap();
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
+        ("REDIS_HOST", "127.0.0.1".to_owned()),
+        ("REDIS_PORT", redis.port().to_string()),
+    ];
+    let args = &words(command)[1..];
+    let daemon =
+        DaemonProcess::spawn_with(&sibling_binary("cache-layer"), args, &workspace(), env).unwrap();
+    kafka
+        .produce(WINDOWS, &[("readme", window_json("readme", 1, 0))])
+        .await;
+    wait_until(DEADLINE, "the message in Redis", || async {
+        connect(&redis)
+            .hexists("windows:window_2024_01_01_12_00", "readme")
+            .unwrap()
+    })
+    .await;
+    assert!(daemon.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_tools_generate_a_stream_and_produce_it() {
+    let generate = "cache-layer-dev generate --out generated --messages 100000 --malformed 0.001";
+    let produce = "cache-layer produce --topic trend-alerts --file generated/trend-alerts.jsonl";
+    let commands = readme_commands();
+    assert!(commands.contains(&generate.to_owned()) && commands.contains(&produce.to_owned()));
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = MockKafka::start(1);
+
+    let generated = Command::new(env!("CARGO_BIN_EXE_cache-layer-dev"))
+        .args(&words(generate)[1..])
+        .current_dir(dir.path())
+        .env_remove("CACHE_LAYER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let lines = std::fs::read_to_string(dir.path().join("generated/trend-alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines > 10_000, "about a fifth of 100,000: {lines}");
+
+    let produced = Command::new(sibling_binary("cache-layer"))
+        .args(&words(produce)[1..])
+        .current_dir(dir.path())
+        .env_remove("CACHE_LAYER_CONFIG")
+        .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap())
+        .output()
+        .unwrap();
+    assert!(produced.status.success(), "{produced:?}");
+    assert_eq!(kafka.high_watermark(TRENDS, 0).await, lines as i64);
+}
