@@ -6,7 +6,7 @@
 # adds `cache-layer-dev` (the demo and the stream generator) for the compose stack's
 # synthetic producer; it is never the image that runs the daemon.
 
-FROM rust:1-bookworm AS builder
+FROM rust:1.95.0-bookworm AS builder
 WORKDIR /build
 # Dependencies first: stub crates with the real manifests.
 COPY Cargo.toml Cargo.lock ./
@@ -24,7 +24,7 @@ RUN touch src/lib.rs src/bin/cache-layer/main.rs crates/testkit/src/lib.rs \
     && cargo build --release --locked --bin cache-layer --bin cache-layer-dev \
     && strip target/release/cache-layer target/release/cache-layer-dev
 
-FROM debian:bookworm-slim AS base
+FROM debian:12.11-slim AS base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

@@ -1,5 +1,6 @@
 //! Logging, installed once by `main`. `RUST_LOG`, when set, wins over `[log] level`.
 
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -7,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global subscriber; logs go to stderr, in text or JSON.
+/// Installs the global subscriber; logs go to stderr, in text or JSON, coloured only
+/// when stderr is a terminal (never in a file, a pipe or a container's log).
 pub fn init(config: &LogConfig) {
-    install(config, std::io::stderr, true);
+    install(config, std::io::stderr, std::io::stderr().is_terminal());
 }
 
 /// Installs the global subscriber writing to a file, without colours.

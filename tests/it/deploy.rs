@@ -179,6 +179,20 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
         Some("runtime"),
         "the runtime image is the last stage, so the default target: {stages:?}"
     );
+    // Base images are pinned to exact versions; a stage builds on an earlier stage.
+    let stage_names: Vec<&str> = stages
+        .iter()
+        .filter_map(|s| s.split(" AS ").nth(1))
+        .collect();
+    for image in stages.iter().map(|s| s.split_whitespace().next().unwrap()) {
+        let pinned = image
+            .split_once(':')
+            .is_some_and(|(_, tag)| tag.split('-').next().unwrap().matches('.').count() >= 1);
+        assert!(
+            pinned || stage_names.contains(&image),
+            "FROM {image} is not pinned to an exact version"
+        );
+    }
     let runtime = &dockerfile[dockerfile.find("FROM base AS runtime").unwrap()..];
     assert!(
         !runtime.contains("cache-layer-dev"),

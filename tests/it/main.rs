@@ -17,6 +17,7 @@ mod fuzz_decode;
 mod http;
 mod kafka;
 mod kafka_security;
+mod logs;
 mod maintenance;
 mod metrics;
 mod poison;

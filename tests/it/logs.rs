@@ -1,0 +1,23 @@
+//! Logging as an operator meets it: text logs in a file, a pipe or a container's log
+//! carry no terminal colour codes.
+
+use std::process::Command;
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-layer"))
+        .arg("stats")
+        .env_remove("CACHE_LAYER_CONFIG")
+        .env("RUST_LOG", "info")
+        .env("REDIS_PORT", cache_layer_testkit::free_port().to_string())
+        .env("CACHE_LAYER__REDIS__CONNECT_TIMEOUT_MS", "200")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
