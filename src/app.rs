@@ -33,6 +33,11 @@ pub async fn run_with_status(
 ) -> anyhow::Result<()> {
     let handle = metrics::install();
     metrics::started();
+    metrics::zeroed(&[
+        &config.topics.trends,
+        &config.topics.user_metrics,
+        &config.topics.windows,
+    ]);
     // Lazy: the daemon starts, and reports itself unready, while Redis is still down.
     let cache = CacheLayer::connect_lazy(&config.redis)
         .await?

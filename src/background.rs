@@ -113,7 +113,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let stats = async {
-        let mut tick = ticker(config.stats.interval);
+        // The first round at once, so that the stats gauges are in the first scrape.
+        let mut tick = tokio::time::interval(config.stats.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

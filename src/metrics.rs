@@ -14,7 +14,9 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::cache::{CacheStats, SweepReport};
+use crate::cache::{CacheStats, SweepReport, REDIS_ERROR_KINDS};
+use crate::models::RejectReason;
+use crate::pipeline::KAFKA_ERROR_KINDS;
 use crate::schema::Category;
 
 pub const MESSAGES_CONSUMED: &str = "cache_layer_messages_consumed_total";
@@ -280,6 +282,50 @@ fn describe() {
         BUILD_INFO,
         "Always 1; the version label says which build runs."
     );
+}
+
+/// Every counter at 0, and every per-topic gauge set, for each label value known at
+/// start-up: the source topics, the reject reasons, the error kinds, the categories. So
+/// a first scrape already has every family, and `rate()` or `absent()` in an alert work
+/// for a fresh or idle instance.
+pub fn zeroed(topics: &[&str]) {
+    for topic in topics {
+        let topic = (*topic).to_owned();
+        counter!(MESSAGES_CONSUMED, "topic" => topic.clone()).increment(0);
+        counter!(MESSAGES_DEAD_LETTERED, "topic" => topic.clone()).increment(0);
+        counter!(MESSAGES_REFUSED, "topic" => topic.clone()).increment(0);
+        counter!(DEAD_LETTERS_TRUNCATED, "topic" => topic.clone()).increment(0);
+        counter!(DEAD_LETTERS_DROPPED, "topic" => topic.clone()).increment(0);
+        for reason in RejectReason::ALL {
+            counter!(MESSAGES_REJECTED, "topic" => topic.clone(), "reason" => reason.as_str())
+                .increment(0);
+        }
+    }
+    for kind in REDIS_ERROR_KINDS {
+        counter!(REDIS_ERRORS, "kind" => kind).increment(0);
+    }
+    for kind in KAFKA_ERROR_KINDS {
+        counter!(KAFKA_ERRORS, "kind" => kind).increment(0);
+    }
+    for category in Category::ALL {
+        counter!(SWEEP_REMOVED, "category" => category.as_str()).increment(0);
+        counter!(SWEEP_KEYS_WITHOUT_TTL, "category" => category.as_str()).increment(0);
+    }
+    for outcome in ["swept", "skipped", "failed"] {
+        counter!(SWEEP_RUNS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "failed"] {
+        counter!(STATS_RUNS, "outcome" => outcome).increment(0);
+    }
+    for counter in [
+        BATCHES_WRITTEN,
+        DEAD_LETTER_ERRORS,
+        BATCH_RETRIES,
+        OFFSET_COMMITS,
+        OFFSET_COMMIT_FAILURES,
+    ] {
+        counter!(counter).increment(0);
+    }
 }
 
 /// The daemon started.

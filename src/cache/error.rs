@@ -90,6 +90,23 @@ impl CacheError {
     }
 }
 
+/// Every label [`CacheError::kind_label`] gives a Redis error, for metrics that start at 0.
+pub const REDIS_ERROR_KINDS: [&str; 13] = [
+    "timeout",
+    "oom",
+    "busy",
+    "misconf",
+    "wrongtype",
+    "io",
+    "loading",
+    "readonly",
+    "noscript",
+    "noperm",
+    "cluster",
+    "auth",
+    "other",
+];
+
 fn redis_kind_label(e: &RedisError) -> &'static str {
     if e.is_timeout() {
         return "timeout";
@@ -162,5 +179,9 @@ mod tests {
         }
         assert_eq!(server_error("OOM", "full").kind_label(), "oom");
         assert_eq!(server_error("WRONGTYPE", "x").kind_label(), "wrongtype");
+        for code in STATE_CODES.iter().chain(&["WRONGTYPE", "ERR", "SOMETHING"]) {
+            let label = server_error(code, "x").kind_label();
+            assert!(REDIS_ERROR_KINDS.contains(&label), "{code}: {label}");
+        }
     }
 }

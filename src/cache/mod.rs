@@ -23,7 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 
-pub use error::{CacheError, Refusal};
+pub use error::{CacheError, Refusal, REDIS_ERROR_KINDS};
 pub use reads::{RankedWindow, TrendEntry};
 pub use stats::{CacheStats, ServerInfo};
 pub use sweep::{lock_token, Lock, SweepReport};

@@ -26,6 +26,18 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 const TOPIC_CHECK_MISSING: Duration = Duration::from_secs(2);
 const TOPIC_CHECK: Duration = Duration::from_secs(10);
 
+/// Every `kind` label of a Kafka client error, for metrics that start at 0.
+pub const KAFKA_ERROR_KINDS: [&str; 8] = [
+    "all_brokers_down",
+    "transport",
+    "authentication",
+    "authorization",
+    "ssl",
+    "unknown_topic",
+    "timeout",
+    "other",
+];
+
 /// The `kind` label of a Kafka client error. librdkafka reports a failed TLS handshake
 /// or SASL exchange as a transport failure, so its text decides then.
 pub(crate) fn error_kind(error: &KafkaError, reason: &str) -> &'static str {

@@ -18,6 +18,8 @@ mod batch;
 mod consumer;
 pub mod dead_letter;
 mod health;
+
+pub use health::KAFKA_ERROR_KINDS;
 pub mod kafka;
 mod retry;
 mod sink;
