@@ -73,6 +73,33 @@ fn the_dashboard_and_alerts_name_only_exported_metrics() {
             "no panel about {wanted}: {titles:?}"
         );
     }
+    // A datasource and an instance chosen on the dashboard, not a fixed uid.
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let variable = |name: &str| variables.iter().find(|v| v["name"] == name).cloned();
+    assert_eq!(variable("datasource").unwrap()["type"], "datasource");
+    assert!(variable("instance").is_some());
+    for panel in panels {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains(r#"instance=~"$instance""#), "{expr}");
+        }
+    }
+    // Every instance reports the same Redis: a sum would count its keys once per instance.
+    let keys = panels
+        .iter()
+        .find(|p| p["title"] == "Keys per category")
+        .unwrap();
+    assert!(keys["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .starts_with("max"));
     let exprs: Vec<String> = panels
         .iter()
         .flat_map(|p| {
