@@ -6,7 +6,8 @@
 //! partition, a reason, a category, an error kind. A keyword, user id or Redis key is
 //! never a label. Hot-path counters are incremented once per batch, not per message.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{
@@ -130,7 +131,38 @@ pub fn install() -> PrometheusHandle {
 
 /// The rendered text exposition, for `GET /metrics`.
 pub fn render() -> String {
-    install().render()
+    let mut text = install().render();
+    render_lag(&mut text);
+    text
+}
+
+/// The consumer lag of each assigned partition. Kept apart from the recorder, which
+/// cannot forget a series: a partition that moves to another instance must leave this
+/// one's exposition, not stay at its last value.
+static LAG: Mutex<BTreeMap<(String, i32), i64>> = Mutex::new(BTreeMap::new());
+
+fn render_lag(text: &mut String) {
+    use std::fmt::Write;
+    let lag = LAG.lock().expect("not poisoned");
+    let _ = writeln!(
+        text,
+        "# HELP {CONSUMER_LAG} Messages behind the partition's high watermark, by topic and partition (librdkafka statistics).\n# TYPE {CONSUMER_LAG} gauge"
+    );
+    for ((topic, partition), messages) in lag.iter() {
+        let _ = writeln!(
+            text,
+            "{CONSUMER_LAG}{{topic=\"{}\",partition=\"{partition}\"}} {messages}",
+            escape_label(topic)
+        );
+    }
+}
+
+/// A label value in the text exposition: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn describe() {
@@ -212,11 +244,6 @@ fn describe() {
         OFFSET_COMMIT_FAILURES,
         Unit::Count,
         "Failed Kafka offset commits."
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        Unit::Count,
-        "Messages behind the partition's high watermark, by topic and partition (librdkafka statistics)."
     );
     describe_histogram!(
         END_TO_END_LATENCY,
@@ -404,8 +431,16 @@ pub fn offsets_committed(ok: bool) {
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
-    gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
-        .set(lag as f64);
+    let mut partitions = LAG.lock().expect("not poisoned");
+    partitions.insert((topic.to_owned(), partition), lag);
+}
+
+/// These partitions were revoked: their lag is no longer this instance's to report.
+pub fn lag_revoked<'a>(partitions: impl Iterator<Item = (&'a str, i32)>) {
+    let mut lag = LAG.lock().expect("not poisoned");
+    for (topic, partition) in partitions {
+        lag.remove(&(topic.to_owned(), partition));
+    }
 }
 
 /// A statistics run finished.
@@ -451,4 +486,29 @@ pub fn sweep_failed() {
 
 pub fn ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_partition_leaves_the_lag_gauge() {
+        consumer_lag("trend-alerts", 0, 5);
+        consumer_lag("trend-alerts", 1, 7);
+        lag_revoked([("trend-alerts", 0)].into_iter());
+        let text = render();
+        assert!(!text.contains(r#"partition="0""#), "{text}");
+        assert!(
+            text.contains(
+                r#"cache_layer_consumer_lag_messages{topic="trend-alerts",partition="1"} 7"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+    }
 }

@@ -91,6 +91,12 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 info!(partitions = %describe(partitions), "partitions revoked; committing stored offsets");
+                metrics::lag_revoked(
+                    partitions
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic(), e.partition())),
+                );
                 // Whatever was written before the partitions move is committed now, so the
                 // next owner starts after it.
                 if let Err(e) = commit_stored(consumer) {
