@@ -6,6 +6,7 @@
 //! from `cache-layer-testkit`, with unique topic and key names, and nothing pre-started.
 
 mod cache;
+mod cli;
 mod cluster;
 mod config;
 mod crashes;
@@ -17,7 +18,7 @@ mod fuzz_decode;
 mod http;
 mod kafka;
 mod kafka_security;
-mod logs;
+
 mod maintenance;
 mod metrics;
 mod poison;

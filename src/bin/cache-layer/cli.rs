@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,13 @@ pub enum Command {
     },
     /// Validate the configuration and print it, secrets masked; exits 1 when invalid.
     CheckConfig(Output),
+    /// Print a shell completion script: `cache-layer completions bash > /etc/bash_completion.d/cache-layer`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `cache-layer man > cache-layer.1`.
+    Man,
     /// Send the lines of a file (`KEY<TAB>VALUE` or `VALUE`) to a topic.
     Produce {
         #[arg(long)]
@@ -96,6 +103,15 @@ pub async fn dispatch(
 ) -> anyhow::Result<()> {
     match command {
         Command::Run => cache_layer::run(config, shutdown).await,
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "cache-layer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Stats(output) => {
             let stats = connect(&config).await?.get_cache_stats().await?;
             print(output, &stats, || {
