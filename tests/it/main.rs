@@ -18,7 +18,6 @@ mod fuzz_decode;
 mod http;
 mod kafka;
 mod kafka_security;
-
 mod maintenance;
 mod metrics;
 mod poison;
