@@ -239,3 +239,83 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
         "EXPOSE matches http.listen"
     );
 }
+
+/// The documents of a YAML file under deploy/kubernetes, as JSON, through PyYAML.
+fn kubernetes(file: &str) -> Vec<serde_json::Value> {
+    let script =
+        "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let dir = root().join("deploy/kubernetes");
+    serde_json::from_str(&run("python3", &["-c", script, file], &dir)).unwrap()
+}
+
+#[test]
+fn the_kubernetes_manifests_pass_the_schemas_and_keep_the_sidecar_promises() {
+    let dir = root().join("deploy/kubernetes");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    // The PodMonitor is a custom resource of the Prometheus Operator: no schema here.
+    for file in files.iter().filter(|f| *f != "podmonitor.yaml") {
+        let out = run("kubernetes-validate", &["--strict", file], &dir);
+        assert!(out.contains("passed"), "{file}: {out}");
+    }
+
+    let configmap = &kubernetes("configmap.yaml")[0];
+    let toml = configmap["data"]["cache-layer.toml"].as_str().unwrap();
+    let config =
+        cache_layer::Config::from_toml(toml).expect("the ConfigMap's configuration is valid");
+    for (file, kind) in [
+        ("sidecar.yaml", "sidecar"),
+        ("standalone.yaml", "standalone"),
+    ] {
+        let pod = &kubernetes(file)[0]["spec"]["template"]["spec"];
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(
+            grace * 1000 > config.kafka.shutdown_timeout.as_millis() as u64,
+            "{kind}"
+        );
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let daemon = if kind == "sidecar" {
+            let sidecar = &pod["initContainers"][0];
+            assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+            sidecar.clone()
+        } else {
+            pod["containers"][0].clone()
+        };
+        let security = &daemon["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{kind}");
+        assert_eq!(security["runAsNonRoot"], true, "{kind}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{kind}");
+        assert_eq!(security["capabilities"]["drop"][0], "ALL", "{kind}");
+        assert_eq!(daemon["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(daemon["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(daemon["startupProbe"]["httpGet"]["path"], "/healthz");
+        assert!(
+            daemon["resources"]["limits"]["memory"].is_string(),
+            "{kind}"
+        );
+        assert_eq!(
+            daemon["envFrom"][0]["secretRef"]["name"],
+            "cache-layer-secrets"
+        );
+    }
+    let secret = &kubernetes("secret.yaml")[0];
+    for name in [
+        "REDIS_PASSWORD",
+        "CACHE_LAYER__HTTP__ADMIN_TOKEN",
+        "CACHE_LAYER__KAFKA__PROPERTIES__SASL_PASSWORD",
+    ] {
+        assert!(secret["stringData"][name].is_string(), "{name}");
+    }
+    assert_eq!(
+        kubernetes("standalone.yaml")[1]["kind"],
+        "PodDisruptionBudget"
+    );
+    assert_eq!(kubernetes("podmonitor.yaml")[0]["kind"], "PodMonitor");
+}
