@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DurationMilliSeconds, DurationSeconds};
 
-use super::{positive, ConfigError};
+use super::{not_zero, positive, ConfigError};
 
 /// Cache lifetimes. Every key the service writes carries one of these TTLs.
 #[serde_as]
@@ -126,13 +126,8 @@ impl BatchConfig {
         positive("batch.retry_initial_ms", self.retry_initial)?;
         positive("batch.retry_max_ms", self.retry_max)?;
         positive("batch.unready_after_ms", self.unready_after)?;
-        if self.max_messages == 0 {
-            return Err(ConfigError::invalid(
-                "batch.max_messages",
-                "must be greater than 0",
-            ));
-        }
-        Ok(())
+        not_zero("batch.max_messages", self.max_messages)?;
+        not_zero("batch.max_message_bytes", self.max_message_bytes)
     }
 }
 

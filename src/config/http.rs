@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DurationMilliSeconds};
 
-use super::{secret, ConfigError};
+use super::{not_zero, positive, secret, ConfigError};
 
 #[serde_as]
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -15,7 +15,7 @@ use super::{secret, ConfigError};
 pub struct HttpConfig {
     pub listen: String,
     /// Bearer token of the admin endpoints; empty disables them.
-    #[serde(serialize_with = "secret::redact")]
+    #[serde(serialize_with = "secret::redact", deserialize_with = "secret::secret")]
     pub admin_token: SecretString,
     /// A request that takes longer is answered 408 and dropped.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
@@ -38,6 +38,8 @@ impl Default for HttpConfig {
 
 impl HttpConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("http.request_timeout_ms", self.request_timeout)?;
+        not_zero("http.max_body_bytes", self.max_body_bytes)?;
         self.listen.parse::<SocketAddr>().map_err(|e| {
             ConfigError::invalid(
                 "http.listen",

@@ -153,6 +153,14 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A size or count that must not be zero.
+fn not_zero(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
 /// A text that must not be empty or blank.
 fn not_empty(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {

@@ -20,13 +20,19 @@ use super::{positive, secret, ConfigError};
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://` or `rediss://`; a secret because it may carry a password.
-    #[serde(serialize_with = "secret::redact_url")]
+    #[serde(
+        serialize_with = "secret::redact_url",
+        deserialize_with = "secret::secret_option"
+    )]
     pub url: Option<SecretString>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub db: Option<u32>,
     pub username: Option<String>,
-    #[serde(serialize_with = "secret::redact_option")]
+    #[serde(
+        serialize_with = "secret::redact_option",
+        deserialize_with = "secret::secret_option"
+    )]
     pub password: Option<SecretString>,
     /// Talk to a Redis Cluster: keys go to the master of their hash slot.
     pub cluster: bool,
@@ -86,6 +92,7 @@ pub(super) struct RedisParts {
     port: Option<u16>,
     db: Option<u32>,
     username: Option<String>,
+    #[serde(default, deserialize_with = "secret::secret_option")]
     password: Option<SecretString>,
 }
 

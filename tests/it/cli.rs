@@ -44,3 +44,28 @@ fn completions_and_the_man_page_cover_every_command() {
         assert!(man.contains(command), "the man page lacks {command}");
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly_with_the_sigpipe_status() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    // A pipe whose reader is gone before the command writes, as `| head` leaves it.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-layer"))
+        .arg("check-config")
+        .env_remove("CACHE_LAYER_CONFIG")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "{:?} {stderr}",
+        output.status
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}

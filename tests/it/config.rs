@@ -198,6 +198,21 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
                 "batch.max_messages",
                 "greater than 0",
             ),
+            (
+                "[batch]\nmax_message_bytes = 0\n",
+                "batch.max_message_bytes",
+                "greater than 0",
+            ),
+            (
+                "[http]\nrequest_timeout_ms = 0\n",
+                "http.request_timeout_ms",
+                "greater than 0",
+            ),
+            (
+                "[http]\nmax_body_bytes = 0\n",
+                "http.max_body_bytes",
+                "greater than 0",
+            ),
             ("[redis]\nurl = \"http://h:1\"\n", "redis.url", "redis://"),
             (
                 "[redis]\nurl = \"not a url\"\n",
@@ -272,4 +287,40 @@ fn every_key_of_the_shipped_file_is_documented_in_the_readme() {
             assert!(readme.contains(&full), "README.md does not document {full}");
         }
     }
+}
+
+#[test]
+fn a_secret_is_a_string_whatever_it_looks_like_and_no_error_shows_it() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("cache-layer.toml", "[redis]\npassword = 12345678\n")?;
+        let config = load(jail).expect("a numeric password in the file");
+        let password = config.redis.password.as_ref().unwrap();
+        assert_eq!(password.expose_secret(), "12345678");
+
+        jail.create_file("cache-layer.toml", "")?;
+        for (name, value) in [("REDIS_PASSWORD", "87654321"), ("REDIS_PASSWORD", "true")] {
+            jail.set_env(name, value);
+            let config = load(jail).expect("a password that looks like a number or a boolean");
+            let password = config.redis.password.as_ref().unwrap();
+            assert_eq!(password.expose_secret(), value);
+        }
+        jail.set_env("CACHE_LAYER__HTTP__ADMIN_TOKEN", "987654321");
+        let config = load(jail).expect("a numeric admin token");
+        assert_eq!(config.http.admin_token.expose_secret(), "987654321");
+
+        // A secret of the wrong shape is an error that names the key, not the value.
+        jail.clear_env();
+        jail.create_file(
+            "cache-layer.toml",
+            "[redis]\npassword = { nested = \"s3cr3t-in-a-table\" }\n",
+        )?;
+        let err = load(jail).unwrap_err().to_string();
+        assert!(err.contains("password"), "{err}");
+        assert!(
+            !err.contains("s3cr3t-in-a-table"),
+            "the secret in the error: {err}"
+        );
+        Ok(())
+    });
 }

@@ -23,6 +23,9 @@ async fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Run);
+    if !matches!(command, Command::Run) {
+        end_quietly_on_a_closed_stdout();
+    }
     cli::init_logging(&command, &config);
     let shutdown = CancellationToken::new();
     if matches!(command, Command::Run) {
@@ -38,5 +41,19 @@ async fn main() -> ExitCode {
             eprintln!("cache-layer: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command that prints ends quietly when its reader goes away (`cache-layer
+/// check-config | head -3`), with the conventional status of a process killed by SIGPIPE,
+/// as other Unix tools do. Rust ignores SIGPIPE by default, which turns the closed pipe
+/// into a panic in `println!`. The daemon keeps ignoring it: its logs go to stderr, and a
+/// log reader that restarts must not stop it.
+fn end_quietly_on_a_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the default disposition installs no handler, so no async-signal-safety
+    // rule applies; `sigaction` changes the process-wide disposition atomically.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("cache-layer: cannot restore SIGPIPE: {e}");
     }
 }
