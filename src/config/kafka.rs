@@ -110,14 +110,62 @@ impl AutoOffsetReset {
 ///
 /// TOML may write them quoted (`"security.protocol" = "SSL"`) or as dotted keys
 /// (`security.protocol = "SSL"`, which TOML nests); both are flattened back to the dotted name.
-/// Numbers and booleans are passed as their text, as librdkafka expects.
+/// Numbers and booleans are passed as their text, as librdkafka expects. Printed (by
+/// `Debug`, `check-config`), every value but those of [`SHOWN_KAFKA_PROPERTIES`] is masked.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaProperties(pub BTreeMap<String, String>);
 
+/// The librdkafka properties printed as they are. Every other one is masked: librdkafka
+/// has some 200 properties, marks a dozen as credentials (and adds more with new
+/// releases), and a name such as `sasl.oauthbearer.config` does not say that it holds
+/// one. So masking is the default, and showing the exception.
+pub const SHOWN_KAFKA_PROPERTIES: [&str; 40] = [
+    "allow.auto.create.topics",
+    "api.version.request",
+    "broker.address.family",
+    "check.crcs",
+    "client.rack",
+    "compression.codec",
+    "compression.type",
+    "connections.max.idle.ms",
+    "debug",
+    "enable.ssl.certificate.verification",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.instance.id",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "linger.ms",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "message.max.bytes",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "receive.message.max.bytes",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "sasl.kerberos.service.name",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.oauthbearer.method",
+    "security.protocol",
+    "session.timeout.ms",
+    "socket.keepalive.enable",
+    "socket.timeout.ms",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "statistics.interval.ms",
+];
+
 impl KafkaProperties {
-    /// Whether a property holds a credential and must be masked when printed.
+    /// Whether a property is masked when printed: all but [`SHOWN_KAFKA_PROPERTIES`].
     pub fn is_secret(name: &str) -> bool {
-        name.contains("password") || name.contains("secret") || name.ends_with(".pem")
+        !SHOWN_KAFKA_PROPERTIES.contains(&name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

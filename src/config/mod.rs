@@ -37,6 +37,7 @@ pub use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig, Ttls};
 pub use http::HttpConfig;
 pub use kafka::{
     AutoOffsetReset, KafkaConfig, KafkaProperties, TopicsConfig, MANAGED_KAFKA_PROPERTIES,
+    SHOWN_KAFKA_PROPERTIES,
 };
 pub use log::{LogConfig, LogFormat};
 pub use secret::REDACTED;
@@ -264,18 +265,63 @@ mod tests {
 mod printing {
     use super::*;
 
+    /// The properties librdkafka itself marks sensitive (`_RK_SENSITIVE` in
+    /// rdkafka_conf.c, librdkafka 2.12), and names that say they hold a credential.
+    const CREDENTIALS: [&str; 16] = [
+        "ssl.key.location",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl_key",
+        "ssl.ca.pem",
+        "ssl.keystore.password",
+        "sasl.username",
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.assertion.private.key.file",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "sasl.kerberos.keytab",
+        "ssl.certificate.pem",
+        "sasl.oauthbearer.token.endpoint.url",
+    ];
+
+    #[test]
+    fn every_credential_librdkafka_knows_is_masked_and_plain_settings_are_shown() {
+        for name in CREDENTIALS {
+            assert!(KafkaProperties::is_secret(name), "{name} is printed");
+        }
+        for name in SHOWN_KAFKA_PROPERTIES {
+            assert!(!CREDENTIALS.contains(&name), "{name}");
+        }
+        let config = Config::from_toml(
+            "[kafka.properties]\n\"sasl.oauthbearer.assertion.private.key.passphrase\" = \"pp-123\"\n\
+             \"sasl.oauthbearer.config\" = \"principal=x secret=oauth-456\"\n\"fetch.wait.max.ms\" = 10\n",
+        )
+        .unwrap();
+        let printed = toml::to_string(&config).unwrap() + &format!("{config:?}");
+        assert!(
+            !printed.contains("pp-123") && !printed.contains("oauth-456"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("\"fetch.wait.max.ms\" = \"10\""),
+            "{printed}"
+        );
+    }
+
     #[test]
     fn check_config_output_masks_every_secret() {
         let config = Config::from_toml(
             "[redis]\nurl = \"redis://user:url-pw@h:1/0\"\npassword = \"part-pw\"\n\
              [http]\nadmin_token = \"tok\"\n[kafka.properties]\n\"sasl.password\" = \"kafka-pw\"\n\
-             \"ssl.key.password\" = \"key-pw\"\n\"sasl.username\" = \"visible-user\"\n",
+             \"ssl.key.password\" = \"key-pw\"\n\"security.protocol\" = \"SASL_SSL\"\n",
         )
         .unwrap();
         let printed = toml::to_string(&config).unwrap() + &serde_json::to_string(&config).unwrap();
         for secret in ["url-pw", "part-pw", "\"tok\"", "kafka-pw", "key-pw"] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }
-        assert!(printed.contains("visible-user") && printed.contains(REDACTED));
+        assert!(printed.contains("SASL_SSL") && printed.contains(REDACTED));
     }
 }
