@@ -263,6 +263,8 @@ async fn requests_are_bounded_in_size_and_time() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.expect("a JSON error");
+    assert!(body["error"].is_string(), "{body}");
 
     // Redis stalls for a second: the request is cut at 300 ms, not left hanging.
     let url = redis.server.url();
@@ -275,8 +277,9 @@ async fn requests_are_bounded_in_size_and_time() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
-    let (code, _) = get(addr, "/v1/stats").await;
+    let (code, body) = get(addr, "/v1/stats").await;
     assert_eq!(code, StatusCode::REQUEST_TIMEOUT);
+    assert!(body["error"].is_string(), "a JSON error: {body}");
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "{:?}",
@@ -309,4 +312,31 @@ async fn glob_and_traversal_in_paths_are_data_or_refused() {
         get(addr, &format!("/v1/trends/{long}")).await.0,
         StatusCode::BAD_REQUEST
     );
+}
+
+#[tokio::test]
+async fn every_error_answer_is_the_documented_json() {
+    let redis = seeded().await;
+    let (addr, _) = serve(redis.cache.clone(), config("")).await;
+    // A path that is not UTF-8, an unknown route, a wrong method.
+    for (path, expected) in [
+        ("/v1/trends/%FF%FE", StatusCode::BAD_REQUEST),
+        ("/v1/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        let body: Value = response.json().await.expect("a JSON error");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
+    let response = reqwest::Client::new()
+        .delete(format!("http://{addr}/v1/trends"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = response.json().await.expect("a JSON error");
+    assert!(body["error"].is_string(), "{body}");
 }
