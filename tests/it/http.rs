@@ -262,9 +262,7 @@ async fn requests_are_bounded_in_size_and_time() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let body: Value = response.json().await.expect("a JSON error");
-    assert!(body["error"].is_string(), "{body}");
+    assert_json_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
 
     // Redis stalls for a second: the request is cut at 300 ms, not left hanging.
     let url = redis.server.url();
@@ -324,19 +322,19 @@ async fn every_error_answer_is_the_documented_json() {
         ("/v1/nothing-here", StatusCode::NOT_FOUND),
     ] {
         let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-        assert_eq!(response.status(), expected, "{path}");
-        let body: Value = response.json().await.expect("a JSON error");
-        assert!(
-            body["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{path}: {body}"
-        );
+        assert_json_error(response, expected).await;
     }
-    let response = reqwest::Client::new()
-        .delete(format!("http://{addr}/v1/trends"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let client = reqwest::Client::new();
+    let response = client.delete(format!("http://{addr}/v1/trends")).send();
+    assert_json_error(response.await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
+/// Asserts the status, and that the body is `{"error": "..."}` with a message.
+async fn assert_json_error(response: reqwest::Response, status: StatusCode) {
+    assert_eq!(response.status(), status, "{}", response.url());
     let body: Value = response.json().await.expect("a JSON error");
-    assert!(body["error"].is_string(), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
 }
