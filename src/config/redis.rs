@@ -14,7 +14,7 @@ use super::{positive, secret, ConfigError};
 ///
 /// `url` wins over the parts when both are in the file. The environment wins over the file,
 /// URL included: `REDIS_PORT=6380` changes the port of a URL given in the file. After
-/// [`Config::load`] has run, [`RedisConfig::connection_url`] is the one effective address.
+/// [`crate::config::Config::load`] has run, [`RedisConfig::connection_url`] is the one effective address.
 #[serde_as]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

@@ -9,20 +9,21 @@
 //! partitions are paused: the loop keeps polling, so the group membership stays alive,
 //! but nothing more is fetched until the write went through.
 //!
-//! The stages, each in its own module: [`consumer`] (the Kafka group), [`batch`]
-//! (decoding, validating and coalescing on arrival), [`sink`] (the retried write) with
-//! [`retry`] (what a failure means), [`dead_letter`] (rejected messages), and [`kafka`]
-//! (the client configuration they share).
+//! The stages, each in its own module: `consumer` (the Kafka group), `batch`
+//! (decoding, validating and coalescing on arrival), `sink` (the retried write) with
+//! `retry` (what a failure means), [`dead_letter`] (rejected and refused messages),
+//! `health` (Kafka errors and missing topics, for the operator), and [`kafka`] (the
+//! client configuration they share).
 
 mod batch;
 mod consumer;
 pub mod dead_letter;
 mod health;
-
-pub use health::KAFKA_ERROR_KINDS;
 pub mod kafka;
 mod retry;
 mod sink;
+
+pub use health::KAFKA_ERROR_KINDS;
 
 use std::future::Future;
 use std::pin::Pin;
