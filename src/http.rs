@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::BoxError;
 use axum::{Json, Router};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -21,6 +23,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -51,10 +57,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let limits = &state.config.http;
     let (timeout, max_body) = (limits.request_timeout, limits.max_body_bytes);
-    Router::new()
+    // The operator endpoints stay outside the limit: a crowd of readers never makes the
+    // instance look dead or unready to its orchestrator. The limit is one semaphore for
+    // every /v1 route (axum layers each route on its own).
+    let operator = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    Router::new()
         .route("/v1/trends", get(trends))
         .route("/v1/trends/{keyword}", get(trend))
         .route("/v1/users/metrics", get(user_metrics))
@@ -64,6 +74,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/admin/sweep", post(admin_sweep))
         .route("/v1/admin/clear", post(admin_clear))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(shed))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrent_requests,
+                )),
+        )
+        .merge(operator)
         .fallback(not_a_route)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
@@ -72,6 +91,20 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// A request over `http.max_concurrent_requests`: 503, to be tried again in a second.
+async fn shed(error: BoxError) -> Response {
+    if error.is::<Overloaded>() {
+        metrics::http_shed();
+        let busy = ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once; retry".into(),
+        );
+        ([(header::RETRY_AFTER, "1")], busy).into_response()
+    } else {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+    }
 }
 
 async fn not_a_route() -> ApiError {

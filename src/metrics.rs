@@ -33,6 +33,7 @@ pub const DEAD_LETTERS_TRUNCATED: &str = "cache_layer_dead_letters_truncated_tot
 pub const DEAD_LETTERS_DROPPED: &str = "cache_layer_dead_letters_dropped_total";
 pub const BATCH_RETRIES: &str = "cache_layer_batch_retries_total";
 pub const KAFKA_ERRORS: &str = "cache_layer_kafka_errors_total";
+pub const HTTP_SHED: &str = "cache_layer_http_shed_requests_total";
 pub const TOPIC_MISSING: &str = "cache_layer_topic_missing";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
@@ -54,7 +55,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -69,6 +70,7 @@ pub const ALL: [&str; 32] = [
     BATCH_RETRIES,
     KAFKA_ERRORS,
     TOPIC_MISSING,
+    HTTP_SHED,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
     CONSUMER_LAG,
@@ -226,6 +228,11 @@ fn describe() {
         Unit::Count,
         "Kafka client errors, by kind (all_brokers_down, transport, authentication, authorization, ssl, unknown_topic, timeout, other)."
     );
+    describe_counter!(
+        HTTP_SHED,
+        Unit::Count,
+        "Read API requests answered 503 because http.max_concurrent_requests were being served."
+    );
     describe_gauge!(
         TOPIC_MISSING,
         "1 while a subscribed topic does not exist on the brokers, else 0, by topic."
@@ -345,6 +352,7 @@ pub fn zeroed(topics: &[&str]) {
         counter!(STATS_RUNS, "outcome" => outcome).increment(0);
     }
     for counter in [
+        HTTP_SHED,
         BATCHES_WRITTEN,
         DEAD_LETTER_ERRORS,
         BATCH_RETRIES,
@@ -412,6 +420,10 @@ pub fn dead_letter_error() {
 
 pub fn kafka_error(kind: &'static str) {
     counter!(KAFKA_ERRORS, "kind" => kind).increment(1);
+}
+
+pub fn http_shed() {
+    counter!(HTTP_SHED).increment(1);
 }
 
 pub fn topic_missing(topic: &str, missing: bool) {

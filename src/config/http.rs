@@ -23,6 +23,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Larger request bodies are refused with 413 before they are read.
     pub max_body_bytes: usize,
+    /// Requests to `/v1` served at once; more are shed with 503 and `Retry-After`, so
+    /// that a crowd of readers cannot grow the daemon's memory without bound. The
+    /// operator endpoints (`/metrics`, `/healthz`, `/readyz`) are not counted.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +36,7 @@ impl Default for HttpConfig {
             admin_token: SecretString::from(""),
             request_timeout: Duration::from_millis(10_000),
             max_body_bytes: 16_384,
+            max_concurrent_requests: 32,
         }
     }
 }
@@ -40,6 +45,7 @@ impl HttpConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         positive("http.request_timeout_ms", self.request_timeout)?;
         not_zero("http.max_body_bytes", self.max_body_bytes)?;
+        not_zero("http.max_concurrent_requests", self.max_concurrent_requests)?;
         self.listen.parse::<SocketAddr>().map_err(|e| {
             ConfigError::invalid(
                 "http.listen",

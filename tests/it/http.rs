@@ -338,3 +338,43 @@ async fn assert_json_error(response: reqwest::Response, status: StatusCode) {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_readers_is_shed_with_503_and_health_stays_reachable() {
+    let redis = seeded().await;
+    let mut config = config("");
+    config.http.max_concurrent_requests = 1;
+    let (addr, _) = serve(redis.cache.clone(), config).await;
+
+    // Redis is busy for a second, so the one request allowed is held meanwhile.
+    let url = redis.server.url();
+    let stall = tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let spin = "local t = redis.call('TIME') local until_ = t[1] * 1000000 + t[2] + 1000000 \
+                    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_ return 1";
+        redis::cmd("EVAL").arg(spin).arg(0).exec(&mut conn).unwrap();
+    });
+    let held = tokio::spawn(reqwest::get(format!("http://{addr}/v1/stats")));
+    // Once the held request is in, the next one is shed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        let response = reqwest::get(format!("http://{addr}/v1/trends"))
+            .await
+            .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was shed");
+    };
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_json_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    // The operator endpoints are outside the limit.
+    assert_eq!(get_ok(addr, "/healthz").await["status"], "ok");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+
+    stall.await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
+}
