@@ -6,14 +6,17 @@
 //! partition, a reason, a category, an error kind. A keyword, user id or Redis key is
 //! never a label. Hot-path counters are incremented once per batch, not per message.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+mod lag;
+
+pub use lag::{consumer_lag, lag_revoked};
 
 use crate::cache::{CacheStats, SweepReport, REDIS_ERROR_KINDS};
 use crate::models::RejectReason;
@@ -134,37 +137,8 @@ pub fn install() -> PrometheusHandle {
 /// The rendered text exposition, for `GET /metrics`.
 pub fn render() -> String {
     let mut text = install().render();
-    render_lag(&mut text);
+    lag::render(&mut text);
     text
-}
-
-/// The consumer lag of each assigned partition. Kept apart from the recorder, which
-/// cannot forget a series: a partition that moves to another instance must leave this
-/// one's exposition, not stay at its last value.
-static LAG: Mutex<BTreeMap<(String, i32), i64>> = Mutex::new(BTreeMap::new());
-
-fn render_lag(text: &mut String) {
-    use std::fmt::Write;
-    let lag = LAG.lock().expect("not poisoned");
-    let _ = writeln!(
-        text,
-        "# HELP {CONSUMER_LAG} Messages behind the partition's high watermark, by topic and partition (librdkafka statistics).\n# TYPE {CONSUMER_LAG} gauge"
-    );
-    for ((topic, partition), messages) in lag.iter() {
-        let _ = writeln!(
-            text,
-            "{CONSUMER_LAG}{{topic=\"{}\",partition=\"{partition}\"}} {messages}",
-            escape_label(topic)
-        );
-    }
-}
-
-/// A label value in the text exposition: backslash, quote and newline escaped.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 fn describe() {
@@ -442,19 +416,6 @@ pub fn offsets_committed(ok: bool) {
     }
 }
 
-pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
-    let mut partitions = LAG.lock().expect("not poisoned");
-    partitions.insert((topic.to_owned(), partition), lag);
-}
-
-/// These partitions were revoked: their lag is no longer this instance's to report.
-pub fn lag_revoked<'a>(partitions: impl Iterator<Item = (&'a str, i32)>) {
-    let mut lag = LAG.lock().expect("not poisoned");
-    for (topic, partition) in partitions {
-        lag.remove(&(topic.to_owned(), partition));
-    }
-}
-
 /// A statistics run finished.
 pub fn cache_stats(stats: &CacheStats) {
     for (category, keys) in [
@@ -498,29 +459,4 @@ pub fn sweep_failed() {
 
 pub fn ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_revoked_partition_leaves_the_lag_gauge() {
-        consumer_lag("trend-alerts", 0, 5);
-        consumer_lag("trend-alerts", 1, 7);
-        lag_revoked([("trend-alerts", 0)].into_iter());
-        let text = render();
-        assert!(!text.contains(r#"partition="0""#), "{text}");
-        assert!(
-            text.contains(
-                r#"cache_layer_consumer_lag_messages{topic="trend-alerts",partition="1"} 7"#
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
-    }
 }
