@@ -265,14 +265,7 @@ async fn requests_are_bounded_in_size_and_time() {
     assert_json_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
 
     // Redis stalls for a second: the request is cut at 300 ms, not left hanging.
-    let url = redis.server.url();
-    let stall = tokio::task::spawn_blocking(move || {
-        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        // A script that spins for about a second: Redis serves nobody else meanwhile.
-        let spin = "local t = redis.call('TIME') local until_ = t[1] * 1000000 + t[2] + 1000000 \
-                    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_ return 1";
-        redis::cmd("EVAL").arg(spin).arg(0).exec(&mut conn).unwrap();
-    });
+    let stall = stall_for_a_second(&redis);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
     let (code, body) = get(addr, "/v1/stats").await;
@@ -329,6 +322,18 @@ async fn every_error_answer_is_the_documented_json() {
     assert_json_error(response.await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
 }
 
+/// Keeps Redis busy for about a second with a script that spins: it serves nobody else
+/// meanwhile. The task ends when the script does.
+fn stall_for_a_second(redis: &TestRedis) -> tokio::task::JoinHandle<()> {
+    let url = redis.server.url();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let spin = "local t = redis.call('TIME') local until_ = t[1] * 1000000 + t[2] + 1000000 \
+                    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_ return 1";
+        redis::cmd("EVAL").arg(spin).arg(0).exec(&mut conn).unwrap();
+    })
+}
+
 /// Asserts the status, and that the body is `{"error": "..."}` with a message.
 async fn assert_json_error(response: reqwest::Response, status: StatusCode) {
     assert_eq!(response.status(), status, "{}", response.url());
@@ -347,13 +352,7 @@ async fn a_crowd_of_readers_is_shed_with_503_and_health_stays_reachable() {
     let (addr, _) = serve(redis.cache.clone(), config).await;
 
     // Redis is busy for a second, so the one request allowed is held meanwhile.
-    let url = redis.server.url();
-    let stall = tokio::task::spawn_blocking(move || {
-        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let spin = "local t = redis.call('TIME') local until_ = t[1] * 1000000 + t[2] + 1000000 \
-                    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_ return 1";
-        redis::cmd("EVAL").arg(spin).arg(0).exec(&mut conn).unwrap();
-    });
+    let stall = stall_for_a_second(&redis);
     let held = tokio::spawn(reqwest::get(format!("http://{addr}/v1/stats")));
     // Once the held request is in, the next one is shed.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
