@@ -122,7 +122,7 @@ pub async fn run(
                 _ = tick.tick() => {
                     let ok = stats_once(&cache).await.is_ok();
                     status.set_redis_ok(ok);
-                    metrics::ready(ok && status.kafka_connected());
+                    metrics::ready(ok && status.readiness(config.batch.unready_after).ok());
                 }
             }
         }

@@ -215,17 +215,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no PONG within {READY_PING_TIMEOUT:?}")),
     };
-    let kafka_problem = state.status.kafka_problem();
-    let missing_topics = state.status.missing_topics();
-    let kafka = kafka_problem.is_none() && missing_topics.is_empty();
     // A batch that keeps failing (Redis full or read-only, the dead-letter topic down)
     // makes the instance unready once it has failed for longer than the threshold, even
     // while Redis answers PING.
-    let failing = state
-        .status
-        .failing_writes()
-        .filter(|(since, _)| *since >= state.config.batch.unready_after);
-    let ready = redis.is_ok() && kafka && failing.is_none();
+    let readiness = state.status.readiness(state.config.batch.unready_after);
+    let ready = redis.is_ok() && readiness.ok();
     metrics::ready(ready);
     let body = json!({
         "ready": ready,
@@ -235,12 +229,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 Err(e) => json!({ "ok": false, "error": e }),
             },
             "kafka": {
-                "ok": kafka,
+                "ok": readiness.kafka_ok(),
                 "brokers": state.config.kafka.bootstrap_servers,
-                "error": kafka_problem,
-                "missing_topics": missing_topics,
+                "error": readiness.kafka_problem,
+                "missing_topics": readiness.missing_topics,
             },
-            "writes": match &failing {
+            "writes": match &readiness.failing_writes {
                 None => json!({ "ok": true }),
                 Some((since, reason)) => json!({
                     "ok": false,

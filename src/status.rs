@@ -28,6 +28,29 @@ pub struct Status {
     failing: Mutex<Option<(Instant, String)>>,
 }
 
+/// The checks of readiness that the instance answers from its own state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Why the consumer cannot fetch, if it cannot.
+    pub kafka_problem: Option<String>,
+    /// Subscribed topics the brokers do not know.
+    pub missing_topics: Vec<String>,
+    /// How long a batch has been failing, and why, once that is past the threshold.
+    pub failing_writes: Option<(Duration, String)>,
+}
+
+impl Readiness {
+    /// Whether Kafka is fine: a broker answers and every subscribed topic exists.
+    pub fn kafka_ok(&self) -> bool {
+        self.kafka_problem.is_none() && self.missing_topics.is_empty()
+    }
+
+    /// Whether every check is fine; Redis's answer is the caller's to add.
+    pub fn ok(&self) -> bool {
+        self.kafka_ok() && self.failing_writes.is_none()
+    }
+}
+
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
@@ -130,6 +153,19 @@ impl Status {
         failing
             .as_ref()
             .map(|(since, reason)| (since.elapsed(), reason.clone()))
+    }
+
+    /// What this instance knows of its readiness, Redis's answer to a PING aside: the
+    /// `/readyz` handler and the stats round both judge by it, so that the
+    /// `cache_layer_ready` gauge and `/readyz` never disagree.
+    pub fn readiness(&self, unready_after: Duration) -> Readiness {
+        Readiness {
+            kafka_problem: self.kafka_problem(),
+            missing_topics: self.missing_topics(),
+            failing_writes: self
+                .failing_writes()
+                .filter(|(since, _)| *since >= unready_after),
+        }
     }
 
     pub(crate) fn set_redis_ok(&self, ok: bool) {

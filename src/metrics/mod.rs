@@ -283,7 +283,7 @@ fn describe() {
     );
     describe_gauge!(
         READY,
-        "1 when Redis answers and the consumer is connected to Kafka, else 0."
+        "1 when ready as /readyz judges (Redis answers, Kafka reachable with every topic, no batch failing), else 0."
     );
     describe_gauge!(UP, "1 while the daemon runs.");
     describe_gauge!(
