@@ -38,7 +38,7 @@ FROM base AS tools
 COPY --from=builder /build/target/release/cache-layer-dev /usr/local/bin/cache-layer-dev
 
 FROM base AS runtime
-EXPOSE 9464
+EXPOSE 9464 9465
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD curl -fsS http://127.0.0.1:9464/healthz || exit 1
 ENTRYPOINT ["cache-layer"]

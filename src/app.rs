@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::{AbortHandle, JoinError};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::background;
 use crate::cache::CacheLayer;
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Listeners};
 use crate::metrics;
 use crate::pipeline;
 use crate::status::Status;
@@ -42,22 +40,17 @@ pub async fn run_with_status(
     let cache = CacheLayer::connect_lazy(&config.redis)
         .await?
         .with_active_user_window(config.cache.active_user_window);
-    let listener = TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
-    let addr = listener.local_addr()?;
-    status.set_http_addr(addr);
-    info!(%addr, "serving /metrics, /healthz, /readyz and /v1");
+    let listeners = Listeners::bind(&config.http).await?;
+    let (operator, api) = listeners.addrs()?;
+    status.set_http_addrs(operator, api);
+    info!(%operator, "serving /metrics, /healthz and /readyz");
+    info!(%api, "serving the read API, /v1");
 
     // The listener and the background task outlive the drain, so /metrics stays up until
     // the last batch is written.
     let tasks = CancellationToken::new();
-    let state = AppState {
-        cache: cache.clone(),
-        status: Arc::clone(&status),
-        config: Arc::new(config.clone()),
-    };
-    let server = tokio::spawn(http::serve(listener, state, tasks.clone()));
+    let state = AppState::new(cache.clone(), Arc::clone(&status), Arc::new(config.clone()));
+    let server = tokio::spawn(http::serve(listeners, state, tasks.clone()));
     let background = tokio::spawn(background::run(
         cache.clone(),
         config.clone(),

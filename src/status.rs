@@ -21,8 +21,8 @@ pub struct Status {
     kafka_problem: Mutex<Option<String>>,
     /// Subscribed topics that the brokers do not know (yet).
     missing_topics: Mutex<Vec<String>>,
-    /// Where the HTTP listener bound (useful with port 0).
-    http_addr: OnceLock<SocketAddr>,
+    /// Where the operator and API listeners bound (useful with port 0).
+    http_addrs: OnceLock<(SocketAddr, SocketAddr)>,
     /// Since when the batch being written keeps failing, and the last reason; `None`
     /// while writes go through. Readiness reads it.
     failing: Mutex<Option<(Instant, String)>>,
@@ -80,7 +80,7 @@ impl Default for Status {
             redis_ok: AtomicBool::new(false),
             kafka_problem: Mutex::new(None),
             missing_topics: Mutex::new(Vec::new()),
-            http_addr: OnceLock::new(),
+            http_addrs: OnceLock::new(),
             failing: Mutex::new(None),
         }
     }
@@ -124,13 +124,19 @@ impl Status {
         *self.missing_topics.lock().expect("not poisoned") = topics;
     }
 
-    /// The address the HTTP listener bound, once it has.
+    /// The address the operator listener (`/metrics`, `/healthz`, `/readyz`) bound,
+    /// once it has.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr.get().copied()
+        self.http_addrs.get().map(|(operator, _)| *operator)
     }
 
-    pub(crate) fn set_http_addr(&self, addr: SocketAddr) {
-        let _ = self.http_addr.set(addr);
+    /// The address the API listener bound, once it has.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.http_addrs.get().map(|(_, api)| *api)
+    }
+
+    pub(crate) fn set_http_addrs(&self, operator: SocketAddr, api: SocketAddr) {
+        let _ = self.http_addrs.set((operator, api));
     }
 
     /// A write attempt failed for `reason`.

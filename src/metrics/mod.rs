@@ -37,6 +37,7 @@ pub const DEAD_LETTERS_DROPPED: &str = "cache_layer_dead_letters_dropped_total";
 pub const BATCH_RETRIES: &str = "cache_layer_batch_retries_total";
 pub const KAFKA_ERRORS: &str = "cache_layer_kafka_errors_total";
 pub const HTTP_SHED: &str = "cache_layer_http_shed_requests_total";
+pub const HTTP_CONNECTIONS: &str = "cache_layer_http_connections";
 pub const TOPIC_MISSING: &str = "cache_layer_topic_missing";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
@@ -58,7 +59,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -74,6 +75,7 @@ pub const ALL: [&str; 33] = [
     KAFKA_ERRORS,
     TOPIC_MISSING,
     HTTP_SHED,
+    HTTP_CONNECTIONS,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
     CONSUMER_LAG,
@@ -206,6 +208,10 @@ fn describe() {
         HTTP_SHED,
         Unit::Count,
         "Read API requests answered 503 because http.max_concurrent_requests were being served."
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Open HTTP connections, by listener (operator, api)."
     );
     describe_gauge!(
         TOPIC_MISSING,
@@ -398,6 +404,11 @@ pub fn kafka_error(kind: &'static str) {
 
 pub fn http_shed() {
     counter!(HTTP_SHED).increment(1);
+}
+
+/// A connection on `listener` opened (`+1`) or closed (`-1`).
+pub fn http_connections(listener: &'static str, delta: f64) {
+    gauge!(HTTP_CONNECTIONS, "listener" => listener).increment(delta);
 }
 
 pub fn topic_missing(topic: &str, missing: bool) {

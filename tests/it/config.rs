@@ -221,6 +221,36 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
             ),
             ("[http]\nlisten = \"nowhere\"\n", "http.listen", "address"),
             (
+                "[http]\napi_listen = \"0.0.0.0:9464\"\n",
+                "http.api_listen",
+                "own port",
+            ),
+            (
+                "[http]\nheader_read_timeout_ms = 0\n",
+                "http.header_read_timeout_ms",
+                "greater than 0",
+            ),
+            (
+                "[http]\nmax_connections = 0\n",
+                "http.max_connections",
+                "greater than 0",
+            ),
+            (
+                "[http]\nmax_connections = 9000000\n",
+                "http.max_connections",
+                "at most",
+            ),
+            (
+                "[http]\nmax_response_bytes = 0\n",
+                "http.max_response_bytes",
+                "greater than 0",
+            ),
+            (
+                "[http]\ntrends_snapshot_ms = 0\n",
+                "http.trends_snapshot_ms",
+                "greater than 0",
+            ),
+            (
                 "[topics]\ndead_letter = \"trend-alerts\"\n",
                 "topics.dead_letter",
                 "source",

@@ -231,12 +231,12 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
     );
     assert!(dockerfile.contains("USER cache-layer"));
     assert!(dockerfile.contains("/etc/cache-layer/cache-layer.toml"));
-    assert!(dockerfile.contains("EXPOSE 9464"));
+    assert!(dockerfile.contains("EXPOSE 9464 9465"));
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/healthz"));
     let config = cache_layer::Config::load(&root().join("config/cache-layer.toml"), true).unwrap();
     assert!(
-        config.http.listen.ends_with(":9464"),
-        "EXPOSE matches http.listen"
+        config.http.listen.ends_with(":9464") && config.http.api_listen.ends_with(":9465"),
+        "EXPOSE matches http.listen and http.api_listen"
     );
 }
 

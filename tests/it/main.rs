@@ -16,6 +16,7 @@ mod deploy;
 mod faults;
 mod fuzz_decode;
 mod http;
+mod http_limits;
 mod kafka;
 mod kafka_security;
 mod maintenance;

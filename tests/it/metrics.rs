@@ -106,6 +106,7 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
                     "kind",
                     "outcome",
                     "version",
+                    "listener",
                     "le"
                 ]
                 .contains(&label.as_str()),
@@ -148,15 +149,19 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
     );
 
     promtool_accepts(&scrape(addr).await);
-    dashboard_and_alerts_name_only_scraped_metrics(addr).await;
+    let api = daemon.status.api_addr().expect("the API listener is bound");
+    dashboard_and_alerts_name_only_scraped_metrics(addr, api).await;
     daemon.stop().await;
 }
 
 /// Every metric the dashboard and the alert rules query is in a real scrape, once a
 /// stats round and a sweep have run.
-async fn dashboard_and_alerts_name_only_scraped_metrics(addr: std::net::SocketAddr) {
+async fn dashboard_and_alerts_name_only_scraped_metrics(
+    addr: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+) {
     let swept = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/admin/sweep"))
+        .post(format!("http://{api}/v1/admin/sweep"))
         .bearer_auth("test-admin-token")
         .send()
         .await

@@ -91,6 +91,7 @@ pub async fn run(
     config.stats.interval = Duration::from_secs(5);
     config.sweep.interval = Duration::from_secs(10);
     config.http.listen = demo_listen(&config.http.listen);
+    config.http.api_listen = demo_listen(&config.http.api_listen);
 
     let status = Arc::new(Status::default());
     let stop_daemon = CancellationToken::new();
@@ -115,7 +116,11 @@ pub async fn run(
     let mut produced = 0u64;
     let mut produce_tick = tokio::time::interval(PRODUCE_TICK);
     let mut screen_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut screen = Screen::new(&config, redis_note);
+    crate::wait_until(Duration::from_secs(30), "the listeners", || async {
+        status.http_addr().is_some() || daemon.is_finished()
+    })
+    .await;
+    let mut screen = Screen::new(&status, redis_note);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -222,13 +227,17 @@ struct Screen {
 }
 
 impl Screen {
-    fn new(config: &Config, redis_note: String) -> Self {
-        let http = config.http.listen.replace("0.0.0.0", "127.0.0.1");
+    fn new(status: &Status, redis_note: String) -> Self {
+        let shown = |addr: Option<std::net::SocketAddr>| match addr {
+            Some(addr) => format!("127.0.0.1:{}", addr.port()),
+            None => "(not bound)".to_owned(),
+        };
+        let (operator, api) = (shown(status.http_addr()), shown(status.api_addr()));
         Self {
             interactive: std::io::stdout().is_terminal(),
             header: format!(
                 "cache-layer demo: in-process Kafka, {redis_note}\n\
-                 open http://{http}/metrics  http://{http}/v1/trends  http://{http}/readyz\n\
+                 open http://{operator}/metrics  http://{operator}/readyz  http://{api}/v1/trends\n\
                  Ctrl-C stops it",
             ),
             header_shown: false,

@@ -12,18 +12,29 @@ use cache_layer::CacheLayer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// Serves the API of `cache` on 127.0.0.1:0 for the rest of the test.
-pub async fn serve(cache: CacheLayer, config: Config) -> (SocketAddr, Arc<Status>) {
+/// The listeners [`serve`] started.
+pub struct Served {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub operator: SocketAddr,
+    /// The read API and the admin endpoints.
+    pub api: SocketAddr,
+    pub status: Arc<Status>,
+}
+
+/// Serves the listeners of `cache`, each on 127.0.0.1:0, for the rest of the test.
+pub async fn serve(cache: CacheLayer, mut config: Config) -> Served {
+    config.http.listen = "127.0.0.1:0".into();
+    config.http.api_listen = "127.0.0.1:0".into();
     let status = Arc::new(Status::default());
-    let state = AppState {
-        cache,
-        status: Arc::clone(&status),
-        config: Arc::new(config),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(http::serve(listener, state, CancellationToken::new()));
-    (addr, status)
+    let listeners = http::Listeners::bind(&config.http).await.unwrap();
+    let (operator, api) = listeners.addrs().unwrap();
+    let state = AppState::new(cache, Arc::clone(&status), Arc::new(config));
+    tokio::spawn(http::serve(listeners, state, CancellationToken::new()));
+    Served {
+        operator,
+        api,
+        status,
+    }
 }
 
 /// A plain HTTP/1.0 GET: the status code and the body; `None` when nothing answers.

@@ -312,6 +312,7 @@ pub fn daemon_config_for(bootstrap: &str, redis_url: &str) -> Config {
         url = "{redis_url}"
         [http]
         listen = "127.0.0.1:0"
+        api_listen = "127.0.0.1:0"
         admin_token = "test-admin-token"
         [batch]
         max_messages = 500

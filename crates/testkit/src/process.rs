@@ -3,7 +3,7 @@
 //! with SIGKILL. The benchmark measures it; the tests kill it mid-stream.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
@@ -16,6 +16,7 @@ use crate::{free_port, http};
 pub struct DaemonProcess {
     child: Child,
     http_port: u16,
+    api_port: u16,
 }
 
 impl DaemonProcess {
@@ -37,7 +38,7 @@ impl DaemonProcess {
         dir: &Path,
         env: impl IntoIterator<Item = (K, V)>,
     ) -> io::Result<Self> {
-        let http_port = free_port();
+        let (http_port, api_port) = (free_port(), free_port());
         let mut command = Command::new(binary);
         command
             .args(args)
@@ -45,6 +46,10 @@ impl DaemonProcess {
             .env(
                 "CACHE_LAYER__HTTP__LISTEN",
                 format!("127.0.0.1:{http_port}"),
+            )
+            .env(
+                "CACHE_LAYER__HTTP__API_LISTEN",
+                format!("127.0.0.1:{api_port}"),
             )
             .env("CACHE_LAYER__LOG__LEVEL", "error");
         for (name, value) in env {
@@ -59,13 +64,27 @@ impl DaemonProcess {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display()))
             })?;
-        Ok(Self { child, http_port })
+        Ok(Self {
+            child,
+            http_port,
+            api_port,
+        })
     }
 
-    /// A GET on the daemon's listener: the status code and the body; `None` while it
-    /// does not answer.
+    /// A GET on the daemon's listener of `path` (the API's for `/v1/...`, the
+    /// operator's otherwise): the status code and the body; `None` while it does not answer.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http::get((Ipv4Addr::LOCALHOST, self.http_port).into(), path).await
+        http::get(self.addr_of(path), path).await
+    }
+
+    /// The address serving `path`.
+    pub fn addr_of(&self, path: &str) -> SocketAddr {
+        let port = if path.starts_with("/v1/") {
+            self.api_port
+        } else {
+            self.http_port
+        };
+        (Ipv4Addr::LOCALHOST, port).into()
     }
 
     /// The sum of a metric over its labels, from a scrape; 0 before it exists.
@@ -77,6 +96,11 @@ impl DaemonProcess {
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The process's peak resident set (VmHWM), in KiB.

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, info, warn};
+
+use cache_layer::config::HttpConfig;
 
 use cli::{Cli, Command};
 
@@ -29,6 +31,7 @@ async fn main() -> ExitCode {
     cli::init_logging(&command, &config);
     let shutdown = CancellationToken::new();
     if matches!(command, Command::Run) {
+        raise_open_files_limit(&config.http);
         if let Err(e) = cache_layer::app::drain_on_signals(shutdown.clone()) {
             eprintln!("cache-layer: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
@@ -55,5 +58,44 @@ fn end_quietly_on_a_closed_stdout() {
     // rule applies; `sigaction` changes the process-wide disposition atomically.
     if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
         eprintln!("cache-layer: cannot restore SIGPIPE: {e}");
+    }
+}
+
+/// Files the daemon needs besides its API connections: the operator listener's, Kafka's
+/// and Redis's sockets, its logs.
+const FILES_BESIDES_API: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (commonly from 1,024 to 524,288),
+/// as Go's runtime and nginx's `worker_rlimit_nofile` do, so that `http.max_connections`
+/// clients never take the files that `/healthz` and the pipeline need. Warns, naming the
+/// key, when the limit is too low for it all the same.
+fn raise_open_files_limit(http: &HttpConfig) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                info!(from = soft, to = hard, "raised the limit on open files");
+                hard
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot raise the limit on open files");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let needed = http.max_connections as u64 + FILES_BESIDES_API;
+    if limit < needed {
+        warn!(
+            limit,
+            needed,
+            "http.max_connections = {} leaves too few of the process's open files for the \
+             rest of the daemon: lower it, or raise the hard limit (ulimit -Hn)",
+            http.max_connections
+        );
     }
 }
