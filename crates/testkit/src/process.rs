@@ -105,6 +105,16 @@ impl DaemonProcess {
 
     /// The process's peak resident set (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The process's resident set now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `... kB` field of `/proc/<pid>/status`; 0 once the process is gone.
+    fn status_kib(&self, field: &str) -> u64 {
         let Some(pid) = self.child.id() else {
             return 0;
         };
@@ -112,7 +122,7 @@ impl DaemonProcess {
             .ok()
             .and_then(|s| {
                 s.lines().find_map(|l| {
-                    l.strip_prefix("VmHWM:")
+                    l.strip_prefix(field)
                         .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
                 })
             })

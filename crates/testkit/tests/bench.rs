@@ -22,6 +22,8 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
             "1000",
         ])
         .args(["--rates", "2000", "--latency-secs", "2"])
+        .args(["--http-readers", "200", "--http-slow-clients", "100"])
+        .args(["--http-rate", "2000", "--http-settle-secs", "1"])
         .arg("--daemon")
         .arg(sibling_binary("cache-layer"))
         .arg("--out")
@@ -57,6 +59,15 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
             .is_some_and(|n| n > 0),
         "{report}"
     );
+    // Under the crowd, every reader got an answer (200 or shed with 503), every slow
+    // client was closed by the daemon, and /healthz answered throughout.
+    let http = &report["http"];
+    let answered = http["answered_200"].as_u64().unwrap() + http["shed_503"].as_u64().unwrap();
+    assert_eq!(answered, 200, "{http}");
+    assert_eq!(http["slow_clients_closed"], 100, "{http}");
+    assert_eq!(http["healthz_failed"], 0, "{http}");
+    assert!(http["healthz_probes"].as_u64().is_some_and(|n| n > 0));
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("| daemon / naive |"), "{table}");
+    assert!(table.contains("slow clients"), "{table}");
 }

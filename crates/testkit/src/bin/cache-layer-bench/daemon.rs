@@ -71,6 +71,16 @@ impl Daemon {
         self.0.peak_rss_kib()
     }
 
+    /// The process's resident set now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.0.rss_kib()
+    }
+
+    /// The address of the daemon's listener that serves `path`.
+    pub fn addr_of(&self, path: &str) -> std::net::SocketAddr {
+        self.0.addr_of(path)
+    }
+
     /// SIGTERM, and a clean exit after the drain.
     pub async fn stop(self) -> anyhow::Result<()> {
         let status = self.0.stop().await?;

@@ -13,6 +13,7 @@
 
 mod broker;
 mod daemon;
+mod http_load;
 mod report;
 mod scenarios;
 
@@ -59,12 +60,60 @@ struct Args {
     /// long even when data arrives, where Apache Kafka answers at once.
     #[arg(long, default_value_t = 10)]
     fetch_wait_ms: u64,
+    /// The scenarios to run (all by default).
+    #[arg(long, value_delimiter = ',', default_values_t = Scenario::ALL)]
+    only: Vec<Scenario>,
+    /// Concurrent readers of `/v1/trends?limit=1000` in the HTTP load scenario.
+    #[arg(long, default_value_t = 4_000)]
+    http_readers: usize,
+    /// Slow clients (slowloris) in the HTTP load scenario.
+    #[arg(long, default_value_t = 2_000)]
+    http_slow_clients: usize,
+    /// The live stream's rate during the HTTP load scenario, messages/s.
+    #[arg(long, default_value_t = 20_000)]
+    http_rate: u64,
+    /// Seconds after the crowd of readers before the resident set is read again.
+    #[arg(long, default_value_t = 30)]
+    http_settle_secs: u64,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
     /// The daemon binary (default: `cache-layer` beside this one).
     #[arg(long)]
     daemon: Option<PathBuf>,
+}
+
+/// What a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// The Kafka and Redis ceilings.
+    Ceilings,
+    /// The daemon over the preloaded stream.
+    Throughput,
+    /// One awaited round trip per message.
+    Naive,
+    /// Produce-to-visible latency at `--rates`.
+    Latency,
+    /// The HTTP listeners under a crowd of readers and slow clients.
+    Http,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [
+        Scenario::Ceilings,
+        Scenario::Throughput,
+        Scenario::Naive,
+        Scenario::Latency,
+        Scenario::Http,
+    ];
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,34 +151,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         partitions: args.partitions,
         ..Report::default()
     };
-    broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "bench").await?;
-
-    eprintln!("generating {} messages", args.messages);
-    let mut generator = Generator::new(GeneratorConfig::default());
-    let stream: Arc<Vec<Generated>> = Arc::new(
-        (0..args.messages)
-            .map(|_| generator.next_message())
-            .collect(),
-    );
-    report.malformed = stream.iter().filter(|m| m.malformed).count() as u64;
-
-    eprintln!("preloading");
-    let started = Instant::now();
-    broker::preload(&bootstrap, "bench", Arc::clone(&stream)).await?;
-    report.preload_secs = started.elapsed().as_secs_f64();
-    if mock.is_some() {
-        broker::verify_present(&bootstrap, "bench", args.partitions, &stream).await?;
-    }
-
-    eprintln!("Kafka ceiling: raw consume");
-    report.kafka_ceiling_msgs_per_sec = scenarios::kafka_ceiling(&bootstrap, args.messages).await?;
-
-    eprintln!("Redis ceiling: raw pipelined writes");
-    let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
-    report.redis_ceiling_msgs_per_sec = scenarios::redis_ceiling(&cache, &stream).await?;
-    scenarios::flush(&mut redis_conn).await?;
-
-    eprintln!("daemon throughput");
+    let runs = |scenario| args.only.contains(&scenario);
     let target = Target {
         daemon: args
             .daemon
@@ -138,27 +160,84 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         bootstrap: bootstrap.clone(),
         fetch_wait_ms: args.fetch_wait_ms,
     };
-    let throughput = scenarios::daemon_throughput(&target, &redis, args.messages).await?;
-    report.daemon_secs = throughput.secs;
-    report.daemon_msgs_per_sec = args.messages as f64 / throughput.secs;
-    report.daemon_redis_commands_per_msg = throughput.redis_commands as f64 / args.messages as f64;
-    report.daemon_pipelines = throughput.pipelines;
-    report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
-    scenarios::verify_written(&redis, &stream).await?;
-    scenarios::flush(&mut redis_conn).await?;
+    let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
+    if runs(Scenario::Ceilings) || runs(Scenario::Throughput) || runs(Scenario::Naive) {
+        broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "bench").await?;
+        eprintln!("generating {} messages", args.messages);
+        let mut generator = Generator::new(GeneratorConfig::default());
+        let stream: Arc<Vec<Generated>> = Arc::new(
+            (0..args.messages)
+                .map(|_| generator.next_message())
+                .collect(),
+        );
+        report.malformed = stream.iter().filter(|m| m.malformed).count() as u64;
 
-    eprintln!("naive baseline: one awaited round trip per message");
-    let sample = &stream[..stream.len().min(args.naive_messages as usize)];
-    report.naive_msgs_per_sec = scenarios::naive(&cache, sample).await?;
-    scenarios::flush(&mut redis_conn).await?;
+        eprintln!("preloading");
+        let started = Instant::now();
+        broker::preload(&bootstrap, "bench", Arc::clone(&stream)).await?;
+        report.preload_secs = started.elapsed().as_secs_f64();
+        if mock.is_some() {
+            broker::verify_present(&bootstrap, "bench", args.partitions, &stream).await?;
+        }
 
-    for rate in args.rates.iter().copied() {
+        if runs(Scenario::Ceilings) {
+            eprintln!("Kafka ceiling: raw consume");
+            report.kafka_ceiling_msgs_per_sec =
+                scenarios::kafka_ceiling(&bootstrap, args.messages).await?;
+            eprintln!("Redis ceiling: raw pipelined writes");
+            report.redis_ceiling_msgs_per_sec = scenarios::redis_ceiling(&cache, &stream).await?;
+            scenarios::flush(&mut redis_conn).await?;
+        }
+
+        if runs(Scenario::Throughput) {
+            eprintln!("daemon throughput");
+            let throughput = scenarios::daemon_throughput(&target, &redis, args.messages).await?;
+            report.daemon_secs = throughput.secs;
+            report.daemon_msgs_per_sec = args.messages as f64 / throughput.secs;
+            report.daemon_redis_commands_per_msg =
+                throughput.redis_commands as f64 / args.messages as f64;
+            report.daemon_pipelines = throughput.pipelines;
+            report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
+            scenarios::verify_written(&redis, &stream).await?;
+            scenarios::flush(&mut redis_conn).await?;
+        }
+
+        if runs(Scenario::Naive) {
+            eprintln!("naive baseline: one awaited round trip per message");
+            let sample = &stream[..stream.len().min(args.naive_messages as usize)];
+            report.naive_msgs_per_sec = scenarios::naive(&cache, sample).await?;
+            scenarios::flush(&mut redis_conn).await?;
+        }
+    }
+
+    for rate in args
+        .rates
+        .iter()
+        .copied()
+        .filter(|_| runs(Scenario::Latency))
+    {
         eprintln!("latency at {rate} messages/s");
         let prefix = format!("lat{rate}");
         broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, &prefix).await?;
         let measured =
             scenarios::latency(&target, &redis, &prefix, rate, args.latency_secs).await?;
         report.latency.push(measured);
+        scenarios::flush(&mut redis_conn).await?;
+    }
+
+    if runs(Scenario::Http) {
+        eprintln!(
+            "HTTP under load, beside a stream of {} msg/s",
+            args.http_rate
+        );
+        broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "http").await?;
+        let load = http_load::Load {
+            readers: args.http_readers,
+            slow_clients: args.http_slow_clients,
+            rate: args.http_rate,
+            settle: std::time::Duration::from_secs(args.http_settle_secs),
+        };
+        report.http = Some(http_load::http_load(&target, &redis, "http", load).await?);
         scenarios::flush(&mut redis_conn).await?;
     }
 

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::http_load::HttpLoadReport;
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub broker: String,
@@ -20,6 +22,7 @@ pub struct Report {
     pub ratio_to_lower_ceiling: f64,
     pub ratio_to_naive: f64,
     pub latency: Vec<LatencyReport>,
+    pub http: Option<HttpLoadReport>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -81,6 +84,9 @@ impl Report {
                 "| latency at {} msg/s (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} probes) |",
                 l.rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms, l.probes
             );
+        }
+        if let Some(h) = &self.http {
+            h.print_rows();
         }
     }
 }
