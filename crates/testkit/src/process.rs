@@ -113,6 +113,31 @@ impl DaemonProcess {
         self.status_kib("VmRSS:")
     }
 
+    /// The CPU time the process has used so far, user and system, in seconds (from
+    /// `/proc/<pid>/stat`); 0 once it is gone.
+    pub fn cpu_secs(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th fields of the whole line.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum();
+        let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        ticks as f64 / per_sec as f64
+    }
+
     /// A `... kB` field of `/proc/<pid>/status`; 0 once the process is gone.
     fn status_kib(&self, field: &str) -> u64 {
         let Some(pid) = self.child.id() else {

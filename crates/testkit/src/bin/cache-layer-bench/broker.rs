@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use cache_layer::models::MessageKind;
+use cache_layer::pipeline::kafka::CONSUMER_DEFAULTS;
 use cache_layer_testkit::generate::Generated;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -79,6 +80,26 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+/// A plain consumer with the daemon's fetch settings: its `fetch.wait.max.ms` and the
+/// prefetch defaults it sets (`CONSUMER_DEFAULTS`), so that a ceiling or a baseline
+/// fetches as the daemon does. Offsets are not committed.
+pub fn raw_consumer_config(bootstrap: &str, group: &str, fetch_wait_ms: u64) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+    for (name, value) in CONSUMER_DEFAULTS {
+        if name != "statistics.interval.ms" {
+            config.set(name, value);
+        }
+    }
+    config
 }
 
 fn bulk_producer_config(bootstrap: &str) -> ClientConfig {

@@ -71,6 +71,11 @@ impl Daemon {
         self.0.peak_rss_kib()
     }
 
+    /// The CPU the process has used so far, user and system, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        self.0.cpu_secs()
+    }
+
     /// The process's resident set now, in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.0.rss_kib()

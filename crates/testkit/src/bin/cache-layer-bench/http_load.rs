@@ -33,7 +33,8 @@ pub struct Load {
     pub slow_clients: usize,
     /// The live stream's rate, messages/s.
     pub rate: u64,
-    /// How long after the crowd the resident set is read again.
+    /// How long the stream runs before the idle resident set is read, and how long after
+    /// the crowd it is read again.
     pub settle: Duration,
 }
 
@@ -159,6 +160,9 @@ pub async fn http_load(
     let api = daemon.addr_of(TRENDS);
     let (_, answer) = read_answer(api, TRENDS).await?;
     report.answer_bytes = answer;
+    // The stream alone grows the daemon's memory for a while (librdkafka's queues, the
+    // allocator's caches): the idle figure is taken once that has settled as well.
+    tokio::time::sleep(load.settle).await;
     let phase = Phase::start(&stream, &daemon).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.stream_before = phase.rates(&stream, &daemon).await;

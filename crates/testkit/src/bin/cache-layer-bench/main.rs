@@ -3,17 +3,22 @@
 //!
 //! It starts a redis-server on loopback, uses a Kafka broker (librdkafka's in-process mock
 //! cluster, or any broker given with `--bootstrap`, such as tansu), preloads a synthetic
-//! stream, and measures: the Kafka ceiling (a raw consume), the Redis ceiling (the same
-//! writes by a raw pipelined writer), the release daemon's throughput and peak RSS, the
-//! naive one-round-trip-per-message baseline, and produce-to-visible latency at fixed
-//! rates. It refuses to report when the broker lost preloaded messages.
+//! stream, and measures: the Kafka ceiling (a raw consume with the daemon's fetch
+//! settings), the Redis ceiling (the same writes by a raw pipelined writer), the release
+//! daemon's throughput, CPU and peak RSS with Redis's CPU beside them, the naive and the
+//! batched baselines, produce-to-visible latency at fixed rates beside a raw consumer's,
+//! and the HTTP listeners under a crowd of readers and slow clients. It refuses to report
+//! when the broker lost preloaded messages. `--only` picks scenarios.
 //!
 //! The modules: [`broker`] (topics, preload, offsets), [`daemon`] (the daemon process),
-//! [`scenarios`] (what is measured) and [`report`] (what is printed).
+//! [`scenarios`] (the ceilings and the throughput), [`baselines`], [`latency`],
+//! [`http_load`] and [`report`] (what is printed).
 
+mod baselines;
 mod broker;
 mod daemon;
 mod http_load;
+mod latency;
 mod report;
 mod scenarios;
 
@@ -90,7 +95,7 @@ enum Scenario {
     Ceilings,
     /// The daemon over the preloaded stream.
     Throughput,
-    /// One awaited round trip per message.
+    /// The baselines: one awaited round trip per message, and one pipeline per batch.
     Naive,
     /// Produce-to-visible latency at `--rates`.
     Latency,
@@ -183,7 +188,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         if runs(Scenario::Ceilings) {
             eprintln!("Kafka ceiling: raw consume");
             report.kafka_ceiling_msgs_per_sec =
-                scenarios::kafka_ceiling(&bootstrap, args.messages).await?;
+                scenarios::kafka_ceiling(&bootstrap, args.fetch_wait_ms, args.messages).await?;
             eprintln!("Redis ceiling: raw pipelined writes");
             report.redis_ceiling_msgs_per_sec = scenarios::redis_ceiling(&cache, &stream).await?;
             scenarios::flush(&mut redis_conn).await?;
@@ -198,6 +203,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 throughput.redis_commands as f64 / args.messages as f64;
             report.daemon_pipelines = throughput.pipelines;
             report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
+            report.daemon_cpu_us_per_msg = throughput.cpu_secs * 1e6 / args.messages as f64;
+            report.redis_cpu_secs_per_million =
+                throughput.redis_cpu_secs * 1e6 / args.messages as f64;
             scenarios::verify_written(&redis, &stream).await?;
             scenarios::flush(&mut redis_conn).await?;
         }
@@ -205,7 +213,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         if runs(Scenario::Naive) {
             eprintln!("naive baseline: one awaited round trip per message");
             let sample = &stream[..stream.len().min(args.naive_messages as usize)];
-            report.naive_msgs_per_sec = scenarios::naive(&cache, sample).await?;
+            report.naive_msgs_per_sec = baselines::naive(&cache, sample).await?;
+            scenarios::flush(&mut redis_conn).await?;
+            eprintln!("batched baseline: one pipeline of plain commands per polled batch");
+            report.batched_msgs_per_sec =
+                baselines::batched(&bootstrap, &redis, args.fetch_wait_ms, args.messages).await?;
             scenarios::flush(&mut redis_conn).await?;
         }
     }
@@ -218,9 +230,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     {
         eprintln!("latency at {rate} messages/s");
         let prefix = format!("lat{rate}");
-        broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, &prefix).await?;
-        let measured =
-            scenarios::latency(&target, &redis, &prefix, rate, args.latency_secs).await?;
+        for prefix in [prefix.clone(), format!("{prefix}-raw")] {
+            broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, &prefix).await?;
+        }
+        let measured = latency::latency(&target, &redis, &prefix, rate, args.latency_secs).await?;
         report.latency.push(measured);
         scenarios::flush(&mut redis_conn).await?;
     }

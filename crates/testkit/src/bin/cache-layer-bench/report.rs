@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::http_load::HttpLoadReport;
+use crate::latency::LatencyReport;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -18,21 +19,17 @@ pub struct Report {
     pub daemon_redis_commands_per_msg: f64,
     pub daemon_pipelines: u64,
     pub daemon_peak_rss_mib: f64,
+    /// The daemon's user and system CPU over the throughput run, per message.
+    pub daemon_cpu_us_per_msg: f64,
+    /// Redis's CPU over the throughput run, per million messages (`INFO cpu`).
+    pub redis_cpu_secs_per_million: f64,
     pub naive_msgs_per_sec: f64,
+    pub batched_msgs_per_sec: f64,
     pub ratio_to_lower_ceiling: f64,
     pub ratio_to_naive: f64,
+    pub ratio_to_batched: f64,
     pub latency: Vec<LatencyReport>,
     pub http: Option<HttpLoadReport>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct LatencyReport {
-    pub rate: u64,
-    pub achieved_rate: f64,
-    pub probes: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
 }
 
 impl Report {
@@ -43,6 +40,7 @@ impl Report {
             .min(self.redis_ceiling_msgs_per_sec);
         self.ratio_to_lower_ceiling = self.daemon_msgs_per_sec / lower;
         self.ratio_to_naive = self.daemon_msgs_per_sec / self.naive_msgs_per_sec;
+        self.ratio_to_batched = self.daemon_msgs_per_sec / self.batched_msgs_per_sec;
     }
 
     pub fn print_table(&self) {
@@ -71,6 +69,14 @@ impl Report {
         );
         println!("| daemon peak RSS | {:.1} MiB |", self.daemon_peak_rss_mib);
         println!(
+            "| daemon CPU per message | {:.2} µs |",
+            self.daemon_cpu_us_per_msg
+        );
+        println!(
+            "| Redis CPU per million messages | {:.2} s |",
+            self.redis_cpu_secs_per_million
+        );
+        println!(
             "| naive baseline (1 round trip/message) | {:.0} msg/s |",
             self.naive_msgs_per_sec
         );
@@ -78,11 +84,24 @@ impl Report {
             "| daemon / min(ceilings) | {:.2} |",
             self.ratio_to_lower_ceiling
         );
+        println!(
+            "| batched baseline (1 pipeline of plain commands/polled batch) | {:.0} msg/s |",
+            self.batched_msgs_per_sec
+        );
         println!("| daemon / naive | {:.1}x |", self.ratio_to_naive);
+        println!("| daemon / batched | {:.2}x |", self.ratio_to_batched);
         for l in &self.latency {
             println!(
-                "| latency at {} msg/s (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} probes) |",
+                "| latency at {} msg/s, daemon, produce to visible (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} probes) |",
                 l.rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms, l.probes
+            );
+            println!(
+                "| latency at {} msg/s, raw consumer, produce to poll (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms ({} probes) |",
+                l.rate, l.raw.achieved_rate, l.raw.p50_ms, l.raw.p99_ms, l.raw.probes
+            );
+            println!(
+                "| latency at {} msg/s, daemon p99 − raw p99 | {:+.1} ms |",
+                l.rate, l.p99_over_raw_ms
             );
         }
         if let Some(h) = &self.http {

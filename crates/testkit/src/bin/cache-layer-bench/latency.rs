@@ -1,0 +1,306 @@
+//! Latency at a fixed produce rate, for the daemon and for a raw consumer on the same
+//! broker in the same run: a producer at the rate, and a probe trend alert every 10 ms.
+//! For the daemon a probe counts once its key is in Redis (polled every millisecond);
+//! for the raw consumer, once `poll` returns it. The raw consumer has the daemon's fetch
+//! settings, so the difference is what the daemon adds: decoding, batching, the write.
+//!
+//! The producer is warmed (metadata, a first delivery seen) and the load runs for a
+//! warm-up before the first probe, so that neither the producer's first use nor the
+//! consumer's group join is counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use cache_layer::schema::Keys;
+use cache_layer_testkit::generate::{Generator, GeneratorConfig};
+use cache_layer_testkit::RedisServer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+
+use crate::broker::{blocking, raw_consumer_config, topic_name, topics_by_kind, TOPICS};
+use crate::daemon::{Daemon, Target};
+use crate::report::quantile;
+use crate::scenarios::connect;
+
+/// The load before the first probe.
+const WARM_UP: Duration = Duration::from_secs(3);
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default, Serialize)]
+pub struct LatencyReport {
+    pub rate: u64,
+    pub achieved_rate: f64,
+    pub probes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// A raw consumer with the daemon's fetch settings, produce to `poll`.
+    pub raw: RawLatency,
+    /// The daemon's p99 minus the raw consumer's.
+    pub p99_over_raw_ms: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RawLatency {
+    pub achieved_rate: f64,
+    pub probes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Measures the raw consumer on the topics under `{prefix}-raw` and the daemon on those
+/// under `prefix`, one after the other, at the same rate.
+pub async fn latency(
+    target: &Target,
+    redis: &RedisServer,
+    prefix: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<LatencyReport> {
+    let raw_prefix = format!("{prefix}-raw");
+    let raw = RawObserver::start(target, &raw_prefix)?;
+    let (raw_rate, mut raw_ms) =
+        drive(target, &raw_prefix, rate, secs, Observer::Raw(&raw)).await?;
+    raw.stop().await?;
+    raw_ms.sort_by(f64::total_cmp);
+
+    let daemon = Daemon::spawn(target, redis, prefix, &format!("{prefix}-daemon"), 10)?;
+    let observer = Observer::Redis(connect(redis).await?);
+    let (achieved_rate, mut ms) = drive(target, prefix, rate, secs, observer).await?;
+    daemon.stop().await?;
+    ms.sort_by(f64::total_cmp);
+
+    let raw = RawLatency {
+        achieved_rate: raw_rate,
+        probes: raw_ms.len(),
+        p50_ms: quantile(&raw_ms, 0.50),
+        p99_ms: quantile(&raw_ms, 0.99),
+    };
+    let p99_ms = quantile(&ms, 0.99);
+    Ok(LatencyReport {
+        rate,
+        achieved_rate,
+        probes: ms.len(),
+        p50_ms: quantile(&ms, 0.50),
+        p99_ms,
+        p999_ms: quantile(&ms, 0.999),
+        p99_over_raw_ms: p99_ms - raw.p99_ms,
+        raw,
+    })
+}
+
+/// Where a probe is looked for.
+enum Observer<'a> {
+    /// The daemon's write: the probe's key in Redis.
+    Redis(MultiplexedConnection),
+    /// The raw consumer's `poll`.
+    Raw(&'a RawObserver),
+}
+
+impl Observer<'_> {
+    /// For each pending probe, the latency in ms once it has been seen.
+    async fn seen(&mut self, pending: &[(String, Instant)]) -> anyhow::Result<Vec<Option<f64>>> {
+        let keys = Keys::new("");
+        match self {
+            Observer::Redis(conn) => {
+                let mut pipe = redis::pipe();
+                for (keyword, _) in pending {
+                    pipe.exists(keys.trend_normalized(keyword));
+                }
+                let seen: Vec<bool> = pipe.query_async(conn).await?;
+                let now = Instant::now();
+                Ok(pending
+                    .iter()
+                    .zip(seen)
+                    .map(|((_, sent), seen)| seen.then(|| ms(now.duration_since(*sent))))
+                    .collect())
+            }
+            Observer::Raw(raw) => {
+                let consumed = raw.consumed.lock().expect("not poisoned");
+                Ok(pending
+                    .iter()
+                    .map(|(keyword, sent)| {
+                        consumed
+                            .get(keyword)
+                            .map(|at| ms(at.saturating_duration_since(*sent)))
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+/// A raw consumer on its own thread, noting when each probe arrives.
+struct RawObserver {
+    consumed: Arc<Mutex<HashMap<String, Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RawObserver {
+    fn start(target: &Target, prefix: &str) -> anyhow::Result<Self> {
+        let group = format!("{prefix}-consumer");
+        let consumer: BaseConsumer =
+            raw_consumer_config(&target.bootstrap, &group, target.fetch_wait_ms).create()?;
+        let topics: Vec<String> = TOPICS.iter().map(|(t, _)| topic_name(prefix, t)).collect();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let consumed = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (noted, stopping) = (Arc::clone(&consumed), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let Some(message) = consumer.poll(Duration::from_millis(10)) else {
+                    continue;
+                };
+                let message = message?;
+                let at = Instant::now();
+                if let Some(Ok(key)) = message.key().map(std::str::from_utf8) {
+                    if key.starts_with("probe-") || key == WARM_UP_KEY {
+                        noted
+                            .lock()
+                            .expect("not poisoned")
+                            .insert(key.to_owned(), at);
+                    }
+                }
+            }
+            Ok(())
+        });
+        Ok(Self {
+            consumed,
+            stop,
+            thread,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        blocking(move || thread.join().expect("the raw consumer does not panic")).await
+    }
+}
+
+const WARM_UP_KEY: &str = "latency-warmup";
+
+fn probe_payload(keyword: &str) -> String {
+    format!(
+        r#"{{"keyword":"{keyword}","frequency":1,"growth_rate":1,"confidence_score":0.5,"window_start":"2025-01-01T00:00:00Z","window_end":"2025-01-01T00:01:00Z","sample_posts":[],"unique_authors":1,"rank":1}}"#
+    )
+}
+
+/// Warms the producer and the observer, then produces at `rate` for the warm-up and
+/// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate and the
+/// probes' latencies in ms.
+async fn drive(
+    target: &Target,
+    prefix: &str,
+    rate: u64,
+    secs: u64,
+    mut observer: Observer<'_>,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    // An upstream producer tuned for latency rather than for bulk loading.
+    let producer: Arc<BaseProducer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &target.bootstrap)
+            .set("linger.ms", "2")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?,
+    );
+    let trends_topic = topic_name(prefix, "trend-alerts");
+    // Until a first message has gone through producer, broker and observer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let warm_up = [(WARM_UP_KEY.to_owned(), Instant::now())];
+    loop {
+        let payload = probe_payload(WARM_UP_KEY);
+        let _ = producer.send(
+            BaseRecord::to(&trends_topic)
+                .key(WARM_UP_KEY)
+                .payload(&payload),
+        );
+        let flushed = Arc::clone(&producer);
+        blocking(move || Ok(flushed.flush(Duration::from_secs(5))?)).await?;
+        if observer.seen(&warm_up).await?[0].is_some() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "nothing consumed the warm-up message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut generator = Generator::new(GeneratorConfig {
+        malformed: 0.0,
+        seed: rate,
+        ..GeneratorConfig::default()
+    });
+    let topics = topics_by_kind(prefix);
+    let mut pending: Vec<(String, Instant)> = Vec::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    let started = Instant::now();
+    let probing = started + WARM_UP;
+    let end = probing + Duration::from_secs(secs);
+    let mut sent = 0u64;
+    let mut probe = 0u64;
+    let mut next_probe = probing;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while Instant::now() < end || !pending.is_empty() {
+        tick.tick().await;
+        let now = Instant::now();
+        if now < end {
+            let due = (rate as f64 * now.duration_since(started).as_secs_f64()) as u64;
+            while sent < due {
+                let message = generator.next_message();
+                let record = BaseRecord::to(&topics[&message.kind])
+                    .key(&message.key)
+                    .payload(&message.payload);
+                if producer.send(record).is_err() {
+                    producer.poll(Duration::ZERO);
+                    break;
+                }
+                sent += 1;
+            }
+            if now >= next_probe {
+                let keyword = format!("probe-{probe}");
+                let payload = probe_payload(&keyword);
+                let record = BaseRecord::to(&trends_topic)
+                    .key(&keyword)
+                    .payload(&payload);
+                if producer.send(record).is_ok() {
+                    pending.push((keyword, Instant::now()));
+                }
+                probe += 1;
+                next_probe += PROBE_EVERY;
+            }
+            producer.poll(Duration::ZERO);
+        }
+        if !pending.is_empty() {
+            let seen = observer.seen(&pending).await?;
+            let mut still = Vec::with_capacity(pending.len());
+            for (probe, seen) in pending.drain(..).zip(seen) {
+                match seen {
+                    Some(ms) => latencies.push(ms),
+                    None => still.push(probe),
+                }
+            }
+            pending = still;
+        }
+        ensure!(
+            Instant::now() < end + Duration::from_secs(60),
+            "probes never arrived"
+        );
+    }
+    let achieved_rate = sent as f64 / end.duration_since(started).as_secs_f64();
+    blocking(move || Ok(producer.flush(Duration::from_secs(30))?)).await?;
+    Ok((achieved_rate, latencies))
+}
