@@ -1,9 +1,14 @@
 //! The consume-to-write path: consume, batch, write, store offsets, and drain on shutdown.
 //!
 //! One loop owns the consumer and the batch being collected; at most one batch is being
-//! written beside it, so memory stays bounded whatever the input rate. The loop awaits
-//! shutdown, the write in flight, the batch deadline and the next message in one
-//! `select!`. Batches are written one after the other, so offsets are stored in order.
+//! written beside it, on a task of its own so that consuming and writing use both cores,
+//! and memory stays bounded whatever the input rate. The loop awaits shutdown, the write
+//! in flight, the batch deadline and the next message in one `select!`. A batch is
+//! written when it is full, `batch.max_wait_ms` after its first message, or as soon as
+//! the consumer has no message ready while nothing is being written: under a light load
+//! a message waits for no timer, and under a heavy one batches grow while the previous
+//! write is in flight. Batches are written one after the other, so offsets are stored in
+//! order.
 //!
 //! While a write keeps failing (Redis or the dead-letter topic down), the assigned
 //! partitions are paused: the loop keeps polling, so the group membership stays alive,
@@ -25,8 +30,6 @@ mod sink;
 
 pub use health::KAFKA_ERROR_KINDS;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use crate::cache::CacheLayer;
@@ -49,7 +53,9 @@ use dead_letter::DeadLetter;
 use retry::RetryLogic;
 use sink::{Sink, Written};
 
-type WriteFuture = Pin<Box<dyn Future<Output = Written> + Send>>;
+/// The batch being written, on its own task; dropping it (a drain that timed out)
+/// cancels the write, so that nothing of it is acknowledged.
+type WriteTask = AbortOnDropHandle<Written>;
 
 /// The most of `kafka.shutdown_timeout_ms` kept from the drain's writes for the final
 /// commit and the rest of the shutdown.
@@ -121,7 +127,7 @@ struct Pipeline {
     /// The batch being collected.
     batch: Batch,
     /// The batch being written, if any; it stores its own offsets when done.
-    in_flight: Option<WriteFuture>,
+    in_flight: Option<WriteTask>,
     /// Whether the assignment is paused because writes are failing.
     paused: Arc<AtomicBool>,
     status: Arc<Status>,
@@ -148,6 +154,11 @@ impl Pipeline {
                     // Counted and logged (rate-limited); librdkafka recovers by itself.
                     Err(e) => self.consumer.context().errors().report(&e, ""),
                 },
+                // No message is ready and nothing is being written: write what there is
+                // rather than wait for more.
+                () = std::future::ready(()), if self.in_flight.is_none() && !self.batch.is_empty() => {
+                    self.start_write();
+                }
             }
             if self.batch.is_full() && self.in_flight.is_none() {
                 self.start_write();
@@ -169,7 +180,7 @@ impl Pipeline {
         let consumer = Arc::clone(&self.consumer);
         let paused = Arc::clone(&self.paused);
         let status = Arc::clone(&self.status);
-        self.in_flight = Some(Box::pin(async move {
+        self.in_flight = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let written = sink
                 .write_until_done(&batch, || {
                     if !paused.swap(true, Ordering::Relaxed) {
@@ -187,7 +198,7 @@ impl Pipeline {
             consumer::store_offsets(&consumer, batch.offsets());
             acknowledged(&batch, &written, sink.dead_letters(), &status);
             written
-        }));
+        })));
     }
 
     /// Finishes the write in flight, writes the batch in progress and commits, within
@@ -201,11 +212,11 @@ impl Pipeline {
         let tail = (timeout / 5).min(SHUTDOWN_TAIL);
         let drained = tokio::time::timeout_at(deadline - tail, async {
             if let Some(write) = self.in_flight.take() {
-                write.await;
+                finished(write.await);
             }
             self.start_write();
             if let Some(write) = self.in_flight.take() {
-                write.await;
+                finished(write.await);
             }
         })
         .await;
@@ -283,9 +294,19 @@ fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &S
     metrics::batch_written(batch.len(), written.pipeline, batch.latencies(Utc::now()));
 }
 
-async fn poll_in_flight(in_flight: &mut Option<WriteFuture>) {
+async fn poll_in_flight(in_flight: &mut Option<WriteTask>) {
     if let Some(write) = in_flight {
-        write.await;
+        finished(write.await);
+    }
+}
+
+/// A write task's end: a panic in it goes on in the consume loop, as it did before the
+/// write had a task of its own.
+fn finished(result: Result<Written, tokio::task::JoinError>) {
+    if let Err(e) = result {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 }
 

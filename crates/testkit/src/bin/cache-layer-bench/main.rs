@@ -202,6 +202,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             report.daemon_redis_commands_per_msg =
                 throughput.redis_commands as f64 / args.messages as f64;
             report.daemon_pipelines = throughput.pipelines;
+            report.daemon_writing_share = throughput.write_secs / throughput.secs;
+            report.daemon_cpu_share = throughput.cpu_secs / throughput.secs;
             report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
             report.daemon_cpu_us_per_msg = throughput.cpu_secs * 1e6 / args.messages as f64;
             report.redis_cpu_secs_per_million =

@@ -18,6 +18,10 @@ pub struct Report {
     pub daemon_secs: f64,
     pub daemon_redis_commands_per_msg: f64,
     pub daemon_pipelines: u64,
+    /// The share of the run with a batch being written.
+    pub daemon_writing_share: f64,
+    /// The daemon's CPU over the run, in cores.
+    pub daemon_cpu_share: f64,
     pub daemon_peak_rss_mib: f64,
     /// The daemon's user and system CPU over the throughput run, per message.
     pub daemon_cpu_us_per_msg: f64,
@@ -69,8 +73,12 @@ impl Report {
         );
         println!("| daemon peak RSS | {:.1} MiB |", self.daemon_peak_rss_mib);
         println!(
-            "| daemon CPU per message | {:.2} µs |",
-            self.daemon_cpu_us_per_msg
+            "| daemon CPU per message | {:.2} µs ({:.2} of a core over the run) |",
+            self.daemon_cpu_us_per_msg, self.daemon_cpu_share
+        );
+        println!(
+            "| daemon time with a batch being written | {:.0}% of the run |",
+            self.daemon_writing_share * 100.0
         );
         println!(
             "| Redis CPU per million messages | {:.2} s |",
@@ -102,6 +110,10 @@ impl Report {
             println!(
                 "| latency at {} msg/s, daemon p99 − raw p99 | {:+.1} ms |",
                 l.rate, l.p99_over_raw_ms
+            );
+            println!(
+                "| latency at {} msg/s, daemon batches | {:.0} messages, written in {:.1} ms on average |",
+                l.rate, l.mean_batch, l.mean_write_ms
             );
         }
         if let Some(h) = &self.http {

@@ -116,6 +116,9 @@ pub struct Throughput {
     pub cpu_secs: f64,
     /// Redis's user and system CPU over the run (`INFO cpu`).
     pub redis_cpu_secs: f64,
+    /// The time the daemon's batches took to write, all together: what the run spent
+    /// with a write in flight.
+    pub write_secs: f64,
 }
 
 /// The CPU Redis has used since it started, user and system, in seconds.
@@ -182,6 +185,9 @@ pub async fn daemon_throughput(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pipelines = daemon.metric("cache_layer_batches_written_total").await as u64;
+    let write_secs = daemon
+        .metric("cache_layer_pipeline_duration_seconds_sum")
+        .await;
     let peak_rss_kib = daemon.peak_rss_kib();
     daemon.stop().await?;
     Ok(Throughput {
@@ -191,6 +197,7 @@ pub async fn daemon_throughput(
         peak_rss_kib,
         cpu_secs,
         redis_cpu_secs,
+        write_secs,
     })
 }
 
