@@ -85,7 +85,8 @@ impl Ttls {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
-    /// A batch is written when it holds this many messages...
+    /// A batch is written as soon as the consumer has no message ready and no write is
+    /// in flight; otherwise when it holds this many messages...
     pub max_messages: usize,
     /// ...or this long after its first message arrived, whichever comes first.
     #[serde_as(as = "DurationMilliSeconds<u64>")]

@@ -302,8 +302,14 @@ impl Batch {
     }
 
     /// Hands the collected batch over and starts an empty one with the same limits.
+    /// The batch, leaving an empty one in its place, its buffers sized as this one's
+    /// were: the next batch does not grow them again by doubling, copy after copy.
     pub(crate) fn take(&mut self) -> Batch {
-        std::mem::replace(self, Self::empty(self.limits))
+        let mut next = Self::empty(self.limits);
+        next.kept.reserve(self.kept.len());
+        next.kept_bytes.reserve(self.kept_bytes.len());
+        next.timestamps.reserve(self.timestamps.len());
+        std::mem::replace(self, next)
     }
 
     pub(crate) fn writes(&self) -> &WriteSet {
