@@ -48,9 +48,14 @@ pub struct HttpLoadReport {
     pub shed_503: u64,
     pub failed: u64,
     pub readers_secs: f64,
+    /// Seconds after the crowd until the daemon had consumed all that was produced by
+    /// its end.
+    pub caught_up_secs: f64,
+    /// The mean and the largest resident set over 5 s of the stream alone.
     pub idle_rss_mib: f64,
+    pub idle_max_rss_mib: f64,
     pub peak_rss_mib: f64,
-    /// `settle_secs` after the crowd.
+    /// The mean resident set over 5 s, `settle_secs` after the crowd.
     pub settled_rss_mib: f64,
     pub settle_secs: u64,
     /// The stream before the attack, while the crowd reads, and while slow clients hold on.
@@ -109,8 +114,12 @@ impl HttpLoadReport {
             self.readers, self.answer_bytes, self.answered_200, self.shed_503, self.failed, self.readers_secs
         );
         println!(
-            "| HTTP: daemon RSS idle, peak, {} s after | {:.1} MiB, {:.1} MiB, {:.1} MiB |",
-            self.settle_secs, self.idle_rss_mib, self.peak_rss_mib, self.settled_rss_mib
+            "| HTTP: daemon RSS, stream alone (mean, max over 5 s), crowd's peak, {} s after (mean over 5 s) | {:.1}, {:.1}, {:.1}, {:.1} MiB |",
+            self.settle_secs, self.idle_rss_mib, self.idle_max_rss_mib, self.peak_rss_mib, self.settled_rss_mib
+        );
+        println!(
+            "| HTTP: the stream caught up after the crowd | in {:.1} s |",
+            self.caught_up_secs
         );
         println!(
             "| HTTP: {} slow clients | {} closed by the daemon; /healthz p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} of {} probes failed |",
@@ -164,9 +173,8 @@ pub async fn http_load(
     // allocator's caches): the idle figure is taken once that has settled as well.
     tokio::time::sleep(load.settle).await;
     let phase = Phase::start(&stream, &daemon).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    (report.idle_rss_mib, report.idle_max_rss_mib) = rss_over(&daemon, RSS_WINDOW).await;
     report.stream_before = phase.rates(&stream, &daemon).await;
-    report.idle_rss_mib = mib(daemon.rss_kib());
 
     eprintln!("  {} concurrent readers of {TRENDS}", load.readers);
     let phase = Phase::start(&stream, &daemon).await;
@@ -192,8 +200,19 @@ pub async fn http_load(
         }
     }
     report.peak_rss_mib = mib(peak.load(Ordering::Relaxed).max(daemon.rss_kib()));
-    tokio::time::sleep(load.settle).await;
-    report.settled_rss_mib = mib(daemon.rss_kib());
+    // How long the daemon took to consume what was produced by the end of the crowd.
+    let produced = stream.sent();
+    let crowd_ended = Instant::now();
+    while consumed(&daemon).await < produced {
+        ensure!(
+            crowd_ended.elapsed() < Duration::from_secs(120),
+            "the daemon never caught up after the crowd"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    report.caught_up_secs = crowd_ended.elapsed().as_secs_f64();
+    tokio::time::sleep(load.settle.saturating_sub(crowd_ended.elapsed())).await;
+    (report.settled_rss_mib, _) = rss_over(&daemon, RSS_WINDOW).await;
 
     eprintln!("  {} slow clients", load.slow_clients);
     let phase = Phase::start(&stream, &daemon).await;
@@ -244,6 +263,21 @@ pub async fn http_load(
     stream.stop().await?;
     daemon.stop().await?;
     Ok(report)
+}
+
+/// How long the resident set is sampled for an idle or a settled figure.
+const RSS_WINDOW: Duration = Duration::from_secs(5);
+
+/// The mean and the largest resident set over `window`, sampled every 100 ms, in MiB.
+async fn rss_over(daemon: &Daemon, window: Duration) -> (f64, f64) {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < window {
+        samples.push(mib(daemon.rss_kib()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
+    (mean, samples.iter().copied().fold(0.0, f64::max))
 }
 
 fn mib(kib: u64) -> f64 {
