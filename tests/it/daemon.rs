@@ -121,6 +121,34 @@ async fn messages_are_batched_into_far_fewer_pipelines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_message_is_written_without_waiting_for_the_batch_timer() {
+    let kafka = MockKafka::start(1);
+    let redis = RedisServer::start().await.unwrap();
+    let mut config = daemon_config(&kafka, &redis.url());
+    // A batch timer far longer than the deadline below: only the write made when the
+    // consumer has nothing more ready can meet it.
+    config.batch.max_wait = Duration::from_secs(600);
+    let daemon = RunningDaemon::spawn(config);
+    kafka
+        .produce(TRENDS, &[("lone".to_owned(), trend_json("Lone", 0, 1, 10))])
+        .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    wait_until(DEADLINE, "the lone trend in Redis", || {
+        let mut conn = conn.clone();
+        async move {
+            let written: bool = redis::AsyncCommands::exists(&mut conn, "trends:keyword:lone")
+                .await
+                .unwrap();
+            written
+        }
+    })
+    .await;
+    assert_eq!(daemon.status.snapshot().batches, 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_updates_to_one_key_in_a_batch_coalesce_and_the_last_wins() {
     let kafka = MockKafka::start(1);
     let redis = RedisServer::start().await.unwrap();
