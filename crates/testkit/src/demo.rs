@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -121,10 +121,10 @@ pub async fn run(
     })
     .await;
     let mut screen = Screen::new(&status, redis_note);
-    loop {
+    let interrupted = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = sleep_until(deadline) => break,
+            _ = shutdown.cancelled() => break true,
+            _ = sleep_until(deadline) => break false,
             _ = produce_tick.tick() => {
                 let window = window_start(demo_start, started.elapsed(), options.window_secs);
                 generator.set_window(window);
@@ -145,8 +145,21 @@ pub async fn run(
             }
             _ = screen_tick.tick() => screen.show(&cache, produced, status.snapshot(), started.elapsed()).await,
         }
-    }
+    };
 
+    // At the end of a timed run, what was produced is delivered and consumed before the
+    // daemon stops (within 10 s), so that the summary adds up; Ctrl-C stops at once, and
+    // what is left is consumed by the next run.
+    if !interrupted {
+        let flushing = producer.clone();
+        tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(10))).await??;
+        let caught_up = tokio::time::timeout(Duration::from_secs(10), async {
+            while status.snapshot().acknowledged < produced {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let _ = caught_up.await;
+    }
     stop_daemon.cancel();
     daemon.await.context("the daemon task panicked")??;
     let report = DemoReport {
