@@ -116,3 +116,16 @@ pub fn drain_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     });
     Ok(())
 }
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do: a process that serves many connections should not run out
+/// of files at the conservative soft default (often 1,024). Returns the limit before and
+/// the limit now.
+pub fn raise_open_files_limit() -> nix::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard))
+}

@@ -189,8 +189,16 @@ async fn slow_clients_are_closed_and_cannot_take_more_than_max_connections() {
 
 #[tokio::test]
 async fn the_daemon_raises_its_open_files_limit() {
-    let daemon = DaemonProcess::spawn(
-        env!("CARGO_BIN_EXE_cache-layer").as_ref(),
+    // Started by a shell that lowers the soft limit first (it may already equal the hard
+    // one here), then becomes the daemon: the same process, as `exec` keeps the pid.
+    let daemon = DaemonProcess::spawn_with(
+        "/bin/sh".as_ref(),
+        &[
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" run",
+            env!("CARGO_BIN_EXE_cache-layer"),
+        ],
+        &std::env::temp_dir(),
         [
             ("CACHE_LAYER__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1"),
             ("CACHE_LAYER__REDIS__URL", "redis://127.0.0.1:1"),
@@ -213,5 +221,6 @@ async fn the_daemon_raises_its_open_files_limit() {
         .unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
     // "Max open files <soft> <hard> files"
+    assert_ne!(fields[3], "256", "{line}");
     assert_eq!(fields[3], fields[4], "{line}");
 }

@@ -80,28 +80,21 @@ fn end_quietly_on_a_closed_stdout() {
 /// and Redis's sockets, its logs.
 const FILES_BESIDES_API: u64 = 256;
 
-/// Raises the soft limit on open files to the hard one (commonly from 1,024 to 524,288),
-/// as Go's runtime and nginx's `worker_rlimit_nofile` do, so that `http.max_connections`
-/// clients never take the files that `/healthz` and the pipeline need. Warns, naming the
-/// key, when the limit is too low for it all the same.
+/// Raises the soft limit on open files (commonly from 1,024 to 524,288), so that
+/// `http.max_connections` clients never take the files that `/healthz` and the pipeline
+/// need. Warns, naming the key, when the limit is too low for it all the same.
 fn raise_open_files_limit(http: &HttpConfig) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    let limit = if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => {
-                info!(from = soft, to = hard, "raised the limit on open files");
-                hard
+    let limit = match cache_layer::app::raise_open_files_limit() {
+        Ok((before, now)) => {
+            if now > before {
+                info!(from = before, to = now, "raised the limit on open files");
             }
-            Err(e) => {
-                warn!(error = %e, "cannot raise the limit on open files");
-                soft
-            }
+            now
         }
-    } else {
-        soft
+        Err(e) => {
+            warn!(error = %e, "cannot raise the limit on open files");
+            return;
+        }
     };
     let needed = http.max_connections as u64 + FILES_BESIDES_API;
     if limit < needed {

@@ -144,7 +144,8 @@ pub async fn http_load(
     prefix: &str,
     load: Load,
 ) -> anyhow::Result<HttpLoadReport> {
-    raise_open_files_limit();
+    // The crowd needs a file per connection on this side too.
+    cache_layer::app::raise_open_files_limit()?;
     seed_trends(redis).await?;
     let daemon = Daemon::spawn(target, redis, prefix, &format!("{prefix}-daemon"), 50)?;
     let stream = LiveStream::start(&target.bootstrap, prefix, load.rate)?;
@@ -394,13 +395,5 @@ impl LiveStream {
             thread.join().expect("the producer thread does not panic")
         })
         .await?
-    }
-}
-
-/// The crowd needs a file per connection: the soft limit goes up to the hard one.
-fn raise_open_files_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
