@@ -15,7 +15,7 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 
-use crate::broker::{blocking, raw_consumer_config, topic_name, topics_by_kind, TOPICS};
+use crate::broker::{blocking, raw_consumer_config, topic_names, topics_by_kind};
 use crate::scenarios::{connect, ttls, TTL_SECS};
 
 /// One awaited round trip per message, as the old service did.
@@ -47,7 +47,7 @@ pub async fn batched(
 ) -> anyhow::Result<f64> {
     let consumer: BaseConsumer =
         raw_consumer_config(bootstrap, "bench-batched", fetch_wait_ms).create()?;
-    let topics: Vec<String> = TOPICS.iter().map(|(t, _)| topic_name("bench", t)).collect();
+    let topics = topic_names("bench");
     let kinds = topics_by_kind("bench");
     let mut conn = connect(redis).await?;
     let keys = Keys::new("");

@@ -31,6 +31,11 @@ pub fn topic_name(prefix: &str, topic: &str) -> String {
     format!("{prefix}-{topic}")
 }
 
+/// The source topics' names under `prefix`, for a subscription.
+pub fn topic_names(prefix: &str) -> Vec<String> {
+    TOPICS.iter().map(|(t, _)| topic_name(prefix, t)).collect()
+}
+
 /// The name of each kind's topic under `prefix`.
 pub fn topics_by_kind(prefix: &str) -> HashMap<MessageKind, String> {
     TOPICS

@@ -24,7 +24,7 @@ use rdkafka::ClientConfig;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use crate::broker::{blocking, raw_consumer_config, topic_name, topics_by_kind, TOPICS};
+use crate::broker::{blocking, raw_consumer_config, topic_name, topic_names, topics_by_kind};
 use crate::daemon::{Daemon, Target};
 use crate::report::quantile;
 use crate::scenarios::connect;
@@ -165,7 +165,7 @@ impl RawObserver {
         let group = format!("{prefix}-consumer");
         let consumer: BaseConsumer =
             raw_consumer_config(&target.bootstrap, &group, target.fetch_wait_ms).create()?;
-        let topics: Vec<String> = TOPICS.iter().map(|(t, _)| topic_name(prefix, t)).collect();
+        let topics = topic_names(prefix);
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         let consumed = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));

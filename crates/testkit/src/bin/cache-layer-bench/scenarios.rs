@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use redis::aio::MultiplexedConnection;
 
-use crate::broker::{self, blocking, raw_consumer_config, topic_name, OffsetsReader, TOPICS};
+use crate::broker::{self, blocking, raw_consumer_config, topic_names, OffsetsReader};
 use crate::daemon::{Daemon, Target};
 
 /// The TTL of every key the scenarios write, in seconds: longer than any run.
@@ -55,7 +55,7 @@ pub async fn kafka_ceiling(
 ) -> anyhow::Result<f64> {
     let consumer: BaseConsumer =
         raw_consumer_config(bootstrap, "bench-raw-consume", fetch_wait_ms).create()?;
-    let topics: Vec<String> = TOPICS.iter().map(|(t, _)| topic_name("bench", t)).collect();
+    let topics = topic_names("bench");
     blocking(move || {
         let started = Instant::now();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
