@@ -36,7 +36,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
 use rdkafka::consumer::Consumer as _;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -135,6 +137,9 @@ struct Pipeline {
 
 impl Pipeline {
     async fn consume(&mut self, shutdown: &CancellationToken) {
+        // Its own handle, so that a received message (which borrows the consumer) can be
+        // added to the batch (which borrows `self` mutably).
+        let consumer = Arc::clone(&self.consumer);
         loop {
             let deadline = self.batch.deadline();
             // Full: stop taking messages until the write in flight has finished. Paused:
@@ -149,11 +154,10 @@ impl Pipeline {
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
                 }
-                received = self.consumer.recv(), if receiving => match received {
-                    Ok(message) => push(&mut self.batch, &self.kinds, &self.status, &message),
-                    // Counted and logged (rate-limited); librdkafka recovers by itself.
-                    Err(e) => self.consumer.context().errors().report(&e, ""),
-                },
+                received = consumer.recv(), if receiving => {
+                    self.take(received);
+                    self.take_ready(&consumer);
+                }
                 // No message is ready and nothing is being written: write what there is
                 // rather than wait for more.
                 () = std::future::ready(()), if self.in_flight.is_none() && !self.batch.is_empty() => {
@@ -163,6 +167,30 @@ impl Pipeline {
             if self.batch.is_full() && self.in_flight.is_none() {
                 self.start_write();
             }
+        }
+    }
+
+    /// Adds a consumed message to the batch, or reports the consumer's error: counted and
+    /// logged (rate-limited), as librdkafka recovers by itself.
+    fn take(&mut self, received: KafkaResult<BorrowedMessage<'_>>) {
+        match received {
+            Ok(message) => push(&mut self.batch, &self.kinds, &self.status, &message),
+            Err(e) => self.consumer.context().errors().report(&e, ""),
+        }
+    }
+
+    /// Takes every message the consumer already holds, until the batch is full, without
+    /// going back through the loop's `select!` for each: a fetch delivers its messages in
+    /// a burst, and polling the loop's other branches (a fresh timer, the write in flight,
+    /// shutdown) once per message cost about a sixth of the daemon's CPU (BENCHMARKS.md).
+    /// At most one batch's worth is taken, a few milliseconds of work, before the loop
+    /// looks at them again.
+    fn take_ready(&mut self, consumer: &GroupConsumer) {
+        while !self.batch.is_full() {
+            let Some(received) = consumer.recv().now_or_never() else {
+                return;
+            };
+            self.take(received);
         }
     }
 

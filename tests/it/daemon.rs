@@ -134,15 +134,21 @@ async fn a_lone_message_is_written_without_waiting_for_the_batch_timer() {
         .await;
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
-    wait_until(DEADLINE, "the lone trend in Redis", || {
-        let mut conn = conn.clone();
-        async move {
-            let written: bool = redis::AsyncCommands::exists(&mut conn, "trends:keyword:lone")
-                .await
-                .unwrap();
-            written
-        }
-    })
+    // The batch is counted just after its write, so the key may be seen first.
+    wait_until(
+        DEADLINE,
+        "the lone trend in Redis, its batch counted",
+        || {
+            let mut conn = conn.clone();
+            let batches = daemon.status.snapshot().batches;
+            async move {
+                let written: bool = redis::AsyncCommands::exists(&mut conn, "trends:keyword:lone")
+                    .await
+                    .unwrap();
+                written && batches > 0
+            }
+        },
+    )
     .await;
     assert_eq!(daemon.status.snapshot().batches, 1);
     daemon.stop().await;
