@@ -38,6 +38,7 @@ if [ "$broker" != mock ]; then
     sleep 0.1
   done
   args+=(--bootstrap "127.0.0.1:$port" --broker-name "tansu $(tansu --version 2>/dev/null | awk '{print $2}'), memory storage, separate process")
+  args+=(--broker-pid "$tansu_pid")
 fi
 # Not exec: the EXIT trap stops tansu afterwards.
 target/release/cache-layer-bench "${args[@]}" "$@"

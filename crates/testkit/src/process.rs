@@ -113,29 +113,10 @@ impl DaemonProcess {
         self.status_kib("VmRSS:")
     }
 
-    /// The CPU time the process has used so far, user and system, in seconds (from
-    /// `/proc/<pid>/stat`); 0 once it is gone.
+    /// The CPU time the process has used so far, user and system, in seconds; 0 once it
+    /// is gone.
     pub fn cpu_secs(&self) -> f64 {
-        let Some(pid) = self.child.id() else {
-            return 0.0;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
-        };
-        // The fields after the command name, which is in parentheses and may hold spaces:
-        // utime and stime are the 14th and 15th fields of the whole line.
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: u64 = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|t| t.parse::<u64>().ok())
-            .sum();
-        let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100);
-        ticks as f64 / per_sec as f64
+        self.child.id().map_or(0.0, cpu_secs_of)
     }
 
     /// A `... kB` field of `/proc/<pid>/status`; 0 once the process is gone.
@@ -171,4 +152,36 @@ impl DaemonProcess {
         }
         self.child.wait().await
     }
+}
+
+/// The CPU time process `pid` has used so far, user and system, in seconds; 0 when there
+/// is no such process.
+pub fn cpu_secs_of(pid: u32) -> f64 {
+    cpu_secs_of_file(&format!("/proc/{pid}/stat"))
+}
+
+/// The user and system CPU time in a `/proc/<pid>/stat` (or `.../task/<tid>/stat`) file,
+/// in seconds; 0 when it cannot be read.
+pub fn cpu_secs_of_file(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / clock_ticks_per_sec()
+}
+
+/// The unit of `/proc`'s CPU times (`CLK_TCK`, 100 on Linux).
+pub fn clock_ticks_per_sec() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
 }

@@ -8,12 +8,15 @@ use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::RedisServer;
 
 use crate::broker::topic_name;
+use crate::cpu::Processes;
 
 /// What the daemons of a run start against.
 pub struct Target {
     pub daemon: PathBuf,
     pub bootstrap: String,
     pub fetch_wait_ms: u64,
+    /// The processes besides the daemon whose CPU a run accounts for.
+    pub processes: Processes,
 }
 
 pub struct Daemon(DaemonProcess);
@@ -64,6 +67,11 @@ impl Daemon {
     /// The sum of a metric over its labels, from a scrape; 0 before it exists.
     pub async fn metric(&self, name: &str) -> f64 {
         self.0.metric(name).await
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
     }
 
     /// The process's peak resident set, in KiB.

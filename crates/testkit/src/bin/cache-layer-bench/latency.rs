@@ -4,6 +4,12 @@
 //! for the raw consumer, once `poll` returns it. The raw consumer has the daemon's fetch
 //! settings, so the difference is what the daemon adds: decoding, batching, the write.
 //!
+//! The raw consumer runs once before the daemon and once after it, and its probes are
+//! pooled: a broker that keeps every message in memory slows as the run goes on, so
+//! whichever ran second would be measured on a slower broker (two raw runs in a row
+//! differed by up to 6.5 ms at p99). Each phase also records where the machine's CPU
+//! went while its probes ran (see [`crate::cpu`]).
+//!
 //! The producer is warmed (metadata, a first delivery seen) and the load runs for a
 //! warm-up before the first probe, so that neither the producer's first use nor the
 //! consumer's group join is counted.
@@ -13,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{ensure, Context};
 use cache_layer::schema::Keys;
 use cache_layer_testkit::generate::{Generator, GeneratorConfig};
 use cache_layer_testkit::RedisServer;
@@ -25,6 +31,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::broker::{blocking, raw_consumer_config, topic_name, topic_names, topics_by_kind};
+use crate::cpu::{Cores, Processes, Sample};
 use crate::daemon::{Daemon, Target};
 use crate::report::quantile;
 use crate::scenarios::connect;
@@ -48,18 +55,44 @@ pub struct LatencyReport {
     /// The daemon's batches over the run: messages per batch, and ms per write.
     pub mean_batch: f64,
     pub mean_write_ms: f64,
+    /// Where the CPU went while the daemon's probes ran.
+    pub cpu: Cores,
 }
 
+/// The raw consumer's two phases, their probes pooled.
 #[derive(Debug, Default, Serialize)]
 pub struct RawLatency {
     pub achieved_rate: f64,
     pub probes: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Each phase's own p99: before the daemon ran, and after.
+    pub p99_before_ms: f64,
+    pub p99_after_ms: f64,
+    /// Where the CPU went while the first phase's probes ran.
+    pub cpu: Cores,
 }
 
-/// Measures the raw consumer on the topics under `{prefix}-raw` and the daemon on those
-/// under `prefix`, one after the other, at the same rate.
+/// What one phase measured: the achieved rate, each probe's latency in ms (sorted), and
+/// where the CPU went meanwhile.
+struct Phase {
+    achieved_rate: f64,
+    ms: Vec<f64>,
+    cpu: Cores,
+}
+
+/// The topic prefixes the scenario uses under `prefix`: the daemon's, then the raw
+/// consumer's before and after it.
+pub fn prefixes(prefix: &str) -> [String; 3] {
+    [
+        prefix.to_owned(),
+        format!("{prefix}-raw"),
+        format!("{prefix}-raw-after"),
+    ]
+}
+
+/// Measures the raw consumer, the daemon and the raw consumer again, one after the other,
+/// each on its own topics (see [`prefixes`]), at the same rate.
 pub async fn latency(
     target: &Target,
     redis: &RedisServer,
@@ -67,16 +100,16 @@ pub async fn latency(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<LatencyReport> {
-    let raw_prefix = format!("{prefix}-raw");
-    let raw = RawObserver::start(target, &raw_prefix)?;
-    let (raw_rate, mut raw_ms) =
-        drive(target, &raw_prefix, rate, secs, Observer::Raw(&raw)).await?;
-    raw.stop().await?;
-    raw_ms.sort_by(f64::total_cmp);
+    let [prefix, raw_before, raw_after] = prefixes(prefix);
+    let before = raw_phase(target, redis, &raw_before, rate, secs).await?;
 
-    let daemon = Daemon::spawn(target, redis, prefix, &format!("{prefix}-daemon"), 10)?;
+    let daemon = Daemon::spawn(target, redis, &prefix, &format!("{prefix}-daemon"), 10)?;
+    let processes = Processes {
+        daemon: daemon.pid(),
+        ..target.processes
+    };
     let observer = Observer::Redis(connect(redis).await?);
-    let (achieved_rate, mut ms) = drive(target, prefix, rate, secs, observer).await?;
+    let mut measured = drive(target, redis, processes, &prefix, rate, secs, observer).await?;
     let batches = daemon.metric("cache_layer_batches_written_total").await;
     let mean_batch = daemon.metric("cache_layer_batch_size_messages_sum").await / batches;
     let mean_write_ms = daemon
@@ -85,27 +118,60 @@ pub async fn latency(
         * 1e3
         / batches;
     daemon.stop().await?;
-    ms.sort_by(f64::total_cmp);
+    measured.ms.sort_by(f64::total_cmp);
 
+    let after = raw_phase(target, redis, &raw_after, rate, secs).await?;
+    let mut raw_ms: Vec<f64> = before.ms.iter().chain(&after.ms).copied().collect();
+    raw_ms.sort_by(f64::total_cmp);
     let raw = RawLatency {
-        achieved_rate: raw_rate,
+        achieved_rate: (before.achieved_rate + after.achieved_rate) / 2.0,
         probes: raw_ms.len(),
         p50_ms: quantile(&raw_ms, 0.50),
         p99_ms: quantile(&raw_ms, 0.99),
+        p99_before_ms: quantile(&before.ms, 0.99),
+        p99_after_ms: quantile(&after.ms, 0.99),
+        cpu: before.cpu,
     };
-    let p99_ms = quantile(&ms, 0.99);
+    let ms = &measured.ms;
+    let p99_ms = quantile(ms, 0.99);
     Ok(LatencyReport {
         rate,
-        achieved_rate,
+        achieved_rate: measured.achieved_rate,
         probes: ms.len(),
-        p50_ms: quantile(&ms, 0.50),
+        p50_ms: quantile(ms, 0.50),
         p99_ms,
-        p999_ms: quantile(&ms, 0.999),
+        p999_ms: quantile(ms, 0.999),
         p99_over_raw_ms: p99_ms - raw.p99_ms,
         raw,
         mean_batch,
         mean_write_ms,
+        cpu: measured.cpu,
     })
+}
+
+/// One run of the raw consumer on the topics under `prefix`.
+async fn raw_phase(
+    target: &Target,
+    redis: &RedisServer,
+    prefix: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Phase> {
+    let raw = RawObserver::start(target, prefix)?;
+    let observer = Observer::Raw(&raw);
+    let mut phase = drive(
+        target,
+        redis,
+        target.processes,
+        prefix,
+        rate,
+        secs,
+        observer,
+    )
+    .await?;
+    raw.stop().await?;
+    phase.ms.sort_by(f64::total_cmp);
+    Ok(phase)
 }
 
 /// Where a probe is looked for.
@@ -211,15 +277,17 @@ fn probe_payload(keyword: &str) -> String {
 }
 
 /// Warms the producer and the observer, then produces at `rate` for the warm-up and
-/// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate and the
-/// probes' latencies in ms.
+/// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate, the
+/// probes' latencies in ms, and the CPU that `processes` used while the probes ran.
 async fn drive(
     target: &Target,
+    redis: &RedisServer,
+    processes: Processes,
     prefix: &str,
     rate: u64,
     secs: u64,
     mut observer: Observer<'_>,
-) -> anyhow::Result<(f64, Vec<f64>)> {
+) -> anyhow::Result<Phase> {
     // An upstream producer tuned for latency rather than for bulk loading, but not below
     // 10 ms of linger: tansu serves one produce request after the other, and with smaller
     // batches its queue of requests grows (linger.ms = 2 measured p50 500 ms at 20,000
@@ -272,10 +340,23 @@ async fn drive(
     let mut sent = 0u64;
     let mut probe = 0u64;
     let mut next_probe = probing;
+    let mut cpu_conn = connect(redis).await?;
+    let mut cpu_from = None;
+    let mut cpu = None;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while Instant::now() < end || !pending.is_empty() {
         tick.tick().await;
         let now = Instant::now();
+        if now >= probing && cpu_from.is_none() {
+            cpu_from = Some(Sample::take(processes, &mut cpu_conn).await?);
+        }
+        if let (true, None, Some(from)) = (now >= end, &cpu, &cpu_from) {
+            cpu = Some(
+                Sample::take(processes, &mut cpu_conn)
+                    .await?
+                    .cores_since(from),
+            );
+        }
         if now < end {
             let due = (rate as f64 * now.duration_since(started).as_secs_f64()) as u64;
             while sent < due {
@@ -320,6 +401,19 @@ async fn drive(
         );
     }
     let achieved_rate = sent as f64 / end.duration_since(started).as_secs_f64();
+    let cpu = match cpu {
+        Some(cpu) => cpu,
+        None => {
+            let from = cpu_from.context("the run ended before its probes began")?;
+            Sample::take(processes, &mut cpu_conn)
+                .await?
+                .cores_since(&from)
+        }
+    };
     blocking(move || Ok(producer.flush(Duration::from_secs(30))?)).await?;
-    Ok((achieved_rate, latencies))
+    Ok(Phase {
+        achieved_rate,
+        ms: latencies,
+        cpu,
+    })
 }

@@ -16,6 +16,7 @@
 
 mod baselines;
 mod broker;
+mod cpu;
 mod daemon;
 mod http_load;
 mod latency;
@@ -52,6 +53,10 @@ struct Args {
     /// The broker's name in the report.
     #[arg(long)]
     broker_name: Option<String>,
+    /// The broker's process id, when it runs as a process of its own, for the CPU it uses
+    /// during the latency scenario.
+    #[arg(long)]
+    broker_pid: Option<u32>,
     /// Messages for the naive baseline (it is slow by design).
     #[arg(long, default_value_t = 50_000)]
     naive_messages: u64,
@@ -164,6 +169,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| sibling_binary("cache-layer")),
         bootstrap: bootstrap.clone(),
         fetch_wait_ms: args.fetch_wait_ms,
+        processes: cpu::Processes {
+            broker: args.broker_pid,
+            daemon: None,
+        },
     };
     let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
     if runs(Scenario::Ceilings) || runs(Scenario::Throughput) || runs(Scenario::Naive) {
@@ -232,7 +241,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     {
         eprintln!("latency at {rate} messages/s");
         let prefix = format!("lat{rate}");
-        for prefix in [prefix.clone(), format!("{prefix}-raw")] {
+        for prefix in latency::prefixes(&prefix) {
             broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, &prefix).await?;
         }
         let measured = latency::latency(&target, &redis, &prefix, rate, args.latency_secs).await?;

@@ -104,8 +104,14 @@ impl Report {
                 l.rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms, l.probes
             );
             println!(
-                "| latency at {} msg/s, raw consumer, produce to poll (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms ({} probes) |",
-                l.rate, l.raw.achieved_rate, l.raw.p50_ms, l.raw.p99_ms, l.raw.probes
+                "| latency at {} msg/s, raw consumer, produce to poll (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms ({} probes; p99 {:.1} ms before the daemon, {:.1} ms after) |",
+                l.rate,
+                l.raw.achieved_rate,
+                l.raw.p50_ms,
+                l.raw.p99_ms,
+                l.raw.probes,
+                l.raw.p99_before_ms,
+                l.raw.p99_after_ms
             );
             println!(
                 "| latency at {} msg/s, daemon p99 − raw p99 | {:+.1} ms |",
@@ -115,6 +121,13 @@ impl Report {
                 "| latency at {} msg/s, daemon batches | {:.0} messages, written in {:.1} ms on average |",
                 l.rate, l.mean_batch, l.mean_write_ms
             );
+            for (phase, cpu) in [("raw consumer", &l.raw.cpu), ("daemon", &l.cpu)] {
+                println!(
+                    "| latency at {} msg/s, CPU in the {phase} phase, cores | {} |",
+                    l.rate,
+                    cpu.describe()
+                );
+            }
         }
         if let Some(h) = &self.http {
             h.print_rows();
