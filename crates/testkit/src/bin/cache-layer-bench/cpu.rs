@@ -25,6 +25,8 @@ pub struct Processes {
 pub struct Cores {
     /// All cores together, busy with anything (`/proc/stat`): at most `nproc`.
     pub machine: f64,
+    /// Taken by the hypervisor from this virtual machine (`steal` in `/proc/stat`).
+    pub stolen: f64,
     pub broker: Option<f64>,
     /// The broker's busiest thread: a broker bound by one thread is saturated near 1.0,
     /// however idle the machine.
@@ -38,7 +40,10 @@ pub struct Cores {
 impl Cores {
     /// One line for the report: the machine, then each process.
     pub fn describe(&self) -> String {
-        let mut parts = vec![format!("machine {:.2}", self.machine)];
+        let mut parts = vec![format!(
+            "machine {:.2} (stolen {:.2})",
+            self.machine, self.stolen
+        )];
         if let (Some(broker), Some(thread)) = (self.broker, self.broker_busiest_thread) {
             parts.push(format!("broker {broker:.2} (busiest thread {thread:.2})"));
         }
@@ -55,6 +60,7 @@ impl Cores {
 pub struct Sample {
     at: Instant,
     machine: f64,
+    stolen: f64,
     broker: Option<f64>,
     /// The broker's threads, by thread id.
     broker_threads: HashMap<u32, f64>,
@@ -68,9 +74,11 @@ impl Sample {
         processes: Processes,
         redis: &mut MultiplexedConnection,
     ) -> anyhow::Result<Self> {
+        let (machine, stolen) = machine_secs()?;
         Ok(Self {
             at: Instant::now(),
-            machine: machine_busy_secs()?,
+            machine,
+            stolen,
             broker: processes.broker.map(cpu_secs_of),
             broker_threads: processes.broker.map(threads_of).unwrap_or_default(),
             benchmark: cpu_secs_of(std::process::id()),
@@ -86,6 +94,7 @@ impl Sample {
         let both = |now: Option<f64>, then: Option<f64>| Some(cores(now?, then?));
         Cores {
             machine: cores(self.machine, earlier.machine),
+            stolen: cores(self.stolen, earlier.stolen),
             broker: both(self.broker, earlier.broker),
             broker_busiest_thread: self
                 .broker_threads
@@ -115,9 +124,10 @@ fn threads_of(pid: u32) -> HashMap<u32, f64> {
         .collect()
 }
 
-/// The CPU seconds all cores have spent busy since boot: the first line of `/proc/stat`
-/// less idle and iowait.
-fn machine_busy_secs() -> anyhow::Result<f64> {
+/// The CPU seconds all cores have spent busy since boot, and those the hypervisor took:
+/// from the first line of `/proc/stat` (user nice system idle iowait irq softirq steal;
+/// guest time is inside user).
+fn machine_secs() -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -127,8 +137,8 @@ fn machine_busy_secs() -> anyhow::Result<f64> {
         .split_whitespace()
         .filter_map(|t| t.parse().ok())
         .collect();
-    anyhow::ensure!(ticks.len() >= 5, "/proc/stat's cpu line is too short");
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks[3] - ticks[4];
-    Ok(busy as f64 / cache_layer_testkit::process::clock_ticks_per_sec())
+    anyhow::ensure!(ticks.len() >= 8, "/proc/stat's cpu line is too short");
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    let per_sec = cache_layer_testkit::process::clock_ticks_per_sec();
+    Ok((busy as f64 / per_sec, ticks[7] as f64 / per_sec))
 }

@@ -30,7 +30,9 @@ use rdkafka::ClientConfig;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use crate::broker::{blocking, raw_consumer_config, topic_name, topic_names, topics_by_kind};
+use crate::broker::{
+    blocking, delete_topics, raw_consumer_config, topic_name, topic_names, topics_by_kind,
+};
 use crate::cpu::{Cores, Processes, Sample};
 use crate::daemon::{Daemon, Target};
 use crate::report::quantile;
@@ -119,6 +121,7 @@ pub async fn latency(
         / batches;
     daemon.stop().await?;
     measured.ms.sort_by(f64::total_cmp);
+    delete_topics(&target.bootstrap, &prefix).await?;
 
     let after = raw_phase(target, redis, &raw_after, rate, secs).await?;
     let mut raw_ms: Vec<f64> = before.ms.iter().chain(&after.ms).copied().collect();
@@ -171,6 +174,7 @@ async fn raw_phase(
     .await?;
     raw.stop().await?;
     phase.ms.sort_by(f64::total_cmp);
+    delete_topics(&target.bootstrap, prefix).await?;
     Ok(phase)
 }
 
