@@ -181,10 +181,9 @@ impl Pipeline {
 
     /// Takes every message the consumer already holds, until the batch is full, without
     /// going back through the loop's `select!` for each: a fetch delivers its messages in
-    /// a burst, and polling the loop's other branches (a fresh timer, the write in flight,
-    /// shutdown) once per message cost about a sixth of the daemon's CPU (BENCHMARKS.md).
-    /// At most one batch's worth is taken, a few milliseconds of work, before the loop
-    /// looks at them again.
+    /// a burst, and there is no need to poll the loop's other branches (a fresh timer,
+    /// the write in flight, shutdown) once per message. At most one batch's worth is
+    /// taken, a few milliseconds of work, before the loop looks at them again.
     fn take_ready(&mut self, consumer: &GroupConsumer) {
         while !self.batch.is_full() {
             let Some(received) = consumer.recv().now_or_never() else {
