@@ -90,7 +90,7 @@ pub async fn create_topics(
 /// Deletes the topics under `prefix`, once a scenario is done with them, so that the
 /// next one starts on a broker holding no more than this one did: tansu's memory
 /// storage grows by about 35 MB a second at 100,000 msg/s and serves its consumers more
-/// slowly as it fills. A broker that cannot delete them is only reported.
+/// slowly as it fills. What the broker does not delete is only reported.
 pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
     let admin: AdminClient<_> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -100,10 +100,14 @@ pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> 
         .chain([topic_name(prefix, "dlq")])
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for result in admin.delete_topics(&names, &AdminOptions::new()).await? {
-        if let Err((topic, code)) = result {
-            eprintln!("cannot delete {topic}: {code}; the broker keeps it");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.delete_topics(&names, &options).await {
+        Ok(results) => {
+            for (topic, code) in results.into_iter().filter_map(Result::err) {
+                eprintln!("cannot delete {topic}: {code}; the broker keeps it");
+            }
         }
+        Err(e) => eprintln!("cannot delete the topics under {prefix}: {e}; the broker keeps them"),
     }
     Ok(())
 }

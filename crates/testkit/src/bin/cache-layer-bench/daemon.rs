@@ -17,6 +17,8 @@ pub struct Target {
     pub fetch_wait_ms: u64,
     /// The processes besides the daemon whose CPU a run accounts for.
     pub processes: Processes,
+    /// Whether the broker can delete topics (the mock cluster cannot).
+    pub deletes_topics: bool,
 }
 
 pub struct Daemon(DaemonProcess);

@@ -121,7 +121,9 @@ pub async fn latency(
         / batches;
     daemon.stop().await?;
     measured.ms.sort_by(f64::total_cmp);
-    delete_topics(&target.bootstrap, &prefix).await?;
+    if target.deletes_topics {
+        delete_topics(&target.bootstrap, &prefix).await?;
+    }
 
     let after = raw_phase(target, redis, &raw_after, rate, secs).await?;
     let mut raw_ms: Vec<f64> = before.ms.iter().chain(&after.ms).copied().collect();
@@ -174,7 +176,9 @@ async fn raw_phase(
     .await?;
     raw.stop().await?;
     phase.ms.sort_by(f64::total_cmp);
-    delete_topics(&target.bootstrap, prefix).await?;
+    if target.deletes_topics {
+        delete_topics(&target.bootstrap, prefix).await?;
+    }
     Ok(phase)
 }
 

@@ -173,6 +173,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             broker: args.broker_pid,
             daemon: None,
         },
+        deletes_topics: mock.is_none(),
     };
     let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
     if runs(Scenario::Ceilings) || runs(Scenario::Throughput) || runs(Scenario::Naive) {
