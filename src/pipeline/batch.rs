@@ -301,9 +301,9 @@ impl Batch {
         self.started.map(|t| t + self.limits.max_wait)
     }
 
-    /// Hands the collected batch over and starts an empty one with the same limits.
-    /// The batch, leaving an empty one in its place, its buffers sized as this one's
-    /// were: the next batch does not grow them again by doubling, copy after copy.
+    /// Hands the collected batch over and starts an empty one with the same limits, its
+    /// buffers sized as this one's were: the next batch does not grow them again by
+    /// doubling, copy after copy.
     pub(crate) fn take(&mut self) -> Batch {
         let mut next = Self::empty(self.limits);
         next.kept.reserve(self.kept.len());

@@ -44,8 +44,11 @@ impl Cores {
             "machine {:.2} (stolen {:.2})",
             self.machine, self.stolen
         )];
-        if let (Some(broker), Some(thread)) = (self.broker, self.broker_busiest_thread) {
-            parts.push(format!("broker {broker:.2} (busiest thread {thread:.2})"));
+        if let Some(broker) = self.broker {
+            parts.push(match self.broker_busiest_thread {
+                Some(thread) => format!("broker {broker:.2} (busiest thread {thread:.2})"),
+                None => format!("broker {broker:.2}"),
+            });
         }
         parts.push(format!("benchmark {:.2}", self.benchmark));
         if let Some(daemon) = self.daemon {

@@ -7,8 +7,9 @@
 //! The raw consumer runs once before the daemon and once after it, and its probes are
 //! pooled: a broker that keeps every message in memory slows as the run goes on, so
 //! whichever ran second would be measured on a slower broker (two raw runs in a row
-//! differed by up to 6.5 ms at p99). Each phase also records where the machine's CPU
-//! went while its probes ran (see [`crate::cpu`]).
+//! differed by up to 6.5 ms at p99). For the same reason each phase deletes its topics
+//! when it is done, where the broker can. Each phase also records where the machine's
+//! CPU went while its probes ran (see [`crate::cpu`]).
 //!
 //! The producer is warmed (metadata, a first delivery seen) and the load runs for a
 //! warm-up before the first probe, so that neither the producer's first use nor the
@@ -111,7 +112,7 @@ pub async fn latency(
         ..target.processes
     };
     let observer = Observer::Redis(connect(redis).await?);
-    let mut measured = drive(target, redis, processes, &prefix, rate, secs, observer).await?;
+    let measured = drive(target, redis, processes, &prefix, rate, secs, observer).await?;
     let batches = daemon.metric("cache_layer_batches_written_total").await;
     let mean_batch = daemon.metric("cache_layer_batch_size_messages_sum").await / batches;
     let mean_write_ms = daemon
@@ -120,10 +121,7 @@ pub async fn latency(
         * 1e3
         / batches;
     daemon.stop().await?;
-    measured.ms.sort_by(f64::total_cmp);
-    if target.deletes_topics {
-        delete_topics(&target.bootstrap, &prefix).await?;
-    }
+    done_with(target, &prefix).await?;
 
     let after = raw_phase(target, redis, &raw_after, rate, secs).await?;
     let mut raw_ms: Vec<f64> = before.ms.iter().chain(&after.ms).copied().collect();
@@ -164,7 +162,7 @@ async fn raw_phase(
 ) -> anyhow::Result<Phase> {
     let raw = RawObserver::start(target, prefix)?;
     let observer = Observer::Raw(&raw);
-    let mut phase = drive(
+    let phase = drive(
         target,
         redis,
         target.processes,
@@ -175,11 +173,16 @@ async fn raw_phase(
     )
     .await?;
     raw.stop().await?;
-    phase.ms.sort_by(f64::total_cmp);
+    done_with(target, prefix).await?;
+    Ok(phase)
+}
+
+/// Deletes a finished phase's topics, where the broker can (the mock cluster cannot).
+async fn done_with(target: &Target, prefix: &str) -> anyhow::Result<()> {
     if target.deletes_topics {
         delete_topics(&target.bootstrap, prefix).await?;
     }
-    Ok(phase)
+    Ok(())
 }
 
 /// Where a probe is looked for.
@@ -286,7 +289,8 @@ fn probe_payload(keyword: &str) -> String {
 
 /// Warms the producer and the observer, then produces at `rate` for the warm-up and
 /// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate, the
-/// probes' latencies in ms, and the CPU that `processes` used while the probes ran.
+/// probes' latencies in ms (sorted), and the CPU that `processes` used while the probes
+/// ran.
 async fn drive(
     target: &Target,
     redis: &RedisServer,
@@ -358,12 +362,11 @@ async fn drive(
         if now >= probing && cpu_from.is_none() {
             cpu_from = Some(Sample::take(processes, &mut cpu_conn).await?);
         }
-        if let (true, None, Some(from)) = (now >= end, &cpu, &cpu_from) {
-            cpu = Some(
-                Sample::take(processes, &mut cpu_conn)
-                    .await?
-                    .cores_since(from),
-            );
+        if now >= end && cpu.is_none() {
+            if let Some(from) = &cpu_from {
+                let to = Sample::take(processes, &mut cpu_conn).await?;
+                cpu = Some(to.cores_since(from));
+            }
         }
         if now < end {
             let due = (rate as f64 * now.duration_since(started).as_secs_f64()) as u64;
@@ -419,6 +422,7 @@ async fn drive(
         }
     };
     blocking(move || Ok(producer.flush(Duration::from_secs(30))?)).await?;
+    latencies.sort_by(f64::total_cmp);
     Ok(Phase {
         achieved_rate,
         ms: latencies,
