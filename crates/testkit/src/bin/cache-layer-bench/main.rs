@@ -36,7 +36,7 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 
 use daemon::Target;
-use report::Report;
+use report::{Baselines, Ceilings, Report, ThroughputReport};
 
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end benchmark of cache-layer with its ceilings")]
@@ -197,27 +197,31 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         if runs(Scenario::Ceilings) {
             eprintln!("Kafka ceiling: raw consume");
-            report.kafka_ceiling_msgs_per_sec =
+            let kafka_ceiling_msgs_per_sec =
                 scenarios::kafka_ceiling(&bootstrap, args.fetch_wait_ms, args.messages).await?;
             eprintln!("Redis ceiling: raw pipelined writes");
-            report.redis_ceiling_msgs_per_sec = scenarios::redis_ceiling(&cache, &stream).await?;
+            report.ceilings = Some(Ceilings {
+                kafka_ceiling_msgs_per_sec,
+                redis_ceiling_msgs_per_sec: scenarios::redis_ceiling(&cache, &stream).await?,
+            });
             scenarios::flush(&mut redis_conn).await?;
         }
 
         if runs(Scenario::Throughput) {
             eprintln!("daemon throughput");
             let throughput = scenarios::daemon_throughput(&target, &redis, args.messages).await?;
-            report.daemon_secs = throughput.secs;
-            report.daemon_msgs_per_sec = args.messages as f64 / throughput.secs;
-            report.daemon_redis_commands_per_msg =
-                throughput.redis_commands as f64 / args.messages as f64;
-            report.daemon_pipelines = throughput.pipelines;
-            report.daemon_writing_share = throughput.write_secs / throughput.secs;
-            report.daemon_cpu_share = throughput.cpu_secs / throughput.secs;
-            report.daemon_peak_rss_mib = throughput.peak_rss_kib as f64 / 1024.0;
-            report.daemon_cpu_us_per_msg = throughput.cpu_secs * 1e6 / args.messages as f64;
-            report.redis_cpu_secs_per_million =
-                throughput.redis_cpu_secs * 1e6 / args.messages as f64;
+            let messages = args.messages as f64;
+            report.throughput = Some(ThroughputReport {
+                daemon_msgs_per_sec: messages / throughput.secs,
+                daemon_secs: throughput.secs,
+                daemon_redis_commands_per_msg: throughput.redis_commands as f64 / messages,
+                daemon_pipelines: throughput.pipelines,
+                daemon_writing_share: throughput.write_secs / throughput.secs,
+                daemon_cpu_share: throughput.cpu_secs / throughput.secs,
+                daemon_peak_rss_mib: throughput.peak_rss_kib as f64 / 1024.0,
+                daemon_cpu_us_per_msg: throughput.cpu_secs * 1e6 / messages,
+                redis_cpu_secs_per_million: throughput.redis_cpu_secs * 1e6 / messages,
+            });
             scenarios::verify_written(&redis, &stream).await?;
             scenarios::flush(&mut redis_conn).await?;
         }
@@ -225,11 +229,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         if runs(Scenario::Naive) {
             eprintln!("naive baseline: one awaited round trip per message");
             let sample = &stream[..stream.len().min(args.naive_messages as usize)];
-            report.naive_msgs_per_sec = baselines::naive(&cache, sample).await?;
+            let naive_msgs_per_sec = baselines::naive(&cache, sample).await?;
             scenarios::flush(&mut redis_conn).await?;
             eprintln!("batched baseline: one pipeline of plain commands per polled batch");
-            report.batched_msgs_per_sec =
-                baselines::batched(&bootstrap, &redis, args.fetch_wait_ms, args.messages).await?;
+            report.baselines = Some(Baselines {
+                naive_msgs_per_sec,
+                batched_msgs_per_sec: baselines::batched(
+                    &bootstrap,
+                    &redis,
+                    args.fetch_wait_ms,
+                    args.messages,
+                )
+                .await?,
+            });
             scenarios::flush(&mut redis_conn).await?;
         }
     }

@@ -5,6 +5,8 @@ use serde::Serialize;
 use crate::http_load::HttpLoadReport;
 use crate::latency::LatencyReport;
 
+/// Everything a run measured. A scenario left out with `--only` leaves its measures
+/// out: absent from the JSON, and no row in the table.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub broker: String,
@@ -12,8 +14,31 @@ pub struct Report {
     pub malformed: u64,
     pub partitions: i32,
     pub preload_secs: f64,
+    #[serde(flatten)]
+    pub ceilings: Option<Ceilings>,
+    #[serde(flatten)]
+    pub throughput: Option<ThroughputReport>,
+    #[serde(flatten)]
+    pub baselines: Option<Baselines>,
+    /// The daemon's throughput over the lower ceiling, once both are measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_lower_ceiling: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_naive: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_batched: Option<f64>,
+    pub latency: Vec<LatencyReport>,
+    pub http: Option<HttpLoadReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ceilings {
     pub kafka_ceiling_msgs_per_sec: f64,
     pub redis_ceiling_msgs_per_sec: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThroughputReport {
     pub daemon_msgs_per_sec: f64,
     pub daemon_secs: f64,
     pub daemon_redis_commands_per_msg: f64,
@@ -27,24 +52,30 @@ pub struct Report {
     pub daemon_cpu_us_per_msg: f64,
     /// Redis's CPU over the throughput run, per million messages (`INFO cpu`).
     pub redis_cpu_secs_per_million: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Baselines {
     pub naive_msgs_per_sec: f64,
     pub batched_msgs_per_sec: f64,
-    pub ratio_to_lower_ceiling: f64,
-    pub ratio_to_naive: f64,
-    pub ratio_to_batched: f64,
-    pub latency: Vec<LatencyReport>,
-    pub http: Option<HttpLoadReport>,
 }
 
 impl Report {
-    /// Fills in the ratios once every measure is in.
+    /// Fills in the ratios of whatever was measured.
     pub fn settle(&mut self) {
-        let lower = self
-            .kafka_ceiling_msgs_per_sec
-            .min(self.redis_ceiling_msgs_per_sec);
-        self.ratio_to_lower_ceiling = self.daemon_msgs_per_sec / lower;
-        self.ratio_to_naive = self.daemon_msgs_per_sec / self.naive_msgs_per_sec;
-        self.ratio_to_batched = self.daemon_msgs_per_sec / self.batched_msgs_per_sec;
+        let Some(daemon) = self.throughput.as_ref().map(|t| t.daemon_msgs_per_sec) else {
+            return;
+        };
+        if let Some(c) = &self.ceilings {
+            let lower = c
+                .kafka_ceiling_msgs_per_sec
+                .min(c.redis_ceiling_msgs_per_sec);
+            self.ratio_to_lower_ceiling = Some(daemon / lower);
+        }
+        if let Some(b) = &self.baselines {
+            self.ratio_to_naive = Some(daemon / b.naive_msgs_per_sec);
+            self.ratio_to_batched = Some(daemon / b.batched_msgs_per_sec);
+        }
     }
 
     pub fn print_table(&self) {
@@ -55,49 +86,36 @@ impl Report {
         );
         println!("| measure | value |");
         println!("|---|---|");
-        println!(
-            "| Kafka ceiling (raw consume) | {:.0} msg/s |",
-            self.kafka_ceiling_msgs_per_sec
-        );
-        println!(
-            "| Redis ceiling (raw pipelined writes) | {:.0} msg/s |",
-            self.redis_ceiling_msgs_per_sec
-        );
-        println!(
-            "| daemon throughput | {:.0} msg/s ({:.2} s) |",
-            self.daemon_msgs_per_sec, self.daemon_secs
-        );
-        println!(
-            "| daemon Redis commands per message | {:.3} ({} pipelines) |",
-            self.daemon_redis_commands_per_msg, self.daemon_pipelines
-        );
-        println!("| daemon peak RSS | {:.1} MiB |", self.daemon_peak_rss_mib);
-        println!(
-            "| daemon CPU per message | {:.2} µs ({:.2} of a core over the run) |",
-            self.daemon_cpu_us_per_msg, self.daemon_cpu_share
-        );
-        println!(
-            "| daemon time with a batch being written | {:.0}% of the run |",
-            self.daemon_writing_share * 100.0
-        );
-        println!(
-            "| Redis CPU per million messages | {:.2} s |",
-            self.redis_cpu_secs_per_million
-        );
-        println!(
-            "| naive baseline (1 round trip/message) | {:.0} msg/s |",
-            self.naive_msgs_per_sec
-        );
-        println!(
-            "| daemon / min(ceilings) | {:.2} |",
-            self.ratio_to_lower_ceiling
-        );
-        println!(
-            "| batched baseline (1 pipeline of plain commands/polled batch) | {:.0} msg/s |",
-            self.batched_msgs_per_sec
-        );
-        println!("| daemon / naive | {:.1}x |", self.ratio_to_naive);
-        println!("| daemon / batched | {:.2}x |", self.ratio_to_batched);
+        if let Some(c) = &self.ceilings {
+            println!(
+                "| Kafka ceiling (raw consume) | {:.0} msg/s |",
+                c.kafka_ceiling_msgs_per_sec
+            );
+            println!(
+                "| Redis ceiling (raw pipelined writes) | {:.0} msg/s |",
+                c.redis_ceiling_msgs_per_sec
+            );
+        }
+        if let Some(t) = &self.throughput {
+            t.print_rows();
+        }
+        if let Some(ratio) = self.ratio_to_lower_ceiling {
+            println!("| daemon / min(ceilings) | {ratio:.2} |");
+        }
+        if let Some(b) = &self.baselines {
+            println!(
+                "| naive baseline (1 round trip/message) | {:.0} msg/s |",
+                b.naive_msgs_per_sec
+            );
+            println!(
+                "| batched baseline (1 pipeline of plain commands/polled batch) | {:.0} msg/s |",
+                b.batched_msgs_per_sec
+            );
+        }
+        if let (Some(naive), Some(batched)) = (self.ratio_to_naive, self.ratio_to_batched) {
+            println!("| daemon / naive | {naive:.1}x |");
+            println!("| daemon / batched | {batched:.2}x |");
+        }
         for l in &self.latency {
             println!(
                 "| latency at {} msg/s, daemon, produce to visible (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} probes) |",
@@ -132,6 +150,32 @@ impl Report {
         if let Some(h) = &self.http {
             h.print_rows();
         }
+    }
+}
+
+impl ThroughputReport {
+    fn print_rows(&self) {
+        println!(
+            "| daemon throughput | {:.0} msg/s ({:.2} s) |",
+            self.daemon_msgs_per_sec, self.daemon_secs
+        );
+        println!(
+            "| daemon Redis commands per message | {:.3} ({} pipelines) |",
+            self.daemon_redis_commands_per_msg, self.daemon_pipelines
+        );
+        println!("| daemon peak RSS | {:.1} MiB |", self.daemon_peak_rss_mib);
+        println!(
+            "| daemon CPU per message | {:.2} µs ({:.2} of a core over the run) |",
+            self.daemon_cpu_us_per_msg, self.daemon_cpu_share
+        );
+        println!(
+            "| daemon time with a batch being written | {:.0}% of the run |",
+            self.daemon_writing_share * 100.0
+        );
+        println!(
+            "| Redis CPU per million messages | {:.2} s |",
+            self.redis_cpu_secs_per_million
+        );
     }
 }
 
