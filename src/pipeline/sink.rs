@@ -1,5 +1,6 @@
-//! The Redis sink: writes a batch (dead letters first, then one Redis pipeline) and
-//! retries it until it is written, waiting as [`RetryLogic`] says between attempts.
+//! The Redis sink: writes a batch (its dead letters and one Redis pipeline, sent
+//! together) and retries it until it is written, waiting as [`RetryLogic`] says between
+//! attempts.
 //!
 //! A batch is never dropped and never half-acknowledged: the caller stores its offsets
 //! only after [`Sink::write_until_done`] returned. What Redis refuses for its data is set
@@ -113,17 +114,28 @@ impl Sink {
         }
     }
 
-    /// One attempt: the dead letters not sent yet, the pipeline, then the dead letters of
-    /// what Redis refused. Returns how long the pipeline took.
+    /// One attempt: the dead letters not sent yet and the pipeline, side by side, then
+    /// the dead letters of what Redis refused. Returns how long the pipeline took.
+    ///
+    /// Neither waits for the other: a dead letter's delivery report takes the producer's
+    /// linger and a broker round trip, which would otherwise hold back the pipeline of
+    /// nearly every batch. Both always run to the end, so that the fates of the dead
+    /// letters delivered are kept for a retry even when the pipeline failed.
     async fn attempt(&self, batch: &Batch, progress: &mut Progress) -> Result<Duration, SinkError> {
-        self.send_dead_letters(batch.rejects(), &mut progress.rejects)
-            .await?;
-        let started = Instant::now();
-        let report = self
-            .cache
-            .write(batch.writes(), &self.ttls, Utc::now())
-            .await?;
-        let elapsed = started.elapsed();
+        let pipeline = async {
+            let started = Instant::now();
+            let report = self
+                .cache
+                .write(batch.writes(), &self.ttls, Utc::now())
+                .await;
+            (report, started.elapsed())
+        };
+        let (sent, (report, elapsed)) = tokio::join!(
+            self.send_dead_letters(batch.rejects(), &mut progress.rejects),
+            pipeline
+        );
+        sent?;
+        let report = report?;
         if !report.refused.is_empty() && progress.refused.is_empty() {
             progress.refused = batch.refused(&report.refused, self.cache.keys(), &self.kinds);
             progress.refused_fates = vec![Fate::Pending; progress.refused.len()];

@@ -1,7 +1,8 @@
 //! Messages and keys that must not stall the stage: a window id naming a fixed key, a
 //! foreign key of another type at one of the schema's keys, and rejected messages too
 //! large for the broker's defaults. Each is set aside in the dead-letter topic with its
-//! headers, and the stream behind it lands.
+//! headers, and the stream behind it lands. A dead letter slow to deliver holds back no
+//! write, and no offset passes it before it is delivered.
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use cache_layer::pipeline::dead_letter::{
 use cache_layer_testkit::kafka::{
     daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, WINDOWS,
 };
-use cache_layer_testkit::{connect, trend_json, window_records, RedisServer};
+use cache_layer_testkit::{connect, trend_json, wait_until, window_records, RedisServer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use redis::Commands;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -109,5 +111,44 @@ async fn huge_rejected_messages_are_dead_lettered_and_the_stream_behind_them_lan
         cut.headers[HEADER_TRUNCATED_TO],
         TRUNCATED_BYTES.to_string()
     );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_slow_to_deliver_holds_back_no_write_and_no_offset_passes_it() {
+    let kafka = MockKafka::start(1);
+    let redis = RedisServer::start().await.unwrap();
+    let mut trends: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 10)))
+        .collect();
+    trends.insert(10, ("bad".to_owned(), "{not json".to_owned()));
+    kafka.produce(TRENDS, &trends).await;
+    // The broker refuses every produce request, retriably, until told otherwise: the
+    // dead letter waits in the daemon's producer, which keeps retrying it.
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 1_000],
+    );
+
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    let mut conn = connect(&redis);
+    wait_until(DEADLINE, "the valid messages of the batch in Redis", || {
+        let ranked: usize = conn.zcard("trends:current").unwrap();
+        async move { ranked == 20 }
+    })
+    .await;
+    assert_eq!(kafka.high_watermark(DEAD_LETTER, 0).await, 0);
+    assert!(
+        kafka.committed_total(GROUP).await <= 10,
+        "an offset passed the dead letter (offset 10) before it was delivered"
+    );
+
+    kafka.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    kafka.wait_committed(GROUP, 21, DEADLINE).await;
+    let dead = kafka.read(DEAD_LETTER, 1).await;
+    let bad = record(&dead, "bad");
+    assert_eq!(bad.headers[HEADER_REASON], "not_json");
+    assert_eq!(bad.headers[HEADER_OFFSET], "10");
+    assert_eq!(kafka.high_watermark(DEAD_LETTER, 0).await, 1);
     daemon.stop().await;
 }
