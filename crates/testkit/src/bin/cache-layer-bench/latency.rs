@@ -3,6 +3,8 @@
 //! For the daemon a probe counts once its key is in Redis (polled every millisecond);
 //! for the raw consumer, once `poll` returns it. The raw consumer has the daemon's fetch
 //! settings, so the difference is what the daemon adds: decoding, batching, the write.
+//! Each observer runs beside the producer's loop, on a thread or task of its own, and
+//! notes when it saw each probe: the loop that produces never waits on Redis.
 //!
 //! The raw consumer runs once before the daemon and once after it, and its probes are
 //! pooled: a broker that keeps every message in memory slows as the run goes on, so
@@ -29,6 +31,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use redis::aio::MultiplexedConnection;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 use serde::Serialize;
 
 use crate::broker::{
@@ -111,8 +115,9 @@ pub async fn latency(
         daemon: daemon.pid(),
         ..target.processes
     };
-    let observer = Observer::Redis(connect(redis).await?);
-    let measured = drive(target, redis, processes, &prefix, rate, secs, observer).await?;
+    let observer = Observer::Redis(RedisObserver::start(connect(redis).await?));
+    let measured = drive(target, redis, processes, &prefix, rate, secs, &observer).await?;
+    observer.stop().await?;
     let batches = daemon.metric("cache_layer_batches_written_total").await;
     let mean_batch = daemon.metric("cache_layer_batch_size_messages_sum").await / batches;
     let mean_write_ms = daemon
@@ -160,8 +165,7 @@ async fn raw_phase(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Phase> {
-    let raw = RawObserver::start(target, prefix)?;
-    let observer = Observer::Raw(&raw);
+    let observer = Observer::Raw(RawObserver::start(target, prefix)?);
     let phase = drive(
         target,
         redis,
@@ -169,10 +173,10 @@ async fn raw_phase(
         prefix,
         rate,
         secs,
-        observer,
+        &observer,
     )
     .await?;
-    raw.stop().await?;
+    observer.stop().await?;
     done_with(target, prefix).await?;
     Ok(phase)
 }
@@ -186,43 +190,107 @@ async fn done_with(target: &Target, prefix: &str) -> anyhow::Result<()> {
 }
 
 /// Where a probe is looked for.
-enum Observer<'a> {
+enum Observer {
     /// The daemon's write: the probe's key in Redis.
-    Redis(MultiplexedConnection),
+    Redis(RedisObserver),
     /// The raw consumer's `poll`.
-    Raw(&'a RawObserver),
+    Raw(RawObserver),
 }
 
-impl Observer<'_> {
-    /// For each pending probe, the latency in ms once it has been seen.
-    async fn seen(&mut self, pending: &[(String, Instant)]) -> anyhow::Result<Vec<Option<f64>>> {
-        let keys = Keys::new("");
+/// When each probe was seen, by its key.
+type SeenAt = Arc<Mutex<HashMap<String, Instant>>>;
+
+impl Observer {
+    /// Starts looking for the probe `keyword`.
+    fn expect(&self, keyword: &str) {
+        if let Observer::Redis(redis) = self {
+            redis
+                .expected
+                .lock()
+                .expect("not poisoned")
+                .push(keyword.to_owned());
+        }
+    }
+
+    /// The latency of the probe `keyword` sent at `sent`, in ms, once it has been seen.
+    fn latency(&self, keyword: &str, sent: Instant) -> Option<f64> {
+        let seen = match self {
+            Observer::Redis(redis) => &redis.seen,
+            Observer::Raw(raw) => &raw.consumed,
+        };
+        let at = *seen.lock().expect("not poisoned").get(keyword)?;
+        Some(ms(at.saturating_duration_since(sent)))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
         match self {
-            Observer::Redis(conn) => {
+            Observer::Redis(redis) => redis.stop().await,
+            Observer::Raw(raw) => raw.stop().await,
+        }
+    }
+}
+
+/// Looks for the expected probes' keys in Redis every millisecond, on a task of its own.
+/// A probe counts when the reply that found its key arrived.
+struct RedisObserver {
+    expected: Arc<Mutex<Vec<String>>>,
+    seen: SeenAt,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RedisObserver {
+    fn start(mut conn: MultiplexedConnection) -> Self {
+        let expected: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen: SeenAt = Arc::default();
+        let stop = CancellationToken::new();
+        let (looking, noted, stopping) = (Arc::clone(&expected), Arc::clone(&seen), stop.clone());
+        let task = tokio::spawn(async move {
+            let keys = Keys::new("");
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stopping.cancelled() => return Ok(()),
+                    _ = tick.tick() => {}
+                }
+                let keywords = looking.lock().expect("not poisoned").clone();
+                if keywords.is_empty() {
+                    continue;
+                }
                 let mut pipe = redis::pipe();
-                for (keyword, _) in pending {
+                for keyword in &keywords {
                     pipe.exists(keys.trend_normalized(keyword));
                 }
-                let seen: Vec<bool> = pipe.query_async(conn).await?;
-                let now = Instant::now();
-                Ok(pending
-                    .iter()
-                    .zip(seen)
-                    .map(|((_, sent), seen)| seen.then(|| ms(now.duration_since(*sent))))
-                    .collect())
+                let found: Vec<bool> = pipe.query_async(&mut conn).await?;
+                let at = Instant::now();
+                let found: Vec<String> = keywords
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|(keyword, found)| found.then_some(keyword))
+                    .collect();
+                if found.is_empty() {
+                    continue;
+                }
+                looking
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|k| !found.contains(k));
+                let mut noted = noted.lock().expect("not poisoned");
+                noted.extend(found.into_iter().map(|keyword| (keyword, at)));
             }
-            Observer::Raw(raw) => {
-                let consumed = raw.consumed.lock().expect("not poisoned");
-                Ok(pending
-                    .iter()
-                    .map(|(keyword, sent)| {
-                        consumed
-                            .get(keyword)
-                            .map(|at| ms(at.saturating_duration_since(*sent)))
-                    })
-                    .collect())
-            }
+        });
+        Self {
+            expected,
+            seen,
+            stop,
+            task,
         }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
     }
 }
 
@@ -232,7 +300,7 @@ fn ms(duration: Duration) -> f64 {
 
 /// A raw consumer on its own thread, noting when each probe arrives.
 struct RawObserver {
-    consumed: Arc<Mutex<HashMap<String, Instant>>>,
+    consumed: SeenAt,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
@@ -244,7 +312,7 @@ impl RawObserver {
             raw_consumer_config(&target.bootstrap, &group, target.fetch_wait_ms).create()?;
         let topics = topic_names(prefix);
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let consumed = Arc::new(Mutex::new(HashMap::new()));
+        let consumed: SeenAt = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (noted, stopping) = (Arc::clone(&consumed), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
@@ -298,7 +366,7 @@ async fn drive(
     prefix: &str,
     rate: u64,
     secs: u64,
-    mut observer: Observer<'_>,
+    observer: &Observer,
 ) -> anyhow::Result<Phase> {
     // An upstream producer tuned for latency rather than for bulk loading, but not below
     // 10 ms of linger: tansu serves one produce request after the other, and with smaller
@@ -314,7 +382,8 @@ async fn drive(
     let trends_topic = topic_name(prefix, "trend-alerts");
     // Until a first message has gone through producer, broker and observer.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let warm_up = [(WARM_UP_KEY.to_owned(), Instant::now())];
+    let warm_up_sent = Instant::now();
+    observer.expect(WARM_UP_KEY);
     loop {
         let payload = probe_payload(WARM_UP_KEY);
         let _ = producer.send(
@@ -324,7 +393,7 @@ async fn drive(
         );
         let flushed = Arc::clone(&producer);
         blocking(move || Ok(flushed.flush(Duration::from_secs(5))?)).await?;
-        if observer.seen(&warm_up).await?[0].is_some() {
+        if observer.latency(WARM_UP_KEY, warm_up_sent).is_some() {
             break;
         }
         ensure!(
@@ -388,6 +457,7 @@ async fn drive(
                     .key(&keyword)
                     .payload(&payload);
                 if producer.send(record).is_ok() {
+                    observer.expect(&keyword);
                     pending.push((keyword, Instant::now()));
                 }
                 probe += 1;
@@ -395,17 +465,13 @@ async fn drive(
             }
             producer.poll(Duration::ZERO);
         }
-        if !pending.is_empty() {
-            let seen = observer.seen(&pending).await?;
-            let mut still = Vec::with_capacity(pending.len());
-            for (probe, seen) in pending.drain(..).zip(seen) {
-                match seen {
-                    Some(ms) => latencies.push(ms),
-                    None => still.push(probe),
-                }
+        pending.retain(|(keyword, sent)| match observer.latency(keyword, *sent) {
+            Some(ms) => {
+                latencies.push(ms);
+                false
             }
-            pending = still;
-        }
+            None => true,
+        });
         ensure!(
             Instant::now() < end + Duration::from_secs(60),
             "probes never arrived"
