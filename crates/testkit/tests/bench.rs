@@ -53,12 +53,13 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
     assert!(report["daemon_peak_rss_mib"]
         .as_f64()
         .is_some_and(|v| v > 0.0));
+    // Every probe is counted once both the daemon and the control beside it saw it.
+    let latency = &report["latency"][0];
     assert!(
-        report["latency"][0]["probes"]
-            .as_u64()
-            .is_some_and(|n| n > 0),
+        latency["probes"].as_u64().is_some_and(|n| n > 0),
         "{report}"
     );
+    assert_eq!(latency["control"]["probes"], latency["probes"], "{report}");
     // Under the crowd, every reader got an answer (200 or shed with 503), every slow
     // client was closed by the daemon, and /healthz answered throughout.
     let http = &report["http"];

@@ -6,8 +6,16 @@
 //! Each observer runs beside the producer's loop, on a thread or task of its own, and
 //! notes when it saw each probe: the loop that produces never waits on Redis.
 //!
-//! The raw consumer runs once before the daemon and once after it, and its probes are
-//! pooled: a broker that keeps every message in memory slows as the run goes on, so
+//! In the daemon's phase a raw consumer of its own group reads the probes' topic beside
+//! the daemon: the control. It sees the broker as the daemon does, at the same moment and
+//! under the same load, so the difference between the two, and probe by probe, is what
+//! the daemon itself adds. A raw consumer alone (below) also sees a broker that the
+//! daemon and Redis do not slow, which on a machine where all share two cores is a
+//! different broker. The control reads that one topic only, a fifth of the stream: a
+//! second reader of the whole stream doubled what the broker had to serve.
+//!
+//! The raw consumer runs alone once before the daemon and once after it, and its probes
+//! are pooled: a broker that keeps every message in memory slows as the run goes on, so
 //! whichever ran second would be measured on a slower broker (two raw runs in a row
 //! differed by up to 6.5 ms at p99). For the same reason each phase deletes its topics
 //! when it is done, where the broker can. Each phase also records where the machine's
@@ -17,29 +25,20 @@
 //! warm-up before the first probe, so that neither the producer's first use nor the
 //! consumer's group join is counted.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use cache_layer::schema::Keys;
 use cache_layer_testkit::generate::{Generator, GeneratorConfig};
 use cache_layer_testkit::RedisServer;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use redis::aio::MultiplexedConnection;
-use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
 use serde::Serialize;
 
-use crate::broker::{
-    blocking, delete_topics, raw_consumer_config, topic_name, topic_names, topics_by_kind,
-};
+use crate::broker::{blocking, delete_topics, topic_name, topics_by_kind};
 use crate::cpu::{Cores, Processes, Sample};
 use crate::daemon::{Daemon, Target};
+use crate::observers::{Observer, RawObserver, Reads, RedisObserver};
 use crate::report::quantile;
 use crate::scenarios::connect;
 
@@ -55,15 +54,30 @@ pub struct LatencyReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
-    /// A raw consumer with the daemon's fetch settings, produce to `poll`.
+    /// A raw consumer with the daemon's fetch settings, produce to `poll`, alone.
     pub raw: RawLatency,
-    /// The daemon's p99 minus the raw consumer's.
+    /// The daemon's p99 minus the raw consumer's alone.
     pub p99_over_raw_ms: f64,
+    /// The raw consumer beside the daemon, in the same phase.
+    pub control: ControlLatency,
+    /// The daemon's p99 minus the control's.
+    pub p99_over_control_ms: f64,
     /// The daemon's batches over the run: messages per batch, and ms per write.
     pub mean_batch: f64,
     pub mean_write_ms: f64,
     /// Where the CPU went while the daemon's probes ran.
     pub cpu: Cores,
+}
+
+/// The raw consumer beside the daemon, and the difference probe by probe.
+#[derive(Debug, Default, Serialize)]
+pub struct ControlLatency {
+    pub probes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Quantiles of each probe's latency for the daemon minus its latency for the control.
+    pub paired_p50_ms: f64,
+    pub paired_p99_ms: f64,
 }
 
 /// The raw consumer's two phases, their probes pooled.
@@ -80,12 +94,21 @@ pub struct RawLatency {
     pub cpu: Cores,
 }
 
-/// What one phase measured: the achieved rate, each probe's latency in ms (sorted), and
-/// where the CPU went meanwhile.
+/// What one phase measured: the achieved rate, each probe's latency in ms for each
+/// observer (in the order the probes were sent), and where the CPU went meanwhile.
 struct Phase {
     achieved_rate: f64,
-    ms: Vec<f64>,
+    ms: Vec<Vec<f64>>,
     cpu: Cores,
+}
+
+impl Phase {
+    /// The latencies seen by the `i`th observer, sorted.
+    fn sorted(&self, i: usize) -> Vec<f64> {
+        let mut ms: Vec<f64> = self.ms.iter().map(|probe| probe[i]).collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    }
 }
 
 /// The topic prefixes the scenario uses under `prefix`: the daemon's, then the raw
@@ -115,9 +138,14 @@ pub async fn latency(
         daemon: daemon.pid(),
         ..target.processes
     };
-    let observer = Observer::Redis(RedisObserver::start(connect(redis).await?));
-    let measured = drive(target, redis, processes, &prefix, rate, secs, &observer).await?;
-    observer.stop().await?;
+    let observers = [
+        Observer::Redis(RedisObserver::start(connect(redis).await?)),
+        Observer::Raw(RawObserver::start(target, &prefix, Reads::Probes)?),
+    ];
+    let measured = drive(target, redis, processes, &prefix, rate, secs, &observers).await?;
+    for observer in observers {
+        observer.stop().await?;
+    }
     let batches = daemon.metric("cache_layer_batches_written_total").await;
     let mean_batch = daemon.metric("cache_layer_batch_size_messages_sum").await / batches;
     let mean_write_ms = daemon
@@ -129,28 +157,44 @@ pub async fn latency(
     done_with(target, &prefix).await?;
 
     let after = raw_phase(target, redis, &raw_after, rate, secs).await?;
-    let mut raw_ms: Vec<f64> = before.ms.iter().chain(&after.ms).copied().collect();
+    let (before_ms, after_ms) = (before.sorted(0), after.sorted(0));
+    let mut raw_ms: Vec<f64> = before_ms.iter().chain(&after_ms).copied().collect();
     raw_ms.sort_by(f64::total_cmp);
     let raw = RawLatency {
         achieved_rate: (before.achieved_rate + after.achieved_rate) / 2.0,
         probes: raw_ms.len(),
         p50_ms: quantile(&raw_ms, 0.50),
         p99_ms: quantile(&raw_ms, 0.99),
-        p99_before_ms: quantile(&before.ms, 0.99),
-        p99_after_ms: quantile(&after.ms, 0.99),
+        p99_before_ms: quantile(&before_ms, 0.99),
+        p99_after_ms: quantile(&after_ms, 0.99),
         cpu: before.cpu,
     };
-    let ms = &measured.ms;
-    let p99_ms = quantile(ms, 0.99);
+    let (ms, control_ms) = (measured.sorted(0), measured.sorted(1));
+    let mut paired: Vec<f64> = measured
+        .ms
+        .iter()
+        .map(|probe| probe[0] - probe[1])
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let control = ControlLatency {
+        probes: control_ms.len(),
+        p50_ms: quantile(&control_ms, 0.50),
+        p99_ms: quantile(&control_ms, 0.99),
+        paired_p50_ms: quantile(&paired, 0.50),
+        paired_p99_ms: quantile(&paired, 0.99),
+    };
+    let p99_ms = quantile(&ms, 0.99);
     Ok(LatencyReport {
         rate,
         achieved_rate: measured.achieved_rate,
         probes: ms.len(),
-        p50_ms: quantile(ms, 0.50),
+        p50_ms: quantile(&ms, 0.50),
         p99_ms,
-        p999_ms: quantile(ms, 0.999),
+        p999_ms: quantile(&ms, 0.999),
         p99_over_raw_ms: p99_ms - raw.p99_ms,
         raw,
+        p99_over_control_ms: p99_ms - control.p99_ms,
+        control,
         mean_batch,
         mean_write_ms,
         cpu: measured.cpu,
@@ -165,7 +209,8 @@ async fn raw_phase(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Phase> {
-    let observer = Observer::Raw(RawObserver::start(target, prefix)?);
+    let observer = Observer::Raw(RawObserver::start(target, prefix, Reads::All)?);
+    let observers = std::slice::from_ref(&observer);
     let phase = drive(
         target,
         redis,
@@ -173,7 +218,7 @@ async fn raw_phase(
         prefix,
         rate,
         secs,
-        &observer,
+        observers,
     )
     .await?;
     observer.stop().await?;
@@ -189,165 +234,26 @@ async fn done_with(target: &Target, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a probe is looked for.
-enum Observer {
-    /// The daemon's write: the probe's key in Redis.
-    Redis(RedisObserver),
-    /// The raw consumer's `poll`.
-    Raw(RawObserver),
+pub const WARM_UP_KEY: &str = "latency-warmup";
+
+/// A probe sent, and its latency for each observer that has seen it.
+struct Probe {
+    keyword: String,
+    sent: Instant,
+    ms: Vec<Option<f64>>,
 }
 
-/// When each probe was seen, by its key.
-type SeenAt = Arc<Mutex<HashMap<String, Instant>>>;
-
-impl Observer {
-    /// Starts looking for the probe `keyword`.
-    fn expect(&self, keyword: &str) {
-        if let Observer::Redis(redis) = self {
-            redis
-                .expected
-                .lock()
-                .expect("not poisoned")
-                .push(keyword.to_owned());
-        }
-    }
-
-    /// The latency of the probe `keyword` sent at `sent`, in ms, once it has been seen.
-    fn latency(&self, keyword: &str, sent: Instant) -> Option<f64> {
-        let seen = match self {
-            Observer::Redis(redis) => &redis.seen,
-            Observer::Raw(raw) => &raw.consumed,
-        };
-        let at = *seen.lock().expect("not poisoned").get(keyword)?;
-        Some(ms(at.saturating_duration_since(sent)))
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        match self {
-            Observer::Redis(redis) => redis.stop().await,
-            Observer::Raw(raw) => raw.stop().await,
-        }
-    }
-}
-
-/// Looks for the expected probes' keys in Redis every millisecond, on a task of its own.
-/// A probe counts when the reply that found its key arrived.
-struct RedisObserver {
-    expected: Arc<Mutex<Vec<String>>>,
-    seen: SeenAt,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RedisObserver {
-    fn start(mut conn: MultiplexedConnection) -> Self {
-        let expected: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen: SeenAt = Arc::default();
-        let stop = CancellationToken::new();
-        let (looking, noted, stopping) = (Arc::clone(&expected), Arc::clone(&seen), stop.clone());
-        let task = tokio::spawn(async move {
-            let keys = Keys::new("");
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stopping.cancelled() => return Ok(()),
-                    _ = tick.tick() => {}
-                }
-                let keywords = looking.lock().expect("not poisoned").clone();
-                if keywords.is_empty() {
-                    continue;
-                }
-                let mut pipe = redis::pipe();
-                for keyword in &keywords {
-                    pipe.exists(keys.trend_normalized(keyword));
-                }
-                let found: Vec<bool> = pipe.query_async(&mut conn).await?;
-                let at = Instant::now();
-                let found: Vec<String> = keywords
-                    .into_iter()
-                    .zip(found)
-                    .filter_map(|(keyword, found)| found.then_some(keyword))
-                    .collect();
-                if found.is_empty() {
-                    continue;
-                }
-                looking
-                    .lock()
-                    .expect("not poisoned")
-                    .retain(|k| !found.contains(k));
-                let mut noted = noted.lock().expect("not poisoned");
-                noted.extend(found.into_iter().map(|keyword| (keyword, at)));
+impl Probe {
+    /// Its latency for each observer, once every observer has seen it.
+    fn seen(&mut self, observers: &[Observer]) -> Option<Vec<f64>> {
+        for (ms, observer) in self.ms.iter_mut().zip(observers) {
+            if ms.is_none() {
+                *ms = observer.latency(&self.keyword, self.sent);
             }
-        });
-        Self {
-            expected,
-            seen,
-            stop,
-            task,
         }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await?
+        self.ms.iter().copied().collect()
     }
 }
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
-}
-
-/// A raw consumer on its own thread, noting when each probe arrives.
-struct RawObserver {
-    consumed: SeenAt,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RawObserver {
-    fn start(target: &Target, prefix: &str) -> anyhow::Result<Self> {
-        let group = format!("{prefix}-consumer");
-        let consumer: BaseConsumer =
-            raw_consumer_config(&target.bootstrap, &group, target.fetch_wait_ms).create()?;
-        let topics = topic_names(prefix);
-        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let consumed: SeenAt = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (noted, stopping) = (Arc::clone(&consumed), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                let Some(message) = consumer.poll(Duration::from_millis(10)) else {
-                    continue;
-                };
-                let message = message?;
-                let at = Instant::now();
-                if let Some(Ok(key)) = message.key().map(std::str::from_utf8) {
-                    if key.starts_with("probe-") || key == WARM_UP_KEY {
-                        noted
-                            .lock()
-                            .expect("not poisoned")
-                            .insert(key.to_owned(), at);
-                    }
-                }
-            }
-            Ok(())
-        });
-        Ok(Self {
-            consumed,
-            stop,
-            thread,
-        })
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread;
-        blocking(move || thread.join().expect("the raw consumer does not panic")).await
-    }
-}
-
-const WARM_UP_KEY: &str = "latency-warmup";
 
 fn probe_payload(keyword: &str) -> String {
     format!(
@@ -355,10 +261,10 @@ fn probe_payload(keyword: &str) -> String {
     )
 }
 
-/// Warms the producer and the observer, then produces at `rate` for the warm-up and
-/// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate, the
-/// probes' latencies in ms (sorted), and the CPU that `processes` used while the probes
-/// ran.
+/// Warms the producer and the observers, then produces at `rate` for the warm-up and
+/// `secs` more, a probe every 10 ms after the warm-up. Returns the achieved rate, each
+/// probe's latency in ms for each observer, and the CPU that `processes` used while the
+/// probes ran.
 async fn drive(
     target: &Target,
     redis: &RedisServer,
@@ -366,7 +272,7 @@ async fn drive(
     prefix: &str,
     rate: u64,
     secs: u64,
-    observer: &Observer,
+    observers: &[Observer],
 ) -> anyhow::Result<Phase> {
     // An upstream producer tuned for latency rather than for bulk loading, but not below
     // 10 ms of linger: tansu serves one produce request after the other, and with smaller
@@ -383,7 +289,7 @@ async fn drive(
     // Until a first message has gone through producer, broker and observer.
     let deadline = Instant::now() + Duration::from_secs(60);
     let warm_up_sent = Instant::now();
-    observer.expect(WARM_UP_KEY);
+    observers.iter().for_each(|o| o.expect(WARM_UP_KEY));
     loop {
         let payload = probe_payload(WARM_UP_KEY);
         let _ = producer.send(
@@ -393,7 +299,10 @@ async fn drive(
         );
         let flushed = Arc::clone(&producer);
         blocking(move || Ok(flushed.flush(Duration::from_secs(5))?)).await?;
-        if observer.latency(WARM_UP_KEY, warm_up_sent).is_some() {
+        if observers
+            .iter()
+            .all(|o| o.latency(WARM_UP_KEY, warm_up_sent).is_some())
+        {
             break;
         }
         ensure!(
@@ -413,8 +322,8 @@ async fn drive(
     });
     let pool: Vec<_> = (0..rate * 2).map(|_| generator.next_message()).collect();
     let topics = topics_by_kind(prefix);
-    let mut pending: Vec<(String, Instant)> = Vec::new();
-    let mut latencies: Vec<f64> = Vec::new();
+    let mut pending: Vec<Probe> = Vec::new();
+    let mut latencies: Vec<Vec<f64>> = Vec::new();
     let started = Instant::now();
     let probing = started + WARM_UP;
     let end = probing + Duration::from_secs(secs);
@@ -457,15 +366,19 @@ async fn drive(
                     .key(&keyword)
                     .payload(&payload);
                 if producer.send(record).is_ok() {
-                    observer.expect(&keyword);
-                    pending.push((keyword, Instant::now()));
+                    observers.iter().for_each(|o| o.expect(&keyword));
+                    pending.push(Probe {
+                        keyword,
+                        sent: Instant::now(),
+                        ms: vec![None; observers.len()],
+                    });
                 }
                 probe += 1;
                 next_probe += PROBE_EVERY;
             }
             producer.poll(Duration::ZERO);
         }
-        pending.retain(|(keyword, sent)| match observer.latency(keyword, *sent) {
+        pending.retain_mut(|probe| match probe.seen(observers) {
             Some(ms) => {
                 latencies.push(ms);
                 false
@@ -488,7 +401,6 @@ async fn drive(
         }
     };
     blocking(move || Ok(producer.flush(Duration::from_secs(30))?)).await?;
-    latencies.sort_by(f64::total_cmp);
     Ok(Phase {
         achieved_rate,
         ms: latencies,

@@ -20,6 +20,7 @@ mod cpu;
 mod daemon;
 mod http_load;
 mod latency;
+mod observers;
 mod report;
 mod scenarios;
 

@@ -122,7 +122,7 @@ impl Report {
                 l.rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms, l.probes
             );
             println!(
-                "| latency at {} msg/s, raw consumer, produce to poll (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms ({} probes; p99 {:.1} ms before the daemon, {:.1} ms after) |",
+                "| latency at {} msg/s, raw consumer alone, produce to poll (achieved {:.0}) | p50 {:.1} ms, p99 {:.1} ms ({} probes; p99 {:.1} ms before the daemon, {:.1} ms after) |",
                 l.rate,
                 l.raw.achieved_rate,
                 l.raw.p50_ms,
@@ -132,7 +132,19 @@ impl Report {
                 l.raw.p99_after_ms
             );
             println!(
-                "| latency at {} msg/s, daemon p99 − raw p99 | {:+.1} ms |",
+                "| latency at {} msg/s, raw consumer beside the daemon (control), produce to poll | p50 {:.1} ms, p99 {:.1} ms ({} probes) |",
+                l.rate, l.control.p50_ms, l.control.p99_ms, l.control.probes
+            );
+            println!(
+                "| latency at {} msg/s, daemon p99 − control p99 | {:+.1} ms |",
+                l.rate, l.p99_over_control_ms
+            );
+            println!(
+                "| latency at {} msg/s, daemon − control, probe by probe | p50 {:+.1} ms, p99 {:+.1} ms |",
+                l.rate, l.control.paired_p50_ms, l.control.paired_p99_ms
+            );
+            println!(
+                "| latency at {} msg/s, daemon p99 − raw p99 alone | {:+.1} ms |",
                 l.rate, l.p99_over_raw_ms
             );
             println!(
