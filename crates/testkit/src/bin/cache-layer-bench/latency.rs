@@ -12,7 +12,10 @@
 //! the daemon itself adds. A raw consumer alone (below) also sees a broker that the
 //! daemon and Redis do not slow, which on a machine where all share two cores is a
 //! different broker. The control reads that one topic only, a fifth of the stream: a
-//! second reader of the whole stream doubled what the broker had to serve.
+//! second reader of the whole stream doubled what the broker had to serve. The raw
+//! consumer's phases have no control: with one, their own p99 went from 34 to 50 ms to
+//! 200 to 300 ms in three runs of four at 100,000 msg/s, and the broker they measure
+//! would no longer be the fastest this machine gives.
 //!
 //! The raw consumer runs alone once before the daemon and once after it, and its probes
 //! are pooled: a broker that keeps every message in memory slows as the run goes on, so

@@ -131,8 +131,9 @@ fn ms(duration: Duration) -> f64 {
 pub enum Reads {
     /// Every topic of the stream, as the daemon does.
     All,
-    /// The probes' topic only: beside the daemon, a second reader of the whole stream
-    /// would double the broker's work (0.7 to 0.9 of a core, its probes at p50 120 ms).
+    /// The probes' topic only, in a group of its own: the control beside the daemon. A
+    /// second reader of the whole stream would double the broker's work (0.7 to 0.9 of a
+    /// core, and the control's own probes at p50 120 ms).
     Probes,
 }
 
@@ -145,13 +146,15 @@ pub struct RawObserver {
 
 impl RawObserver {
     pub fn start(target: &Target, prefix: &str, reads: Reads) -> anyhow::Result<Self> {
-        let group = format!("{prefix}-consumer");
+        let (group, topics) = match reads {
+            Reads::All => (format!("{prefix}-consumer"), topic_names(prefix)),
+            Reads::Probes => (
+                format!("{prefix}-control"),
+                vec![topic_name(prefix, "trend-alerts")],
+            ),
+        };
         let consumer: BaseConsumer =
             raw_consumer_config(&target.bootstrap, &group, target.fetch_wait_ms).create()?;
-        let topics = match reads {
-            Reads::All => topic_names(prefix),
-            Reads::Probes => vec![topic_name(prefix, "trend-alerts")],
-        };
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         let consumed: SeenAt = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
