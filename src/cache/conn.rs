@@ -15,7 +15,7 @@ use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
-use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerError, Value};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::error::{is_state_code, Refusal};
 use super::writes::CommandSink;
@@ -63,9 +63,7 @@ impl ConnectionLike for Conn {
 
 /// Sorts the replies of a write pipeline: a refusal for Redis's state is the error of the
 /// whole call; a refusal for the data is returned with its key; with `replicas`, the last
-/// reply is `WAIT`'s count. A command is refused by an error reply, or, for
-/// `SET_IF_NOT_OLDER`, key by key in its reply: an array of (key, error) pairs (no other
-/// write of this crate replies with an array).
+/// reply is `WAIT`'s count.
 fn sort_replies(
     pipe: &Pipeline,
     mut replies: Vec<Value>,
@@ -84,53 +82,18 @@ fn sort_replies(
     }
     let mut refused = Vec::new();
     for (cmd, reply) in pipe.cmd_iter().zip(replies) {
-        match reply {
-            Value::ServerError(error) => {
-                refuse(&mut refused, key_of(cmd).unwrap_or_default(), error)?;
-            }
-            Value::Array(pairs) => {
-                for pair in pairs.chunks(2) {
-                    let [Value::BulkString(key), Value::BulkString(error)] = pair else {
-                        return Err(unexpected(pair));
-                    };
-                    refuse(&mut refused, key, reported_error(error)?)?;
-                }
-            }
-            _ => {}
+        let Value::ServerError(error) = reply else {
+            continue;
+        };
+        if is_state_code(error.code()) {
+            return Err(error.into());
         }
+        refused.push(Refusal {
+            key: key_of(cmd).unwrap_or_default().to_vec(),
+            error: format!("{} {}", error.code(), error.details().unwrap_or_default()),
+        });
     }
     Ok(refused)
-}
-
-/// Notes a refusal for the data, or fails the whole write for a refusal for Redis's state.
-fn refuse(refused: &mut Vec<Refusal>, key: &[u8], error: ServerError) -> RedisResult<()> {
-    if is_state_code(error.code()) {
-        return Err(error.into());
-    }
-    refused.push(Refusal {
-        key: key.to_vec(),
-        error: format!("{} {}", error.code(), error.details().unwrap_or_default()),
-    });
-    Ok(())
-}
-
-/// An error that a script caught and reported as text (`pcall`'s `err`), read as the error
-/// reply Redis would have sent.
-fn reported_error(text: &[u8]) -> RedisResult<ServerError> {
-    let reply = [&b"-"[..], text, b"\r\n"].concat();
-    match redis::parse_redis_value(&reply) {
-        Ok(Value::ServerError(error)) => Ok(error),
-        _ => Err(unexpected(&[Value::BulkString(text.to_vec())])),
-    }
-}
-
-fn unexpected(reply: &[Value]) -> RedisError {
-    (
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply to a write",
-        format!("{reply:?}"),
-    )
-        .into()
 }
 
 /// The key a command of this crate acts on: after the script and key count for EVAL and
@@ -195,13 +158,6 @@ impl CommandSink for Writes {
         match self {
             Self::Single(pipe) => pipe.len(),
             Self::Cluster(parts) => parts.values().map(Pipeline::len).sum(),
-        }
-    }
-
-    fn slot_group(&self, key: &str) -> Option<Slot> {
-        match self {
-            Self::Single(_) => None,
-            Self::Cluster(_) => Some(Slot::for_key(key)),
         }
     }
 }
@@ -349,46 +305,5 @@ mod tests {
         get.arg("users:metrics");
         assert_eq!(key_of(&get), Some(&b"users:metrics"[..]));
         assert_eq!(key_of(&redis::cmd("PING")), None);
-    }
-
-    fn bulk(text: &str) -> Value {
-        Value::BulkString(text.as_bytes().to_vec())
-    }
-
-    fn one_script() -> Pipeline {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA").arg("abc123").arg(2).arg("a").arg("b");
-        pipe
-    }
-
-    #[test]
-    fn a_key_refused_inside_a_script_for_its_data_is_refused_alone() {
-        let replies = vec![Value::Array(vec![
-            bulk("trends:keyword:b"),
-            bulk("WRONGTYPE Operation against a key holding the wrong kind of value"),
-        ])];
-        let refused = sort_replies(&one_script(), replies, None).unwrap();
-        assert_eq!(
-            refused,
-            [Refusal {
-                key: b"trends:keyword:b".to_vec(),
-                error: "WRONGTYPE Operation against a key holding the wrong kind of value"
-                    .to_owned(),
-            }]
-        );
-        let none = sort_replies(&one_script(), vec![Value::Array(vec![])], None).unwrap();
-        assert!(none.is_empty());
-    }
-
-    #[test]
-    fn a_key_refused_inside_a_script_for_redis_state_fails_the_whole_write() {
-        let replies = vec![Value::Array(vec![
-            bulk("trends:keyword:a"),
-            bulk("OOM command not allowed when used memory > 'maxmemory'."),
-        ])];
-        let error = sort_replies(&one_script(), replies, None).unwrap_err();
-        assert_eq!(error.code(), Some("OOM"));
-        let odd = vec![Value::Array(vec![bulk("trends:keyword:a"), Value::Int(1)])];
-        assert!(sort_replies(&one_script(), odd, None).is_err());
     }
 }

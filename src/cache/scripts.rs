@@ -1,7 +1,6 @@
 //! The Lua scripts that make writes replay-safe, and set each key's value and TTL in one
-//! atomic step. Each call touches one key, or keys of one hash slot that the writer
-//! grouped ([`super::writes::CommandSink::slot_group`]), so it works unchanged on Redis
-//! Cluster.
+//! atomic step. Each touches exactly one key, so each runs on a single hash slot and works
+//! unchanged on Redis Cluster.
 //!
 //! They are invoked with EVALSHA inside the batch pipeline; after a Redis restart the
 //! script cache is empty, and the writer loads them again on NOSCRIPT and retries.
@@ -10,57 +9,30 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// For each key, `SET key json EX ttl` unless the stored JSON is newer.
+/// `SET key json EX ttl` unless the stored JSON is newer.
 ///
-/// KEYS: the keys, all in one hash slot on a cluster. ARGV[1]: TTL in seconds; ARGV[2]:
-/// the name of the top-level string field that orders versions; then, for each key in
-/// order, its new JSON and its new version: a prefix of that field's canonical
-/// (fixed-width, string-comparable) value, or '' to write unconditionally. The stored
-/// value's field is compared on the same prefix, so a version may be coarser than the
-/// field (a trend's `window_end` to the second).
-///
-/// One call writes every key of a batch: a call of its own per key cost Redis about 6 µs
-/// each, against about 3.5 µs for a key of a shared call (BENCHMARKS.md). So that one
-/// key refused cannot take the others with it, each command runs under `pcall`, and the
-/// reply is the list of what was refused, as (key, Redis's error) pairs, empty when all
-/// went through; the writer decides which errors are Redis's state and which the key's.
+/// KEYS[1]: the key. ARGV[1]: the new JSON; ARGV[2]: TTL in seconds; ARGV[3]: the name of
+/// the top-level string field that orders versions; ARGV[4]: the new version, a prefix of
+/// that field's canonical (fixed-width, string-comparable) value, or '' to write
+/// unconditionally. The stored value's field is compared on the same prefix, so a
+/// version may be coarser than the field (a trend's `window_end` to the second).
 ///
 /// The stored value is written by this service with serde_json, which escapes every quote
 /// inside strings, so the first `"field":"` is the top-level field: no JSON decode needed.
-/// It is found by a plain search, many times cheaper than a pattern over the whole value.
 pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
 const SET_IF_NOT_OLDER_SRC: &str = r#"
-local ttl = ARGV[1]
-local needle = '"' .. ARGV[2] .. '":"'
-local refused = {}
-local function refuse(key, reply)
-  refused[#refused + 1] = key
-  refused[#refused + 1] = reply.err
-end
-for i, key in ipairs(KEYS) do
-  local json, order = ARGV[2 * i + 1], ARGV[2 * i + 2]
-  local write = true
-  if order ~= '' then
-    local old = redis.pcall('GET', key)
-    if type(old) == 'table' then
-      refuse(key, old)
-      write = false
-    elseif old then
-      local _, at = string.find(old, needle, 1, true)
-      if at then
-        local stored = string.match(old, '^[^"]*', at + 1)
-        write = string.sub(stored, 1, #order) <= order
-      end
-    end
-  end
-  if write then
-    local set = redis.pcall('SET', key, json, 'EX', ttl)
-    if set.err then
-      refuse(key, set)
+local order = ARGV[4]
+if order ~= '' then
+  local old = redis.call('GET', KEYS[1])
+  if old then
+    local stored = string.match(old, '"' .. ARGV[3] .. '":"([^"]*)"')
+    if stored and string.sub(stored, 1, #order) > order then
+      return 0
     end
   end
 end
-return refused
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
 "#;
 
 /// Adds keywords to `trends:current` unless the member already sits in a newer window,

@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use redis::cluster_routing::Slot;
-use redis::{Cmd, Pipeline, ScriptInvocation};
+use redis::{Cmd, Pipeline};
 
 use super::scripts::{HSET_EXPIRE, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
 use crate::config::Ttls;
@@ -27,15 +26,8 @@ pub trait CommandSink {
     fn add(&mut self, cmd: Cmd);
     /// How many commands it holds.
     fn count(&self) -> usize;
-    /// Which keys may share one multi-key command: keys of the same group. On a single
-    /// server every key is in the one group, `None`; on a cluster a group is a hash slot.
-    fn slot_group(&self, _key: &str) -> Option<Slot> {
-        None
-    }
 }
 
-/// A plain pipeline, for callers that need the commands and not the refusals: the
-/// refusals of [`SET_IF_NOT_OLDER`] are its reply, which this pipeline ignores.
 impl CommandSink for Pipeline {
     fn add(&mut self, cmd: Cmd) {
         self.add_command(cmd).ignore();
@@ -170,22 +162,22 @@ impl WriteSet {
     }
 
     fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
-        let mut details = SetIfNotOlder::new(ttl, "window_end");
         let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
         ranking.arg(ttl);
         for (keyword, alert) in &self.trends {
             let json = serde_json::to_string(alert).expect("a validated alert serializes");
-            details.add(
-                pipe,
-                keys.trend_normalized(keyword),
-                json,
-                trend_version(&alert.window_end),
-            );
+            pipe.add(Cmd::invoke_script(
+                SET_IF_NOT_OLDER
+                    .key(keys.trend_normalized(keyword))
+                    .arg(json)
+                    .arg(ttl)
+                    .arg("window_end")
+                    .arg(trend_version(&alert.window_end)),
+            ));
             ranking
                 .arg(trend_score(&alert.window_end, alert.rank))
                 .arg(keyword);
         }
-        details.append_to(pipe);
         pipe.add(Cmd::invoke_script(&ranking));
         pipe.add(Cmd::set_ex(keys.trends_last_update(), now, ttl));
     }
@@ -200,9 +192,14 @@ impl WriteSet {
             .as_ref()
             .map(format_timestamp)
             .unwrap_or_default();
-        let mut snapshot = SetIfNotOlder::new(ttl, "timestamp");
-        snapshot.add(pipe, keys.users_metrics(), json, order);
-        snapshot.append_to(pipe);
+        pipe.add(Cmd::invoke_script(
+            SET_IF_NOT_OLDER
+                .key(keys.users_metrics())
+                .arg(json)
+                .arg(ttl)
+                .arg("timestamp")
+                .arg(order),
+        ));
         if !self.active_users.is_empty() {
             // GT: a replayed, older sighting never moves a user back in time.
             let mut zadd = ZADD_EXPIRE.key(keys.users_active());
@@ -232,42 +229,6 @@ impl WriteSet {
             index.arg(window_end.unwrap_or_default()).arg(window_id);
         }
         pipe.add(Cmd::invoke_script(&index));
-    }
-}
-
-/// [`SET_IF_NOT_OLDER`] calls: as few as the sink allows, one per group of keys that may
-/// share a command.
-struct SetIfNotOlder {
-    ttl: u64,
-    field: &'static str,
-    calls: HashMap<Option<Slot>, ScriptInvocation<'static>>,
-}
-
-impl SetIfNotOlder {
-    fn new(ttl: u64, field: &'static str) -> Self {
-        Self {
-            ttl,
-            field,
-            calls: HashMap::new(),
-        }
-    }
-
-    /// Sets `key` to `json` unless Redis holds a newer version; `version` is empty to
-    /// write unconditionally.
-    fn add(&mut self, sink: &impl CommandSink, key: String, json: String, version: String) {
-        let (ttl, field) = (self.ttl, self.field);
-        let call = self.calls.entry(sink.slot_group(&key)).or_insert_with(|| {
-            let mut call = SET_IF_NOT_OLDER.prepare_invoke();
-            call.arg(ttl).arg(field);
-            call
-        });
-        call.key(key).arg(json).arg(version);
-    }
-
-    fn append_to(self, pipe: &mut impl CommandSink) {
-        for call in self.calls.values() {
-            pipe.add(Cmd::invoke_script(call));
-        }
     }
 }
 
@@ -314,7 +275,7 @@ mod tests {
             &Ttls::uniform(std::time::Duration::from_secs(60)),
             Utc::now(),
         );
-        // 1 detail script for the 10 keywords + 1 ranking script + 1 last_update.
-        assert_eq!(n, 3);
+        // 10 detail scripts + 1 ranking script + 1 last_update.
+        assert_eq!(n, 12);
     }
 }
