@@ -14,7 +14,7 @@ use cache_layer_testkit::cluster::RedisCluster;
 use cache_layer_testkit::kafka::{
     daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS,
 };
-use cache_layer_testkit::{trend_json, wait_until, window_json};
+use cache_layer_testkit::{trend_records, wait_until, window_json};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -30,9 +30,7 @@ fn cluster_config(kafka: &MockKafka, cluster: &RedisCluster) -> Config {
 async fn the_daemon_and_the_library_work_across_the_masters_of_a_cluster() {
     let cluster = RedisCluster::start(3, 0).await;
     let kafka = MockKafka::start(3);
-    let trends: Vec<_> = (0..100)
-        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 9)))
-        .collect();
+    let trends = trend_records("t", 100, 9);
     let windows: Vec<_> = (0..150)
         .map(|i| {
             (

@@ -11,7 +11,7 @@ use cache_layer_testkit::kafka::{
     daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, USERS, WINDOWS,
 };
 use cache_layer_testkit::RedisServer;
-use cache_layer_testkit::{connect, trend_json, wait_until, window_records};
+use cache_layer_testkit::{connect, trend_json, trend_records, wait_until, window_records};
 use redis::Commands;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -358,14 +358,7 @@ async fn two_daemons_in_one_group_split_the_partitions_and_write_everything() {
     .await;
 
     kafka.produce(WINDOWS, &window_records("k", 2_000)).await;
-    kafka
-        .produce(
-            TRENDS,
-            &(0..200)
-                .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 3)))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    kafka.produce(TRENDS, &trend_records("t", 200, 3)).await;
     kafka.wait_committed(GROUP, 2_200, DEADLINE).await;
 
     let mut conn = connect(&redis);

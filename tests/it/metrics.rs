@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use crate::support::{metric_names_in, root};
 use cache_layer_testkit::http::{parse_metrics, value};
 use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
-use cache_layer_testkit::{trend_json, wait_until, window_records};
+use cache_layer_testkit::{trend_json, trend_records, wait_until, window_records};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))
@@ -28,9 +28,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition() {
     let kafka = MockKafka::start(2);
     let redis = RedisServer::start().await.unwrap();
-    let mut records: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("k{i}"), trend_json(&format!("k{i}"), 0, i + 1, 5)))
-        .collect();
+    let mut records = trend_records("k", 40, 5);
     records.push(("bad1".into(), "{nope".into()));
     records.push(("bad2".into(), "also not json".into()));
     for i in 0..3 {

@@ -13,7 +13,9 @@ use cache_layer::pipeline::dead_letter::{
 use cache_layer_testkit::kafka::{
     daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, WINDOWS,
 };
-use cache_layer_testkit::{connect, trend_json, wait_until, window_records, RedisServer};
+use cache_layer_testkit::{
+    connect, trend_json, trend_records, wait_until, window_records, RedisServer,
+};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use redis::Commands;
 
@@ -120,9 +122,7 @@ async fn a_dead_letter_slow_to_deliver_holds_back_no_write_and_no_offset_passes_
     let redis = RedisServer::start().await.unwrap();
     // The rejected message last: however the consumer splits the stream into batches,
     // every valid message is in its batch or in one before it, never held behind it.
-    let mut trends: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 10)))
-        .collect();
+    let mut trends = trend_records("t", 20, 10);
     trends.push(("bad".to_owned(), "{not json".to_owned()));
     kafka.produce(TRENDS, &trends).await;
     // The broker refuses every produce request, retriably, until told otherwise: the

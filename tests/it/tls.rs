@@ -10,7 +10,7 @@ use cache_layer::config::RedisConfig;
 use cache_layer::CacheLayer;
 use cache_layer_testkit::certs::certificates;
 use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
-use cache_layer_testkit::{free_port, trend_json, wait_until, window_records};
+use cache_layer_testkit::{free_port, trend_records, wait_until, window_records};
 
 const ADMIN_PASSWORD: &str = "admin-pw";
 const USER: &str = "cache-layer";
@@ -143,9 +143,7 @@ async fn the_daemon_works_over_mutual_tls_as_a_restricted_acl_user() {
     let mut config = daemon_config(&kafka, &url);
     config.redis = redis_config;
     config.stats.interval = Duration::from_secs(1);
-    let trends: Vec<_> = (0..30)
-        .map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 1, 5)))
-        .collect();
+    let trends = trend_records("t", 30, 5);
     let windows = window_records("w", 30);
     kafka.produce(TRENDS, &trends).await;
     kafka.produce(WINDOWS, &windows).await;

@@ -43,6 +43,19 @@ pub fn window_json(keyword: &str, count: i64, minute: u32) -> String {
     )
 }
 
+/// `n` trend alerts for distinct keywords in window 12:00, keyed by keyword; the rank of
+/// the i-th is i + 1.
+pub fn trend_records(prefix: &str, n: usize, frequency: i64) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{prefix}{i}"),
+                trend_json(&format!("{prefix}{i}"), 0, i as i64 + 1, frequency),
+            )
+        })
+        .collect()
+}
+
 /// `n` window counts for distinct keywords in window 12:00, keyed by keyword; the count
 /// of the i-th is i + 1.
 pub fn window_records(prefix: &str, n: usize) -> Vec<(String, String)> {

@@ -37,7 +37,8 @@ use cache_layer::config::RedisConfig;
 use cache_layer::CacheLayer;
 
 pub use fixtures::{
-    trend, trend_json, user_metrics, window_count, window_json, window_records, TREND,
+    trend, trend_json, trend_records, user_metrics, window_count, window_json, window_records,
+    TREND,
 };
 pub use redis_server::RedisServer;
 
