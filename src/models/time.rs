@@ -85,11 +85,14 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     let mut out = String::with_capacity(27);
     // Accepted timestamps are within 1970..2200 (`parse_timestamp`), four digits.
     push_digits(&mut out, t.year().clamp(0, 9999) as u32, 4);
-    for (separator, value) in [('-', t.month()), ('-', t.day()), ('T', t.hour())] {
-        out.push(separator);
-        push_digits(&mut out, value, 2);
-    }
-    for (separator, value) in [(':', t.minute()), (':', t.second())] {
+    let fields = [
+        ('-', t.month()),
+        ('-', t.day()),
+        ('T', t.hour()),
+        (':', t.minute()),
+        (':', t.second()),
+    ];
+    for (separator, value) in fields {
         out.push(separator);
         push_digits(&mut out, value, 2);
     }
