@@ -71,7 +71,7 @@ pub struct WriteSet {
     /// User id to the latest last-seen unix second.
     active_users: HashMap<String, i64>,
     /// Window id to (normalised keyword to the last count seen).
-    windows: HashMap<String, HashMap<String, WindowedKeywordCount>>,
+    windows: HashMap<String, HashMap<String, WindowEntry>>,
     /// How many items were added, before coalescing.
     items: usize,
 }
@@ -133,10 +133,11 @@ impl WriteSet {
     /// Adds a validated count; its `window_id` is set (validation fills it in).
     pub fn add_window_count(&mut self, count: WindowedKeywordCount) {
         self.items += 1;
+        let (window_id, keyword, entry) = count.into_entry();
         self.windows
-            .entry(count.window_id().to_owned())
+            .entry(window_id)
             .or_default()
-            .insert(count.normalized_keyword.clone(), count);
+            .insert(keyword, entry);
     }
 
     /// Appends every write to `pipe`. Returns how many commands were appended.
@@ -219,11 +220,10 @@ impl WriteSet {
             let mut hset = HSET_EXPIRE.key(keys.window(window_id));
             hset.arg(ttl);
             let mut window_end = None;
-            for (keyword, count) in counts {
-                let json = serde_json::to_string(&WindowEntry::from(count))
-                    .expect("a window entry serializes");
+            for (keyword, entry) in counts {
+                let json = serde_json::to_string(entry).expect("a window entry serializes");
                 hset.arg(keyword).arg(json);
-                window_end = window_end.max(Some(count.window_end.timestamp()));
+                window_end = window_end.max(Some(entry.window_end.timestamp()));
             }
             pipe.add(Cmd::invoke_script(&hset));
             index.arg(window_end.unwrap_or_default()).arg(window_id);

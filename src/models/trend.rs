@@ -35,7 +35,7 @@ impl TrendAlert {
 
 impl Validate for TrendAlert {
     fn validate(&mut self) -> Result<(), Reject> {
-        self.keyword = check_keyword(&self.keyword)?;
+        check_keyword(&mut self.keyword)?;
         check_counts("frequency", self.frequency, self.unique_authors)?;
         check(
             self.growth_rate.is_finite() && self.confidence_score.is_finite(),

@@ -125,29 +125,35 @@ pub(crate) fn check(
     }
 }
 
-/// Trims a keyword and checks it; returns the trimmed form, which is what gets stored.
-pub(crate) fn check_keyword(keyword: &str) -> Result<String, Reject> {
+/// Trims a keyword in place and checks it; returns its normalised form. The trimmed
+/// keyword is what gets stored, the normalised one what names its key. Neither is
+/// copied when the keyword needs no trimming.
+pub(crate) fn check_keyword(keyword: &mut String) -> Result<String, Reject> {
     let trimmed = keyword.trim();
-    check(!trimmed.is_empty(), RejectReason::EmptyKeyword, || {
+    if trimmed.len() != keyword.len() {
+        *keyword = trimmed.to_owned();
+    }
+    let keyword = keyword.as_str();
+    check(!keyword.is_empty(), RejectReason::EmptyKeyword, || {
         "keyword is empty".into()
     })?;
     check(
-        !trimmed.chars().any(char::is_control),
+        !keyword.chars().any(char::is_control),
         RejectReason::InvalidKeyword,
-        || format!("keyword {trimmed:?} contains control characters"),
+        || format!("keyword {keyword:?} contains control characters"),
     )?;
-    let normalized = normalize_keyword(trimmed).len();
+    let normalized = normalize_keyword(keyword);
     check(
-        trimmed.len() <= MAX_KEYWORD_BYTES && normalized <= MAX_KEYWORD_BYTES,
+        keyword.len() <= MAX_KEYWORD_BYTES && normalized.len() <= MAX_KEYWORD_BYTES,
         RejectReason::KeywordTooLong,
         || {
             format!(
                 "keyword is {} bytes, over {MAX_KEYWORD_BYTES}",
-                trimmed.len().max(normalized)
+                keyword.len().max(normalized.len())
             )
         },
     )?;
-    Ok(trimmed.to_owned())
+    Ok(normalized)
 }
 
 /// A post count and its unique authors: both non-negative, and no more authors than posts.

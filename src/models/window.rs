@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::time::push_digits;
 use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
-use super::{normalize_keyword, RejectReason};
+use super::RejectReason;
 use crate::schema;
 
 /// Window ids become part of a key and of an HTTP path, so they are short and plain.
@@ -20,7 +20,7 @@ pub struct WindowedKeywordCount {
     #[serde(with = "super::time")]
     pub window_end: DateTime<Utc>,
     pub unique_authors: i64,
-    /// Recomputed by validation with [`normalize_keyword`]: upstream's value is not trusted
+    /// Recomputed by validation with [`normalize_keyword`](super::normalize_keyword): upstream's value is not trusted
     /// to match the key schema's rule.
     #[serde(default)]
     pub normalized_keyword: String,
@@ -34,6 +34,23 @@ impl WindowedKeywordCount {
     pub fn window_id(&self) -> &str {
         self.window_id.as_deref().unwrap_or_default()
     }
+
+    /// Where a validated count is stored, its window id and normalised keyword, and what
+    /// is stored there; its strings are moved, not copied.
+    pub fn into_entry(self) -> (String, String, WindowEntry) {
+        let entry = WindowEntry {
+            keyword: self.keyword,
+            count: self.count,
+            unique_authors: self.unique_authors,
+            window_start: self.window_start,
+            window_end: self.window_end,
+        };
+        (
+            self.window_id.unwrap_or_default(),
+            self.normalized_keyword,
+            entry,
+        )
+    }
 }
 
 /// The old service's window id: `window_YYYY_MM_DD_HH_MM` of `window_start` in UTC.
@@ -42,6 +59,7 @@ impl WindowedKeywordCount {
 /// every window count.
 pub fn default_window_id(window_start: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
+    let window_start = window_start.naive_utc();
     let mut id = String::with_capacity(23);
     id.push_str("window");
     // Accepted timestamps are within 1970..2200, four digits.
@@ -83,9 +101,8 @@ pub(crate) fn check_window_id(id: &str) -> Result<(), Reject> {
 
 impl Validate for WindowedKeywordCount {
     fn validate(&mut self) -> Result<(), Reject> {
-        self.keyword = check_keyword(&self.keyword)?;
+        self.normalized_keyword = check_keyword(&mut self.keyword)?;
         check_counts("count", self.count, self.unique_authors)?;
-        self.normalized_keyword = normalize_keyword(&self.keyword);
         check_window(&self.window_start, &self.window_end)?;
         match &self.window_id {
             Some(id) => check_window_id(id),
@@ -107,16 +124,4 @@ pub struct WindowEntry {
     pub window_start: DateTime<Utc>,
     #[serde(with = "super::time")]
     pub window_end: DateTime<Utc>,
-}
-
-impl From<&WindowedKeywordCount> for WindowEntry {
-    fn from(c: &WindowedKeywordCount) -> Self {
-        Self {
-            keyword: c.keyword.clone(),
-            count: c.count,
-            unique_authors: c.unique_authors,
-            window_start: c.window_start,
-            window_end: c.window_end,
-        }
-    }
 }

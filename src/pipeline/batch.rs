@@ -98,9 +98,10 @@ pub(crate) enum Pushed<'a> {
 pub(crate) struct Batch {
     writes: WriteSet,
     rejects: Vec<Rejected>,
-    /// Per topic: how many messages, and each partition's highest offset. Looked up by
-    /// `&str`, so a message from a topic already seen allocates nothing here.
-    topics: HashMap<String, TopicProgress>,
+    /// Per topic: how many messages, and each partition's highest offset. A batch holds
+    /// a few topics, so a scan by `&str` finds one faster than hashing its name, and a
+    /// message from a topic already seen allocates nothing here.
+    topics: Vec<(String, TopicProgress)>,
     /// Rejected messages per topic.
     rejected_per_topic: HashMap<String, u64>,
     /// The Kafka timestamps (unix milliseconds) of the messages, for end-to-end latency.
@@ -152,7 +153,7 @@ impl Batch {
         Self {
             writes: WriteSet::new(),
             rejects: Vec::new(),
-            topics: HashMap::new(),
+            topics: Vec::new(),
             rejected_per_topic: HashMap::new(),
             timestamps: Vec::new(),
             kept: Vec::new(),
@@ -169,18 +170,20 @@ impl Batch {
             self.started = Some(Instant::now());
         }
         self.messages += 1;
-        if !self.topics.contains_key(message.topic) {
-            self.topics
-                .insert(message.topic.to_owned(), TopicProgress::default());
-        }
-        if let Some(progress) = self.topics.get_mut(message.topic) {
-            progress.messages += 1;
-            let slot = progress
-                .offsets
-                .entry(message.partition)
-                .or_insert(message.offset);
-            *slot = (*slot).max(message.offset);
-        }
+        let progress = match self.topics.iter().position(|(t, _)| t == message.topic) {
+            Some(i) => &mut self.topics[i].1,
+            None => {
+                self.topics
+                    .push((message.topic.to_owned(), TopicProgress::default()));
+                &mut self.topics.last_mut().expect("just pushed").1
+            }
+        };
+        progress.messages += 1;
+        let slot = progress
+            .offsets
+            .entry(message.partition)
+            .or_insert(message.offset);
+        *slot = (*slot).max(message.offset);
         if let Some(ts) = message.timestamp {
             self.timestamps.push(ts.timestamp_millis());
         }

@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures::FutureExt as _;
-use rdkafka::consumer::Consumer as _;
+use futures::{FutureExt as _, StreamExt as _};
+use rdkafka::consumer::{Consumer as _, MessageStream};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::status::Status;
 use batch::{Batch, Incoming, Pushed, TopicKinds};
-use consumer::GroupConsumer;
+use consumer::{GroupConsumer, GroupContext};
 use dead_letter::DeadLetter;
 use retry::RetryLogic;
 use sink::{Sink, Written};
@@ -138,8 +138,10 @@ struct Pipeline {
 impl Pipeline {
     async fn consume(&mut self, shutdown: &CancellationToken) {
         // Its own handle, so that a received message (which borrows the consumer) can be
-        // added to the batch (which borrows `self` mutably).
+        // added to the batch (which borrows `self` mutably). One stream for the whole
+        // loop: `recv` makes and drops one per message, two locks each.
         let consumer = Arc::clone(&self.consumer);
+        let mut messages = consumer.stream();
         loop {
             let deadline = self.batch.deadline();
             // Full: stop taking messages until the write in flight has finished. Paused:
@@ -154,9 +156,9 @@ impl Pipeline {
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
                 }
-                received = consumer.recv(), if receiving => {
+                Some(received) = messages.next(), if receiving => {
                     self.take(received);
-                    self.take_ready(&consumer);
+                    self.take_ready(&mut messages);
                 }
                 // No message is ready and nothing is being written: write what there is
                 // rather than wait for more.
@@ -184,9 +186,9 @@ impl Pipeline {
     /// a burst, and there is no need to poll the loop's other branches (a fresh timer,
     /// the write in flight, shutdown) once per message. At most one batch's worth is
     /// taken, a few milliseconds of work, before the loop looks at them again.
-    fn take_ready(&mut self, consumer: &GroupConsumer) {
+    fn take_ready(&mut self, messages: &mut MessageStream<'_, GroupContext>) {
         while !self.batch.is_full() {
-            let Some(received) = consumer.recv().now_or_never() else {
+            let Some(Some(received)) = messages.next().now_or_never() else {
                 return;
             };
             self.take(received);
