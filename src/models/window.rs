@@ -20,8 +20,8 @@ pub struct WindowedKeywordCount {
     #[serde(with = "super::time")]
     pub window_end: DateTime<Utc>,
     pub unique_authors: i64,
-    /// Recomputed by validation with [`normalize_keyword`](super::normalize_keyword): upstream's value is not trusted
-    /// to match the key schema's rule.
+    /// Recomputed by validation with [`normalize_keyword`](super::normalize_keyword):
+    /// upstream's value is not trusted to match the key schema's rule.
     #[serde(default)]
     pub normalized_keyword: String,
     /// Filled by validation from `window_start` when absent (see [`default_window_id`]).
