@@ -17,7 +17,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use super::error::{is_state_code, Refusal};
+use super::error::{is_state_code, server_error, Refusal};
+use super::scripts;
 use super::writes::CommandSink;
 
 #[derive(Clone)]
@@ -82,15 +83,53 @@ fn sort_replies(
     }
     let mut refused = Vec::new();
     for (cmd, reply) in pipe.cmd_iter().zip(replies) {
-        let Value::ServerError(error) = reply else {
-            continue;
-        };
-        if is_state_code(error.code()) {
-            return Err(error.into());
+        match reply {
+            // Refused as a whole: every key it names is set aside.
+            Value::ServerError(error) => {
+                if is_state_code(error.code()) {
+                    return Err(error.into());
+                }
+                let error = format!("{} {}", error.code(), error.details().unwrap_or_default());
+                refused.extend(keys_of(cmd).into_iter().map(|key| Refusal {
+                    key: key.to_vec(),
+                    error: error.clone(),
+                }));
+            }
+            Value::Array(report) if scripts::reports_refusals(cmd) => {
+                refused.extend(report_refusals(cmd, report)?);
+            }
+            _ => {}
         }
+    }
+    Ok(refused)
+}
+
+/// The keys that a [`scripts::SET_IF_NOT_OLDER`] call reports it did not write, or the
+/// error of Redis's state that one of them met.
+fn report_refusals(cmd: &Cmd, report: Vec<Value>) -> RedisResult<Vec<Refusal>> {
+    let keys = keys_of(cmd);
+    let mut refused = Vec::new();
+    let mut report = report.into_iter();
+    while let (Some(position), Some(error)) = (report.next(), report.next()) {
+        let position: usize = redis::from_redis_value(position)?;
+        let error: String = redis::from_redis_value(error)?;
+        let code = error.split_whitespace().next().unwrap_or_default();
+        if is_state_code(code) {
+            return Err(server_error(&error));
+        }
+        let key = position
+            .checked_sub(1)
+            .and_then(|i| keys.get(i))
+            .ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "a script reported a key it was not given",
+                    format!("position {position} of {}", keys.len()),
+                ))
+            })?;
         refused.push(Refusal {
-            key: key_of(cmd).unwrap_or_default().to_vec(),
-            error: format!("{} {}", error.code(), error.details().unwrap_or_default()),
+            key: key.to_vec(),
+            error,
         });
     }
     Ok(refused)
@@ -99,17 +138,27 @@ fn sort_replies(
 /// The key a command of this crate acts on: after the script and key count for EVAL and
 /// EVALSHA, the first argument otherwise.
 fn key_of(cmd: &Cmd) -> Option<&[u8]> {
+    keys_of(cmd).into_iter().next()
+}
+
+/// Every key a command of this crate acts on: those its key count names for EVAL and
+/// EVALSHA, the first argument of any other command.
+fn keys_of(cmd: &Cmd) -> Vec<&[u8]> {
     let mut args = cmd.args_iter().filter_map(|a| match a {
         Arg::Simple(bytes) => Some(bytes),
         _ => None,
     });
-    let name = args.next()?;
-    let position = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
-        2
-    } else {
-        0
+    let Some(name) = args.next() else {
+        return Vec::new();
     };
-    args.nth(position)
+    if !name.eq_ignore_ascii_case(b"EVALSHA") && !name.eq_ignore_ascii_case(b"EVAL") {
+        return args.next().into_iter().collect();
+    }
+    let count = args
+        .nth(1)
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(0);
+    args.take(count).collect()
 }
 
 /// The commands of one write, grouped as the connection sends them: one pipeline for a
@@ -158,6 +207,13 @@ impl CommandSink for Writes {
         match self {
             Self::Single(pipe) => pipe.len(),
             Self::Cluster(parts) => parts.values().map(Pipeline::len).sum(),
+        }
+    }
+
+    fn slot_of(&self, key: &str) -> Option<Slot> {
+        match self {
+            Self::Single(_) => None,
+            Self::Cluster(_) => Some(Slot::for_key(key)),
         }
     }
 }
@@ -305,5 +361,71 @@ mod tests {
         get.arg("users:metrics");
         assert_eq!(key_of(&get), Some(&b"users:metrics"[..]));
         assert_eq!(key_of(&redis::cmd("PING")), None);
+    }
+
+    /// A pipeline of one `SET_IF_NOT_OLDER` call over three keys.
+    fn three_details() -> Pipeline {
+        let mut script = scripts::SET_IF_NOT_OLDER.prepare_invoke();
+        script.arg(60).arg("window_end");
+        for key in ["trends:keyword:a", "trends:keyword:b", "trends:keyword:c"] {
+            script.key(key).arg("{}").arg("");
+        }
+        let mut pipe = replying_pipeline();
+        pipe.add_command(Cmd::invoke_script(&script));
+        pipe
+    }
+
+    fn reply(resp: &str) -> Value {
+        redis::parse_redis_value(resp.as_bytes()).expect("RESP")
+    }
+
+    #[test]
+    fn a_script_reports_the_keys_it_did_not_write_and_only_those_are_refused() {
+        let pipe = three_details();
+        let keys = keys_of(pipe.cmd_iter().next().unwrap());
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[1], b"trends:keyword:b");
+
+        let wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value";
+        let report = Value::Array(vec![Value::Int(2), Value::BulkString(wrongtype.into())]);
+        let refused = sort_replies(&pipe, vec![report], None).unwrap();
+        assert_eq!(
+            refused,
+            [Refusal {
+                key: b"trends:keyword:b".to_vec(),
+                error: wrongtype.to_owned(),
+            }]
+        );
+        assert!(sort_replies(&pipe, vec![Value::Array(vec![])], None)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn redis_state_met_by_one_key_of_a_script_fails_the_whole_write() {
+        let pipe = three_details();
+        let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+        let report = Value::Array(vec![Value::Int(3), Value::BulkString(oom.into())]);
+        let e = sort_replies(&pipe, vec![report], None).unwrap_err();
+        assert_eq!(e.code(), Some("OOM"));
+        assert!(crate::cache::CacheError::from(e).is_retryable());
+    }
+
+    #[test]
+    fn a_script_refused_as_a_whole_refuses_every_key_it_names() {
+        let pipe = three_details();
+        let refused = sort_replies(&pipe, vec![reply("-ERR bad script\r\n")], None).unwrap();
+        let keys: Vec<&[u8]> = refused.iter().map(|r| r.key.as_slice()).collect();
+        assert_eq!(
+            keys,
+            [
+                &b"trends:keyword:a"[..],
+                b"trends:keyword:b",
+                b"trends:keyword:c"
+            ]
+        );
+        assert!(refused.iter().all(|r| r.error == "ERR bad script"));
+        let e = sort_replies(&pipe, vec![reply("-READONLY replica\r\n")], None).unwrap_err();
+        assert_eq!(e.code(), Some("READONLY"));
     }
 }

@@ -37,6 +37,16 @@ pub(crate) fn is_state_code(code: &str) -> bool {
     STATE_CODES.contains(&code)
 }
 
+/// A Redis error from its text as Redis sends it (`CODE detail`): for an error that
+/// reaches this crate inside a reply, as those a script reports for one of its keys.
+pub(crate) fn server_error(text: &str) -> RedisError {
+    let reply = format!("-{}\r\n", text.replace(['\r', '\n'], " "));
+    match redis::parse_redis_value(reply.as_bytes()) {
+        Ok(redis::Value::ServerError(e)) => e.into(),
+        _ => (ErrorKind::Parse, "unreadable Redis error", text.to_owned()).into(),
+    }
+}
+
 /// A write that Redis refused for its data, with Redis's own error text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -158,29 +168,26 @@ impl From<RedisError> for CacheError {
 mod tests {
     use super::*;
 
-    fn server_error(code: &str, detail: &str) -> CacheError {
-        let reply = format!("-{code} {detail}\r\n");
-        let value = redis::parse_redis_value(reply.as_bytes()).expect("a RESP error");
-        match value {
-            redis::Value::ServerError(e) => RedisError::from(e).into(),
-            other => panic!("{other:?}"),
-        }
+    fn error(code: &str, detail: &str) -> CacheError {
+        let e = server_error(&format!("{code} {detail}"));
+        assert_eq!(e.code(), Some(code));
+        e.into()
     }
 
     #[test]
     fn redis_state_is_retried_and_data_is_refused() {
         for code in STATE_CODES {
-            let e = server_error(code, "state");
+            let e = error(code, "state");
             assert!(e.is_retryable(), "{code}: {e}");
         }
         for code in ["WRONGTYPE", "ERR"] {
-            let e = server_error(code, "data");
+            let e = error(code, "data");
             assert!(!e.is_retryable(), "{code}: {e}");
         }
-        assert_eq!(server_error("OOM", "full").kind_label(), "oom");
-        assert_eq!(server_error("WRONGTYPE", "x").kind_label(), "wrongtype");
+        assert_eq!(error("OOM", "full").kind_label(), "oom");
+        assert_eq!(error("WRONGTYPE", "x").kind_label(), "wrongtype");
         for code in STATE_CODES.iter().chain(&["WRONGTYPE", "ERR", "SOMETHING"]) {
-            let label = server_error(code, "x").kind_label();
+            let label = error(code, "x").kind_label();
             assert!(REDIS_ERROR_KINDS.contains(&label), "{code}: {label}");
         }
     }

@@ -1,63 +1,106 @@
 //! The Lua scripts that make writes replay-safe, and set each key's value and TTL in one
-//! atomic step. Each touches exactly one key, so each runs on a single hash slot and works
-//! unchanged on Redis Cluster.
+//! atomic step. The keys of one call always share a hash slot (most scripts touch one
+//! key), so each works unchanged on Redis Cluster.
 //!
 //! They are invoked with EVALSHA inside the batch pipeline; after a Redis restart the
 //! script cache is empty, and the writer loads them again on NOSCRIPT and retries.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Arg, Cmd, Script};
 
-/// `SET key json EX ttl` unless the stored JSON is newer.
+/// `SET key json EX ttl` for each of its keys, unless the stored JSON is newer.
 ///
-/// KEYS[1]: the key. ARGV[1]: the new JSON; ARGV[2]: TTL in seconds; ARGV[3]: the name of
-/// the top-level string field that orders versions; ARGV[4]: the new version, a prefix of
-/// that field's canonical (fixed-width, string-comparable) value, or '' to write
-/// unconditionally. The stored value's field is compared on the same prefix, so a
-/// version may be coarser than the field (a trend's `window_end` to the second).
+/// KEYS: the keys, all on one hash slot. ARGV[1]: TTL in seconds; ARGV[2]: the name of the
+/// top-level string field that orders versions; then, key by key, the new JSON and the new
+/// version: a prefix of that field's canonical (fixed-width, string-comparable) value, or
+/// '' to write unconditionally. The stored value's field is compared on the same prefix,
+/// so a version may be coarser than the field (a trend's `window_end` to the second).
 ///
 /// The stored value is written by this service with serde_json, which escapes every quote
 /// inside strings, so the first `"field":"` is the top-level field: no JSON decode needed.
+///
+/// One call writes many keys (a batch's trend details, per hash slot) rather than one call
+/// each. So that a key Redis refuses (another writer's hash, say) stops none of the
+/// others, every command goes through `pcall`, and the reply is the keys not written: a
+/// flat array of (position in KEYS from 1, Redis's error), empty when all were handled.
+/// Whether an error is about the key or about Redis's state (OOM, READONLY) is the
+/// caller's to say, as for a command's own error (see [`reports_refusals`]).
 pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
 const SET_IF_NOT_OLDER_SRC: &str = r#"
-local order = ARGV[4]
-if order ~= '' then
-  local old = redis.call('GET', KEYS[1])
-  if old then
-    local stored = string.match(old, '"' .. ARGV[3] .. '":"([^"]*)"')
-    if stored and string.sub(stored, 1, #order) > order then
-      return 0
+local ttl, field = ARGV[1], '"' .. ARGV[2] .. '":"'
+local refused = {}
+local function failed(i, reply)
+  if type(reply) == 'table' and reply.err then
+    refused[#refused + 1] = i
+    refused[#refused + 1] = reply.err
+    return true
+  end
+  return false
+end
+for i, key in ipairs(KEYS) do
+  local json, order = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  local old = false
+  if order ~= '' then
+    old = redis.pcall('GET', key)
+  end
+  if not failed(i, old) then
+    local newer = false
+    if old then
+      local _, last = string.find(old, field, 1, true)
+      local stop = last and string.find(old, '"', last + 1, true)
+      newer = stop and string.sub(old, last + 1, math.min(stop - 1, last + #order)) > order
+    end
+    if not newer then
+      failed(i, redis.pcall('SET', key, json, 'EX', ttl))
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return refused
 "#;
+
+/// Whether `cmd` runs [`SET_IF_NOT_OLDER`], whose reply lists the keys it did not write.
+pub fn reports_refusals(cmd: &Cmd) -> bool {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    args.next()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA"))
+        && args.next() == Some(SET_IF_NOT_OLDER.get_hash().as_bytes())
+}
 
 /// Adds keywords to `trends:current` unless the member already sits in a newer window,
 /// then refreshes the TTL. The window is decoded from the score as in
 /// `schema::window_of_score`.
 ///
-/// KEYS[1]: `trends:current`. ARGV[1]: TTL in seconds; then (score, member) pairs.
-/// Returns how many members were written.
+/// KEYS[1]: `trends:current`. ARGV[1]: TTL in seconds; then (score, member) pairs, each
+/// member once (a `WriteSet` holds one alert per keyword): every member is compared with
+/// the score it had before the call. Returns how many members were written. One ZMSCORE
+/// and one ZADD per chunk of members rather than two commands per member.
 pub static ZADD_IF_NOT_OLDER: LazyLock<Script> =
     LazyLock::new(|| Script::new(ZADD_IF_NOT_OLDER_SRC));
 const ZADD_IF_NOT_OLDER_SRC: &str = r#"
+local count = (#ARGV - 1) / 2
 local written = 0
-for i = 2, #ARGV, 2 do
-  local score = tonumber(ARGV[i])
-  local member = ARGV[i + 1]
-  local old = redis.call('ZSCORE', KEYS[1], member)
-  local stale = false
-  if old then
-    local old_window = math.floor((999999 - tonumber(old)) / 1000000)
-    local new_window = math.floor((999999 - score) / 1000000)
-    stale = old_window > new_window
+for first = 1, count, 500 do
+  local members = {}
+  for i = first, math.min(first + 499, count) do
+    members[#members + 1] = ARGV[2 * i + 1]
   end
-  if not stale then
-    redis.call('ZADD', KEYS[1], score, member)
-    written = written + 1
+  local olds = redis.call('ZMSCORE', KEYS[1], unpack(members))
+  local fresh = {}
+  for j, member in ipairs(members) do
+    local score = ARGV[2 * (first + j - 1)]
+    local old = olds[j] and tonumber(olds[j])
+    if not old or math.floor((999999 - old) / 1000000) <= math.floor((999999 - tonumber(score)) / 1000000) then
+      fresh[#fresh + 1] = score
+      fresh[#fresh + 1] = member
+    end
+  end
+  if #fresh > 0 then
+    redis.call('ZADD', KEYS[1], unpack(fresh))
+    written = written + #fresh / 2
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use redis::cluster_routing::Slot;
 use redis::{Cmd, Pipeline};
 
 use super::scripts::{HSET_EXPIRE, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
@@ -26,6 +27,9 @@ pub trait CommandSink {
     fn add(&mut self, cmd: Cmd);
     /// How many commands it holds.
     fn count(&self) -> usize;
+    /// The hash slot of `key` where keys of different slots cannot share a script (a
+    /// cluster), `None` where any keys can (a single server).
+    fn slot_of(&self, key: &str) -> Option<Slot>;
 }
 
 impl CommandSink for Pipeline {
@@ -36,7 +40,15 @@ impl CommandSink for Pipeline {
     fn count(&self) -> usize {
         self.len()
     }
+
+    fn slot_of(&self, _key: &str) -> Option<Slot> {
+        None
+    }
 }
+
+/// The most keys one [`SET_IF_NOT_OLDER`] call writes, so that no call holds Redis for
+/// long whatever the batch size: a few milliseconds of Redis's time.
+const KEYS_PER_SCRIPT: usize = 500;
 
 /// The keys that writing `message` touches: the data key of each item and its category's
 /// shared keys (index, ranking, last update). When Redis refuses a write to one of these
@@ -165,19 +177,32 @@ impl WriteSet {
     fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
         let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
         ranking.arg(ttl);
+        // The details in as few scripts as the slots allow: one call for them all on a
+        // single server.
+        let mut details: HashMap<Option<Slot>, Vec<(String, &TrendAlert)>> = HashMap::new();
         for (keyword, alert) in &self.trends {
-            let json = serde_json::to_string(alert).expect("a validated alert serializes");
-            pipe.add(Cmd::invoke_script(
-                SET_IF_NOT_OLDER
-                    .key(keys.trend_normalized(keyword))
-                    .arg(json)
-                    .arg(ttl)
-                    .arg("window_end")
-                    .arg(trend_version(&alert.window_end)),
-            ));
+            let key = keys.trend_normalized(keyword);
+            details
+                .entry(pipe.slot_of(&key))
+                .or_default()
+                .push((key, alert));
             ranking
                 .arg(trend_score(&alert.window_end, alert.rank))
                 .arg(keyword);
+        }
+        for slot in details.into_values() {
+            for chunk in slot.chunks(KEYS_PER_SCRIPT) {
+                let mut script = SET_IF_NOT_OLDER.prepare_invoke();
+                script.arg(ttl).arg("window_end");
+                for (key, alert) in chunk {
+                    let json = serde_json::to_string(alert).expect("a validated alert serializes");
+                    script
+                        .key(key)
+                        .arg(json)
+                        .arg(trend_version(&alert.window_end));
+                }
+                pipe.add(Cmd::invoke_script(&script));
+            }
         }
         pipe.add(Cmd::invoke_script(&ranking));
         pipe.add(Cmd::set_ex(keys.trends_last_update(), now, ttl));
@@ -196,9 +221,9 @@ impl WriteSet {
         pipe.add(Cmd::invoke_script(
             SET_IF_NOT_OLDER
                 .key(keys.users_metrics())
-                .arg(json)
                 .arg(ttl)
                 .arg("timestamp")
+                .arg(json)
                 .arg(order),
         ));
         if !self.active_users.is_empty() {
@@ -275,7 +300,7 @@ mod tests {
             &Ttls::uniform(std::time::Duration::from_secs(60)),
             Utc::now(),
         );
-        // 10 detail scripts + 1 ranking script + 1 last_update.
-        assert_eq!(n, 12);
+        // 1 script for the 10 details + 1 ranking script + 1 last_update.
+        assert_eq!(n, 3);
     }
 }

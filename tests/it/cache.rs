@@ -132,6 +132,50 @@ async fn alerts_within_one_second_leave_details_and_ranking_agreeing() {
     assert_holds(&redis, &later).await;
 }
 
+/// A batch's trend details are written by one script call: a key of another writer in
+/// the middle of them is the only one refused, an older alert still loses to a newer one
+/// stored, and every other key is written with its TTL.
+#[tokio::test]
+async fn one_foreign_key_among_a_batch_of_trends_refuses_only_its_own_write() {
+    let redis = TestRedis::start().await;
+    let mut conn = redis.conn();
+    let _: () = conn
+        .hset("trends:keyword:k5", "owner", "another-app")
+        .unwrap();
+    let newer = trend("k1", "2024-01-01T12:05:00Z", 1);
+    cache_one(&redis, &newer).await;
+
+    let alerts: Vec<TrendAlert> = (0..10)
+        .map(|i| trend(&format!("k{i}"), "2024-01-01T12:00:00Z", i + 1))
+        .collect();
+    let refused = match redis.cache.cache_current_trends(&alerts, TTL).await {
+        Err(CacheError::Refused(refused)) => refused,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].key, b"trends:keyword:k5");
+    assert!(refused[0].error.starts_with("WRONGTYPE"), "{refused:?}");
+
+    let owner: String = conn.hget("trends:keyword:k5", "owner").unwrap();
+    assert_eq!(owner, "another-app", "the foreign key is left alone");
+    assert_holds(&redis, &newer).await;
+    for alert in alerts
+        .iter()
+        .filter(|a| !["k1", "k5"].contains(&a.keyword.as_str()))
+    {
+        let details = redis.cache.get_trend_details(&alert.keyword).await.unwrap();
+        assert_eq!(details.as_ref(), Some(alert));
+        let ttl: i64 = conn
+            .ttl(format!("trends:keyword:{}", alert.keyword))
+            .unwrap();
+        assert!(
+            ttl > 0 && ttl <= TTL.as_secs() as i64,
+            "{}: {ttl}",
+            alert.keyword
+        );
+    }
+}
+
 #[tokio::test]
 async fn keywords_are_normalised_and_glob_characters_stay_data() {
     let redis = TestRedis::start().await;
