@@ -42,6 +42,7 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
     for measure in [
         "kafka_ceiling_msgs_per_sec",
         "redis_ceiling_msgs_per_sec",
+        "redis_ceiling_cpu_secs_per_million",
         "daemon_msgs_per_sec",
         "naive_msgs_per_sec",
     ] {

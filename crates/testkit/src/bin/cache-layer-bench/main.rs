@@ -201,9 +201,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             let kafka_ceiling_msgs_per_sec =
                 scenarios::kafka_ceiling(&bootstrap, args.fetch_wait_ms, args.messages).await?;
             eprintln!("Redis ceiling: raw pipelined writes");
+            let written = scenarios::redis_ceiling(&cache, &mut redis_conn, &stream).await?;
             report.ceilings = Some(Ceilings {
                 kafka_ceiling_msgs_per_sec,
-                redis_ceiling_msgs_per_sec: scenarios::redis_ceiling(&cache, &stream).await?,
+                redis_ceiling_msgs_per_sec: written.msgs_per_sec,
+                redis_ceiling_cpu_secs_per_million: written.redis_cpu_secs_per_million,
             });
             scenarios::flush(&mut redis_conn).await?;
         }

@@ -35,6 +35,9 @@ pub struct Report {
 pub struct Ceilings {
     pub kafka_ceiling_msgs_per_sec: f64,
     pub redis_ceiling_msgs_per_sec: f64,
+    /// Redis's CPU over the Redis ceiling's run, per million messages (`INFO cpu`): what
+    /// the daemon's writes cost Redis when nothing else runs.
+    pub redis_ceiling_cpu_secs_per_million: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,8 +95,8 @@ impl Report {
                 c.kafka_ceiling_msgs_per_sec
             );
             println!(
-                "| Redis ceiling (raw pipelined writes) | {:.0} msg/s |",
-                c.redis_ceiling_msgs_per_sec
+                "| Redis ceiling (raw pipelined writes) | {:.0} msg/s, Redis CPU {:.2} s per million messages |",
+                c.redis_ceiling_msgs_per_sec, c.redis_ceiling_cpu_secs_per_million
             );
         }
         if let Some(t) = &self.throughput {
