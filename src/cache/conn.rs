@@ -15,7 +15,7 @@ use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
-use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 
 use super::error::{is_state_code, server_error, Refusal};
 use super::scripts;
@@ -90,12 +90,12 @@ fn sort_replies(
                     return Err(error.into());
                 }
                 let error = format!("{} {}", error.code(), error.details().unwrap_or_default());
-                refused.extend(keys_of(cmd).into_iter().map(|key| Refusal {
+                refused.extend(keys_of(cmd).map(|key| Refusal {
                     key: key.to_vec(),
                     error: error.clone(),
                 }));
             }
-            Value::Array(report) if scripts::reports_refusals(cmd) => {
+            Value::Array(report) if runs(cmd, &scripts::SET_IF_NOT_OLDER) => {
                 refused.extend(report_refusals(cmd, report)?);
             }
             _ => {}
@@ -107,7 +107,6 @@ fn sort_replies(
 /// The keys that a [`scripts::SET_IF_NOT_OLDER`] call reports it did not write, or the
 /// error of Redis's state that one of them met.
 fn report_refusals(cmd: &Cmd, report: Vec<Value>) -> RedisResult<Vec<Refusal>> {
-    let keys = keys_of(cmd);
     let mut refused = Vec::new();
     let mut report = report.into_iter();
     while let (Some(position), Some(error)) = (report.next(), report.next()) {
@@ -119,12 +118,12 @@ fn report_refusals(cmd: &Cmd, report: Vec<Value>) -> RedisResult<Vec<Refusal>> {
         }
         let key = position
             .checked_sub(1)
-            .and_then(|i| keys.get(i))
+            .and_then(|i| keys_of(cmd).nth(i))
             .ok_or_else(|| {
                 redis::RedisError::from((
                     redis::ErrorKind::Parse,
                     "a script reported a key it was not given",
-                    format!("position {position} of {}", keys.len()),
+                    format!("position {position} of {}", keys_of(cmd).count()),
                 ))
             })?;
         refused.push(Refusal {
@@ -135,30 +134,42 @@ fn report_refusals(cmd: &Cmd, report: Vec<Value>) -> RedisResult<Vec<Refusal>> {
     Ok(refused)
 }
 
-/// The key a command of this crate acts on: after the script and key count for EVAL and
-/// EVALSHA, the first argument otherwise.
+/// The key a command of this crate acts on: its first key.
 fn key_of(cmd: &Cmd) -> Option<&[u8]> {
-    keys_of(cmd).into_iter().next()
+    keys_of(cmd).next()
 }
 
 /// Every key a command of this crate acts on: those its key count names for EVAL and
 /// EVALSHA, the first argument of any other command.
-fn keys_of(cmd: &Cmd) -> Vec<&[u8]> {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
+fn keys_of(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    let mut args = simple_args(cmd);
+    let count = match args.next() {
+        Some(name)
+            if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") =>
+        {
+            args.nth(1)
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+                .unwrap_or(0)
+        }
+        Some(_) => 1,
+        None => 0,
+    };
+    args.take(count)
+}
+
+/// Whether `cmd` calls `script` by its hash.
+fn runs(cmd: &Cmd, script: &Script) -> bool {
+    let mut args = simple_args(cmd);
+    args.next()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA"))
+        && args.next() == Some(script.get_hash().as_bytes())
+}
+
+fn simple_args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|a| match a {
         Arg::Simple(bytes) => Some(bytes),
         _ => None,
-    });
-    let Some(name) = args.next() else {
-        return Vec::new();
-    };
-    if !name.eq_ignore_ascii_case(b"EVALSHA") && !name.eq_ignore_ascii_case(b"EVAL") {
-        return args.next().into_iter().collect();
-    }
-    let count = args
-        .nth(1)
-        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-        .unwrap_or(0);
-    args.take(count).collect()
+    })
 }
 
 /// The commands of one write, grouped as the connection sends them: one pipeline for a
@@ -382,7 +393,7 @@ mod tests {
     #[test]
     fn a_script_reports_the_keys_it_did_not_write_and_only_those_are_refused() {
         let pipe = three_details();
-        let keys = keys_of(pipe.cmd_iter().next().unwrap());
+        let keys: Vec<&[u8]> = keys_of(pipe.cmd_iter().next().unwrap()).collect();
         assert_eq!(keys.len(), 3);
         assert_eq!(keys[1], b"trends:keyword:b");
 

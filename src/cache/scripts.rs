@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use redis::{Arg, Cmd, Script};
+use redis::Script;
 
 /// `SET key json EX ttl` for each of its keys, unless the stored JSON is newer.
 ///
@@ -25,7 +25,7 @@ use redis::{Arg, Cmd, Script};
 /// others, every command goes through `pcall`, and the reply is the keys not written: a
 /// flat array of (position in KEYS from 1, Redis's error), empty when all were handled.
 /// Whether an error is about the key or about Redis's state (OOM, READONLY) is the
-/// caller's to say, as for a command's own error (see [`reports_refusals`]).
+/// caller's to say, as for a command's own error (`conn::sort_replies`).
 pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
 const SET_IF_NOT_OLDER_SRC: &str = r#"
 local ttl, field = ARGV[1], '"' .. ARGV[2] .. '":"'
@@ -58,17 +58,6 @@ for i, key in ipairs(KEYS) do
 end
 return refused
 "#;
-
-/// Whether `cmd` runs [`SET_IF_NOT_OLDER`], whose reply lists the keys it did not write.
-pub fn reports_refusals(cmd: &Cmd) -> bool {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        Arg::Simple(bytes) => Some(bytes),
-        _ => None,
-    });
-    args.next()
-        .is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA"))
-        && args.next() == Some(SET_IF_NOT_OLDER.get_hash().as_bytes())
-}
 
 /// Adds keywords to `trends:current` unless the member already sits in a newer window,
 /// then refreshes the TTL. The window is decoded from the score as in

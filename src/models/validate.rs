@@ -249,11 +249,16 @@ fn decode_items<T: Validate>(bytes: &[u8]) -> Result<Vec<T>, ValidationError> {
 /// decoding's time); a message that is not UTF-8 goes to `from_slice`, which words the
 /// error where the bad byte is.
 fn parse<T: Validate>(bytes: &[u8], is_array: bool) -> serde_json::Result<Vec<T>> {
-    match (std::str::from_utf8(bytes), is_array) {
-        (Ok(text), true) => serde_json::from_str(text),
-        (Ok(text), false) => serde_json::from_str(text).map(|one| vec![one]),
-        (Err(_), true) => serde_json::from_slice(bytes),
-        (Err(_), false) => serde_json::from_slice(bytes).map(|one| vec![one]),
+    fn read<U: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<U> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        }
+    }
+    if is_array {
+        read(bytes)
+    } else {
+        read(bytes).map(|one| vec![one])
     }
 }
 
