@@ -223,7 +223,8 @@ fn wait(config: &RedisConfig) -> Option<(u32, Duration)> {
     (config.wait_replicas > 0).then_some((config.wait_replicas, config.wait_timeout))
 }
 
-/// Connects to a cluster through its seed nodes (`redis.nodes`, or the URL alone).
+/// Connects to a cluster through its seed nodes (`redis.nodes`, or the URL alone), with
+/// the `redis.tls_*` certificates when they are set.
 async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection> {
     let url = config
         .connection_url()
@@ -242,6 +243,9 @@ async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection> {
     if let Some(password) = url.password() {
         builder = builder.password(password);
     }
+    if let Some(certificates) = certificates(config)? {
+        builder = builder.certs(certificates);
+    }
     let client = builder
         .build()
         .map_err(|e| CacheError::Config(e.to_string()))?;
@@ -251,7 +255,16 @@ async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection> {
 /// A client for the URL: plain, TLS with the system's roots, or TLS with the configured
 /// CA and client certificate.
 fn client(config: &RedisConfig, url: &str) -> Result<redis::Client> {
-    let bad = |e: &dyn std::fmt::Display| CacheError::Config(e.to_string());
+    let bad = |e: redis::RedisError| CacheError::Config(e.to_string());
+    match certificates(config)? {
+        None => redis::Client::open(url).map_err(bad),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates).map_err(bad),
+    }
+}
+
+/// The CA and the client certificate of `redis.tls_*`, read from their files; `None` when
+/// none is set (TLS, if the URL asks for it, then trusts the system's roots).
+fn certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>> {
     let read = |path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>> {
         path.as_ref()
             .map(|p| {
@@ -269,16 +282,12 @@ fn client(config: &RedisConfig, url: &str) -> Result<redis::Client> {
         _ => None,
     };
     if root_cert.is_none() && client_tls.is_none() {
-        return redis::Client::open(url).map_err(|e| bad(&e));
+        return Ok(None);
     }
-    redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| bad(&e))
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// One TTL for every category, refusing what Redis would refuse (`EX 0`) with a clear error.

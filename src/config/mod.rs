@@ -243,6 +243,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_with_a_cluster_need_rediss_seed_nodes() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let toml = |scheme: &str| {
+            format!(
+                "[redis]\ncluster = true\nnodes = [\"{scheme}://127.0.0.1:7000\"]\ntls_ca_file = {:?}\n",
+                ca.path()
+            )
+        };
+        let err = Config::from_toml(&toml("redis")).unwrap_err().to_string();
+        assert!(
+            err.contains("redis.tls_ca_file") && err.contains("rediss:// seed nodes"),
+            "{err}"
+        );
+        let config = Config::from_toml(&toml("rediss")).unwrap();
+        assert_eq!(config.redis.tls_ca_file.as_deref(), Some(ca.path()));
+    }
+
+    #[test]
     fn zero_batch_size_is_rejected_by_name() {
         let err = Config::from_toml("[batch]\nmax_messages = 0\n").unwrap_err();
         assert!(err.to_string().contains("batch.max_messages"), "{err}");

@@ -119,6 +119,15 @@ impl RedisConfig {
             ));
         }
         let url = self.connection_url()?;
+        // A cluster is reached through its seed nodes, when they are listed.
+        let (addresses, plaintext) = if self.cluster && !self.nodes.is_empty() {
+            (
+                "rediss:// seed nodes (redis.nodes)",
+                self.nodes.iter().any(|n| !n.starts_with("rediss://")),
+            )
+        } else {
+            ("a rediss:// URL", url.scheme() != "rediss")
+        };
         let tls_files = [
             ("redis.tls_ca_file", &self.tls_ca_file),
             ("redis.tls_cert_file", &self.tls_cert_file),
@@ -126,8 +135,8 @@ impl RedisConfig {
         ];
         for (key, file) in tls_files {
             if let Some(file) = file {
-                if url.scheme() != "rediss" {
-                    return Err(ConfigError::invalid(key, "needs a rediss:// URL"));
+                if plaintext {
+                    return Err(ConfigError::invalid(key, format!("needs {addresses}")));
                 }
                 if !file.is_file() {
                     return Err(ConfigError::invalid(
@@ -153,12 +162,6 @@ impl RedisConfig {
                     ))
                 }
             }
-        }
-        if self.cluster && (self.tls_ca_file.is_some() || self.tls_cert_file.is_some()) {
-            return Err(ConfigError::invalid(
-                "redis.cluster",
-                "does not take redis.tls_* files yet; use rediss:// seed nodes with the system's trust store",
-            ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ConfigError::invalid(

@@ -1,7 +1,8 @@
 //! Redis Cluster, for real: three masters as `redis-server --cluster-enabled yes`
 //! processes joined with `redis-cli --cluster create`. The daemon's end-to-end scenario
 //! runs on it with every key on its owning master, the library's stats, clears and sweeps
-//! work across masters, and a master's failover in the middle of a stream loses nothing.
+//! work across masters, a master's failover in the middle of a stream loses nothing, and
+//! a cluster that takes only TLS clients with certificates is reached with `redis.tls_*`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use cache_layer::background::{sweep_once, SweepOutcome};
 use cache_layer::cache::lock_token;
 use cache_layer::config::{Config, RedisConfig};
 use cache_layer::CacheLayer;
+use cache_layer_testkit::certs::certificates;
 use cache_layer_testkit::cluster::RedisCluster;
 use cache_layer_testkit::kafka::{
     daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS,
@@ -141,5 +143,49 @@ async fn a_master_failover_in_the_middle_of_the_stream_loses_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(entries.len(), 3_000);
+    daemon.stop().await;
+}
+
+/// A cluster whose nodes take TLS clients with a certificate only (`tls-auth-clients
+/// yes`, the cluster bus over TLS too), reached through `rediss://` seed nodes and the
+/// `redis.tls_*` files: the daemon writes every key, with its TTL, on its owning master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_writes_to_a_cluster_over_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let cluster = RedisCluster::start_tls(3, 0, certs.path()).await;
+    let kafka = MockKafka::start(3);
+    kafka.produce(TRENDS, &trend_records("t", 60, 9)).await;
+    let mut config = daemon_config(&kafka, &cluster.url(0));
+    config.redis = RedisConfig::from_url(&cluster.tls_seeds()[0]);
+    config.redis.cluster = true;
+    config.redis.nodes = cluster.tls_seeds();
+    config.redis.tls_ca_file = Some(certs.path().join("ca.pem"));
+    config.redis.tls_cert_file = Some(certs.path().join("client.pem"));
+    config.redis.tls_key_file = Some(certs.path().join("client.key"));
+    config.validate().unwrap();
+    let daemon = RunningDaemon::spawn(config.clone());
+    kafka.wait_committed(GROUP, 60, DEADLINE).await;
+
+    // Checked through the nodes' plain ports, which the daemon was not given.
+    let keys = cluster.keys_by_master();
+    for i in 0..60 {
+        let key = format!("trends:keyword:t{i}");
+        let (port, _) = keys
+            .iter()
+            .find(|(_, k)| *k == key)
+            .unwrap_or_else(|| panic!("{key} written"));
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut conn).unwrap();
+        assert!(ttl > 0, "{key} has a TTL, got {ttl}");
+    }
+    let masters_used: HashSet<u16> = keys.iter().map(|(port, _)| *port).collect();
+    assert_eq!(masters_used.len(), 3, "keys spread over every master");
+
+    let cache = CacheLayer::connect(&config.redis).await.unwrap();
+    assert_eq!(cache.get_trending_keywords(100).await.unwrap().len(), 60);
     daemon.stop().await;
 }

@@ -1,7 +1,9 @@
 //! A real local Redis Cluster for the tests: `redis-server --cluster-enabled yes`
-//! processes on loopback ports, joined with `redis-cli --cluster create`.
+//! processes on loopback ports, joined with `redis-cli --cluster create`, plain or with
+//! TLS as well.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,51 +13,87 @@ use crate::{free_port, wait_until};
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct RedisCluster {
+    /// Each node's plain port, which the helpers below use.
     pub ports: Vec<u16>,
+    /// Each node's TLS port, for a cluster started with [`RedisCluster::start_tls`].
+    pub tls_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     _dir: tempfile::TempDir,
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn node_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl RedisCluster {
     /// `masters` primaries, each with `replicas_per_master` replicas.
     pub async fn start(masters: usize, replicas_per_master: usize) -> Self {
+        Self::start_with(masters, replicas_per_master, None).await
+    }
+
+    /// The same, each node also taking TLS clients that present a certificate signed by
+    /// the CA in `certs` (see [`crate::certs::certificates`]), with the cluster bus and
+    /// replication over TLS too. The plain ports stay, for the helpers' own checks.
+    pub async fn start_tls(masters: usize, replicas_per_master: usize, certs: &Path) -> Self {
+        Self::start_with(masters, replicas_per_master, Some(certs)).await
+    }
+
+    async fn start_with(masters: usize, replicas_per_master: usize, certs: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let count = masters * (1 + replicas_per_master);
-        // Cluster bus ports are port + 10000: keep the data ports low enough.
-        let ports: Vec<u16> = (0..count)
-            .map(|_| loop {
-                let port = free_port();
-                if port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok()
-                {
-                    break port;
-                }
-            })
-            .collect();
+        // Cluster bus ports are port + 10000 (of the TLS port, with TLS): keep the ports
+        // that set the bus low enough.
+        let ports: Vec<u16> = (0..count).map(|_| node_port()).collect();
+        let tls_ports: Vec<u16> = match certs {
+            Some(_) => (0..count).map(|_| node_port()).collect(),
+            None => Vec::new(),
+        };
+        let file = |name: &str| certs.map(|c| c.join(name).display().to_string());
         let children = ports
             .iter()
-            .map(|port| {
+            .enumerate()
+            .map(|(i, port)| {
                 let node_dir = dir.path().join(port.to_string());
                 std::fs::create_dir_all(&node_dir).unwrap();
+                let mut command = Command::new("redis-server");
+                command
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                    ])
+                    .args([
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(&node_dir);
+                if let (Some(cert), Some(key), Some(ca)) =
+                    (file("server.pem"), file("server.key"), file("ca.pem"))
+                {
+                    let tls_port = tls_ports[i];
+                    command
+                        .args(["--tls-port", &tls_port.to_string()])
+                        .args(["--cluster-port", &(tls_port + 10_000).to_string()])
+                        .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                        .args(["--tls-cert-file", &cert, "--tls-key-file", &key])
+                        .args(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "yes"]);
+                }
                 Some(
-                    Command::new("redis-server")
-                        .args([
-                            "--port",
-                            &port.to_string(),
-                            "--bind",
-                            "127.0.0.1",
-                            "--cluster-enabled",
-                            "yes",
-                        ])
-                        .args([
-                            "--cluster-node-timeout",
-                            "1000",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                        ])
-                        .arg("--dir")
-                        .arg(&node_dir)
+                    command
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -65,6 +103,7 @@ impl RedisCluster {
             .collect();
         let cluster = Self {
             ports,
+            tls_ports,
             children,
             _dir: dir,
         };
@@ -74,14 +113,20 @@ impl RedisCluster {
             })
             .await;
         }
-        let addresses: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let output = tokio::process::Command::new("redis-cli")
+        let mut create = tokio::process::Command::new("redis-cli");
+        if let (Some(cert), Some(key), Some(ca)) =
+            (file("client.pem"), file("client.key"), file("ca.pem"))
+        {
+            create.args(["--tls", "--cacert", &ca, "--cert", &cert, "--key", &key]);
+        }
+        let joined = if cluster.tls_ports.is_empty() {
+            &cluster.ports
+        } else {
+            &cluster.tls_ports
+        };
+        let output = create
             .args(["--cluster", "create"])
-            .args(&addresses)
+            .args(joined.iter().map(|p| format!("127.0.0.1:{p}")))
             .args([
                 "--cluster-replicas",
                 &replicas_per_master.to_string(),
@@ -92,8 +137,9 @@ impl RedisCluster {
             .expect("redis-cli runs");
         assert!(
             output.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
         for port in &cluster.ports {
             wait_until(CLUSTER_TIMEOUT, "the cluster to be ok", || async {
@@ -112,6 +158,14 @@ impl RedisCluster {
         self.ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}/0"))
+            .collect()
+    }
+
+    /// The TLS ports as `rediss://` seed nodes.
+    pub fn tls_seeds(&self) -> Vec<String> {
+        self.tls_ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}/0"))
             .collect()
     }
 
