@@ -185,7 +185,19 @@ async fn the_daemon_writes_to_a_cluster_over_mutual_tls() {
     let masters_used: HashSet<u16> = keys.iter().map(|(port, _)| *port).collect();
     assert_eq!(masters_used.len(), 3, "keys spread over every master");
 
+    // The per-master commands (INFO, DBSIZE, SCAN) reach every master over TLS too.
     let cache = CacheLayer::connect(&config.redis).await.unwrap();
     assert_eq!(cache.get_trending_keywords(100).await.unwrap().len(), 60);
+    let stats = cache.get_cache_stats().await.unwrap();
+    assert_eq!(stats.trends_keys, 62);
+    assert_eq!(stats.total_keys as usize, keys.len());
+    assert_eq!(
+        cache.clear_cache_pattern("trends:keyword:*").await.unwrap(),
+        60
+    );
+    assert!(cluster
+        .keys_by_master()
+        .iter()
+        .all(|(_, key)| !key.starts_with("trends:keyword:")));
     daemon.stop().await;
 }
