@@ -258,6 +258,8 @@ mod tests {
         );
         let config = Config::from_toml(&toml("rediss")).unwrap();
         assert_eq!(config.redis.tls_ca_file.as_deref(), Some(ca.path()));
+        // A URL's scheme is case-insensitive, as the seed nodes' own check reads it.
+        Config::from_toml(&toml("REDISS")).unwrap();
     }
 
     #[test]

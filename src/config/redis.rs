@@ -123,7 +123,9 @@ impl RedisConfig {
         let (addresses, plaintext) = if self.cluster && !self.nodes.is_empty() {
             (
                 "rediss:// seed nodes (redis.nodes)",
-                self.nodes.iter().any(|n| !n.starts_with("rediss://")),
+                self.nodes
+                    .iter()
+                    .any(|n| url::Url::parse(n).map_or(true, |u| u.scheme() != "rediss")),
             )
         } else {
             ("a rediss:// URL", url.scheme() != "rediss")
