@@ -39,7 +39,8 @@ pub async fn run_with_status(
     // Lazy: the daemon starts, and reports itself unready, while Redis is still down.
     let cache = CacheLayer::connect_lazy(&config.redis)
         .await?
-        .with_active_user_window(config.cache.active_user_window);
+        .with_active_user_window(config.cache.active_user_window)
+        .with_max_future_skew(config.batch.max_future_skew);
     let listeners = Listeners::bind(&config.http).await?;
     let (operator, api) = listeners.addrs()?;
     status.set_http_addrs(operator, api);

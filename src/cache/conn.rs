@@ -377,7 +377,7 @@ mod tests {
     /// A pipeline of one `SET_IF_NOT_OLDER` call over three keys.
     fn three_details() -> Pipeline {
         let mut script = scripts::SET_IF_NOT_OLDER.prepare_invoke();
-        script.arg(60).arg("window_end");
+        script.arg(60).arg("window_end").arg("9999");
         for key in ["trends:keyword:a", "trends:keyword:b", "trends:keyword:c"] {
             script.key(key).arg("{}").arg("");
         }

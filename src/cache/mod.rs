@@ -36,6 +36,9 @@ use crate::schema::Keys;
 /// The default of `cache.active_user_window`.
 const DEFAULT_ACTIVE_USER_WINDOW: Duration = Duration::from_secs(900);
 
+/// The default of `batch.max_future_skew_secs`.
+const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(300);
+
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 
 /// What a [`CacheLayer::write`] did.
@@ -55,6 +58,9 @@ pub struct CacheLayer {
     keys: Keys,
     /// Users last seen longer ago than this are not returned as active.
     active_user_window: Duration,
+    /// How far ahead of this clock an event time may be (`batch.max_future_skew_secs`):
+    /// writes replace, and reads skip, a stored value further ahead.
+    max_future_skew: Duration,
     /// `redis.wait_replicas` and `redis.wait_timeout_ms`, when replicas must confirm.
     wait: Option<(u32, Duration)>,
 }
@@ -81,6 +87,7 @@ impl CacheLayer {
                 conn: Conn::Cluster(conn),
                 keys: Keys::new(config.key_prefix.clone()),
                 active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
+                max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
                 wait: wait(config),
             });
         }
@@ -95,6 +102,7 @@ impl CacheLayer {
             conn: Conn::Single(conn),
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
             wait: wait(config),
         })
     }
@@ -103,6 +111,21 @@ impl CacheLayer {
     pub fn with_active_user_window(mut self, window: Duration) -> Self {
         self.active_user_window = window;
         self
+    }
+
+    /// Sets how far ahead of the clock a stored event time is still believed
+    /// (`batch.max_future_skew_secs`).
+    pub fn with_max_future_skew(mut self, skew: Duration) -> Self {
+        self.max_future_skew = skew;
+        self
+    }
+
+    /// The latest event time believed now: the clock plus `batch.max_future_skew_secs`.
+    pub(crate) fn not_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::TimeDelta::from_std(self.max_future_skew)
+            .ok()
+            .and_then(|skew| now.checked_add_signed(skew))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     pub fn keys(&self) -> &Keys {
@@ -140,7 +163,7 @@ impl CacheLayer {
             return Ok(WriteReport::default());
         }
         let mut writes = self.conn.writes();
-        let commands = set.append_to(&mut writes, &self.keys, ttls, now);
+        let commands = set.append_to(&mut writes, &self.keys, ttls, now, self.not_after(now));
         if let Some((replicas, timeout)) = self.wait {
             writes.wait_for(replicas, timeout);
         }

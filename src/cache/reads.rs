@@ -1,5 +1,7 @@
 //! Reads of the schema. Index members whose data has expired are skipped: the sweep
-//! removes them eventually, but no reader ever sees one.
+//! removes them eventually, but no reader ever sees one. So are values whose event time
+//! is further ahead of the clock than `batch.max_future_skew_secs` (stored before that was
+//! checked): a wrong upstream clock never pins an entry at the top of a ranking.
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
@@ -36,6 +38,7 @@ impl CacheLayer {
     pub async fn get_trending_keywords(&self, limit: usize) -> Result<Vec<TrendEntry>> {
         let mut conn = self.conn.clone();
         let ranking = self.keys.trends_current();
+        let not_after = self.not_after(Utc::now());
         let mut out = Vec::with_capacity(limit.min(1_000));
         let mut start = 0isize;
         while out.len() < limit {
@@ -51,9 +54,13 @@ impl CacheLayer {
                 redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             for ((member, key), detail) in members.iter().zip(&keys).zip(details) {
                 if let Some(json) = detail {
+                    let alert: TrendAlert = parse_json(key, &json)?;
+                    if alert.window_end > not_after {
+                        continue;
+                    }
                     out.push(TrendEntry {
                         keyword: member.clone(),
-                        alert: parse_json(key, &json)?,
+                        alert,
                     });
                     if out.len() == limit {
                         break;
@@ -84,10 +91,11 @@ impl CacheLayer {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let since = Utc::now().timestamp() - self.active_user_window.as_secs() as i64;
+        let now = Utc::now();
+        let since = now.timestamp() - self.active_user_window.as_secs() as i64;
         let users: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(self.keys.users_active())
-            .arg("+inf")
+            .arg(self.not_after(now).timestamp())
             .arg(since)
             .arg("BYSCORE")
             .arg("REV")
@@ -126,6 +134,7 @@ impl CacheLayer {
     pub async fn list_windows(&self, limit: usize) -> Result<Vec<RankedWindow>> {
         let mut conn = self.conn.clone();
         let index = self.keys.windows_index();
+        let not_after = self.not_after(Utc::now()).timestamp() as f64;
         let mut out = Vec::new();
         let mut start = 0isize;
         while out.len() < limit {
@@ -141,7 +150,7 @@ impl CacheLayer {
             }
             let present: Vec<bool> = self.conn.exec_pipeline_as(&exists).await?;
             for ((window_id, end), present) in ids.into_iter().zip(present) {
-                if !present {
+                if !present || end > not_after {
                     continue;
                 }
                 let window_end = DateTime::from_timestamp(end as i64, 0).ok_or_else(|| {

@@ -12,10 +12,12 @@ use redis::Script;
 /// `SET key json EX ttl` for each of its keys, unless the stored JSON is newer.
 ///
 /// KEYS: the keys, all on one hash slot. ARGV[1]: TTL in seconds; ARGV[2]: the name of the
-/// top-level string field that orders versions; then, key by key, the new JSON and the new
-/// version: a prefix of that field's canonical (fixed-width, string-comparable) value, or
-/// '' to write unconditionally. The stored value's field is compared on the same prefix,
-/// so a version may be coarser than the field (a trend's `window_end` to the second).
+/// top-level string field that orders versions; ARGV[3]: the ceiling, the latest canonical
+/// value taken as true; then, key by key, the new JSON and the new version: a prefix of
+/// that field's canonical (fixed-width, string-comparable) value, or '' to write
+/// unconditionally. The stored value's field is compared on the same prefix, so a version
+/// may be coarser than the field (a trend's `window_end` to the second). A stored version
+/// past the ceiling (from a clock in the future) never counts as newer.
 ///
 /// The stored value is written by this service with serde_json, which escapes every quote
 /// inside strings, so the first `"field":"` is the top-level field: no JSON decode needed.
@@ -28,7 +30,7 @@ use redis::Script;
 /// caller's to say, as for a command's own error (`conn::sort_replies`).
 pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
 const SET_IF_NOT_OLDER_SRC: &str = r#"
-local ttl, field = ARGV[1], '"' .. ARGV[2] .. '":"'
+local ttl, field, ceiling = ARGV[1], '"' .. ARGV[2] .. '":"', ARGV[3]
 local refused = {}
 local function failed(i, reply)
   if type(reply) == 'table' and reply.err then
@@ -39,7 +41,7 @@ local function failed(i, reply)
   return false
 end
 for i, key in ipairs(KEYS) do
-  local json, order = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  local json, order = ARGV[2 * i + 2], ARGV[2 * i + 3]
   local old = false
   if order ~= '' then
     old = redis.pcall('GET', key)
@@ -49,7 +51,8 @@ for i, key in ipairs(KEYS) do
     if old then
       local _, last = string.find(old, field, 1, true)
       local stop = last and string.find(old, '"', last + 1, true)
-      newer = stop and string.sub(old, last + 1, math.min(stop - 1, last + #order)) > order
+      local stored = stop and string.sub(old, last + 1, math.min(stop - 1, last + #order))
+      newer = stored and stored > order and stored <= string.sub(ceiling, 1, #order)
     end
     if not newer then
       failed(i, redis.pcall('SET', key, json, 'EX', ttl))
@@ -59,30 +62,34 @@ end
 return refused
 "#;
 
-/// Adds keywords to `trends:current` unless the member already sits in a newer window,
+/// Adds keywords to `trends:current` unless the member already sits in a newer window
+/// (one no later than the ceiling: a window from a clock in the future is replaced),
 /// then refreshes the TTL. The window is decoded from the score as in
 /// `schema::window_of_score`.
 ///
-/// KEYS[1]: `trends:current`. ARGV[1]: TTL in seconds; then (score, member) pairs, each
+/// KEYS[1]: `trends:current`. ARGV[1]: TTL in seconds; ARGV[2]: the ceiling, the latest
+/// `window_end` taken as true, in unix seconds; then (score, member) pairs, each
 /// member once (a `WriteSet` holds one alert per keyword): every member is compared with
 /// the score it had before the call. Returns how many members were written. One ZMSCORE
 /// and one ZADD per chunk of members rather than two commands per member.
 pub static ZADD_IF_NOT_OLDER: LazyLock<Script> =
     LazyLock::new(|| Script::new(ZADD_IF_NOT_OLDER_SRC));
 const ZADD_IF_NOT_OLDER_SRC: &str = r#"
-local count = (#ARGV - 1) / 2
+local count = (#ARGV - 2) / 2
+local ceiling = tonumber(ARGV[2])
 local written = 0
 for first = 1, count, 500 do
   local members = {}
   for i = first, math.min(first + 499, count) do
-    members[#members + 1] = ARGV[2 * i + 1]
+    members[#members + 1] = ARGV[2 * i + 2]
   end
   local olds = redis.call('ZMSCORE', KEYS[1], unpack(members))
   local fresh = {}
   for j, member in ipairs(members) do
-    local score = ARGV[2 * (first + j - 1)]
+    local score = ARGV[2 * (first + j - 1) + 1]
     local old = olds[j] and tonumber(olds[j])
-    if not old or math.floor((999999 - old) / 1000000) <= math.floor((999999 - tonumber(score)) / 1000000) then
+    local old_window = old and math.floor((999999 - old) / 1000000)
+    if not old or old_window > ceiling or old_window <= math.floor((999999 - tonumber(score)) / 1000000) then
       fresh[#fresh + 1] = score
       fresh[#fresh + 1] = member
     end

@@ -46,6 +46,16 @@ impl CommandSink for Pipeline {
     }
 }
 
+/// When a write happens, as the scripts need it.
+struct Clock<'a> {
+    /// The write time, as `*:last_update` stores it.
+    now: &'a str,
+    /// The latest event time taken as true: a stored value newer than this came from a
+    /// clock in the future (stored before `batch.max_future_skew_secs` was checked), and
+    /// is overwritten rather than kept as the newest.
+    not_after: DateTime<Utc>,
+}
+
 /// The most keys one [`SET_IF_NOT_OLDER`] call writes, so that no call holds Redis for
 /// long whatever the batch size: a few milliseconds of Redis's time.
 const KEYS_PER_SCRIPT: usize = 500;
@@ -159,14 +169,19 @@ impl WriteSet {
         keys: &Keys,
         ttls: &Ttls,
         now: DateTime<Utc>,
+        not_after: DateTime<Utc>,
     ) -> usize {
         let before = pipe.count();
         let now_text = format_timestamp(&now);
+        let clock = Clock {
+            now: &now_text,
+            not_after,
+        };
         if !self.trends.is_empty() {
-            self.append_trends(pipe, keys, ttls.trends.as_secs(), &now_text);
+            self.append_trends(pipe, keys, ttls.trends.as_secs(), &clock);
         }
         if self.user_metrics.is_some() {
-            self.append_users(pipe, keys, ttls.users.as_secs(), &now_text);
+            self.append_users(pipe, keys, ttls.users.as_secs(), &clock);
         }
         if !self.windows.is_empty() {
             self.append_windows(pipe, keys, ttls.windows.as_secs());
@@ -174,9 +189,10 @@ impl WriteSet {
         pipe.count() - before
     }
 
-    fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
+    fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, clock: &Clock) {
         let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
-        ranking.arg(ttl);
+        ranking.arg(ttl).arg(clock.not_after.timestamp());
+        let ceiling = format_timestamp(&clock.not_after);
         // The details in as few scripts as the slots allow: one call for them all on a
         // single server.
         let mut details: HashMap<Option<Slot>, Vec<(String, &TrendAlert)>> = HashMap::new();
@@ -193,7 +209,7 @@ impl WriteSet {
         for slot in details.into_values() {
             for chunk in slot.chunks(KEYS_PER_SCRIPT) {
                 let mut script = SET_IF_NOT_OLDER.prepare_invoke();
-                script.arg(ttl).arg("window_end");
+                script.arg(ttl).arg("window_end").arg(&ceiling);
                 for (key, alert) in chunk {
                     let json = serde_json::to_string(alert).expect("a validated alert serializes");
                     script
@@ -205,10 +221,10 @@ impl WriteSet {
             }
         }
         pipe.add(Cmd::invoke_script(&ranking));
-        pipe.add(Cmd::set_ex(keys.trends_last_update(), now, ttl));
+        pipe.add(Cmd::set_ex(keys.trends_last_update(), clock.now, ttl));
     }
 
-    fn append_users(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, now: &str) {
+    fn append_users(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, clock: &Clock) {
         let Some(metrics) = &self.user_metrics else {
             return;
         };
@@ -223,6 +239,7 @@ impl WriteSet {
                 .key(keys.users_metrics())
                 .arg(ttl)
                 .arg("timestamp")
+                .arg(format_timestamp(&clock.not_after))
                 .arg(json)
                 .arg(order),
         ));
@@ -235,7 +252,7 @@ impl WriteSet {
             }
             pipe.add(Cmd::invoke_script(&zadd));
         }
-        pipe.add(Cmd::set_ex(keys.users_last_update(), now, ttl));
+        pipe.add(Cmd::set_ex(keys.users_last_update(), clock.now, ttl));
     }
 
     fn append_windows(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64) {
@@ -298,6 +315,7 @@ mod tests {
             &mut pipe,
             &Keys::new(""),
             &Ttls::uniform(std::time::Duration::from_secs(60)),
+            Utc::now(),
             Utc::now(),
         );
         // 1 script for the 10 details + 1 ranking script + 1 last_update.

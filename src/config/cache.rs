@@ -106,6 +106,12 @@ pub struct BatchConfig {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "unready_after_ms")]
     pub unready_after: Duration,
+    /// An event time (`window_end`, or `timestamp` of user metrics) further ahead of the
+    /// daemon's clock than this is rejected as `future_timestamp`; stored values further
+    /// ahead are skipped by reads and replaced by the next write.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    #[serde(rename = "max_future_skew_secs")]
+    pub max_future_skew: Duration,
 }
 
 impl Default for BatchConfig {
@@ -117,6 +123,7 @@ impl Default for BatchConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(10_000),
             unready_after: Duration::from_millis(3_000),
+            max_future_skew: Duration::from_secs(300),
         }
     }
 }
@@ -127,6 +134,7 @@ impl BatchConfig {
         positive("batch.retry_initial_ms", self.retry_initial)?;
         positive("batch.retry_max_ms", self.retry_max)?;
         positive("batch.unready_after_ms", self.unready_after)?;
+        positive("batch.max_future_skew_secs", self.max_future_skew)?;
         not_zero("batch.max_messages", self.max_messages)?;
         not_zero("batch.max_message_bytes", self.max_message_bytes)
     }

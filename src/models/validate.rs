@@ -28,6 +28,9 @@ pub enum RejectReason {
     WindowInverted,
     InvalidRank,
     InvalidTimestamp,
+    /// An event time further ahead of the daemon's clock than `batch.max_future_skew_secs`:
+    /// a wrong upstream clock, which would otherwise pin the value as the newest.
+    FutureTimestamp,
     AuthorsExceedCount,
     InvalidWindowId,
     InvalidUserId,
@@ -38,7 +41,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 17] = [
         Self::NotJson,
         Self::WrongShape,
         Self::EmptyKeyword,
@@ -50,6 +53,7 @@ impl RejectReason {
         Self::WindowInverted,
         Self::InvalidRank,
         Self::InvalidTimestamp,
+        Self::FutureTimestamp,
         Self::AuthorsExceedCount,
         Self::InvalidWindowId,
         Self::InvalidUserId,
@@ -70,6 +74,7 @@ impl RejectReason {
             Self::WindowInverted => "window_inverted",
             Self::InvalidRank => "invalid_rank",
             Self::InvalidTimestamp => "invalid_timestamp",
+            Self::FutureTimestamp => "future_timestamp",
             Self::AuthorsExceedCount => "authors_exceed_count",
             Self::InvalidWindowId => "invalid_window_id",
             Self::InvalidUserId => "invalid_user_id",
@@ -215,6 +220,39 @@ impl Message {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Refuses the message if an item's event time (`window_end` of an alert or a count,
+    /// `timestamp` of user metrics) is after `not_after`, the daemon's clock plus
+    /// `batch.max_future_skew_secs`. Writes keep the newest event time, so one item from
+    /// a clock in the future would shadow every correct one until its key expires.
+    pub fn check_not_after(&self, not_after: DateTime<Utc>) -> Result<(), ValidationError> {
+        let after = |times: &mut dyn Iterator<Item = Option<DateTime<Utc>>>| {
+            times
+                .enumerate()
+                .find_map(|(i, time)| time.filter(|t| *t > not_after).map(|t| (i, t)))
+        };
+        let found = match self {
+            Self::Trends(alerts) => after(&mut alerts.iter().map(|a| Some(a.window_end)))
+                .map(|(i, t)| (i, "window_end", t)),
+            Self::UserMetrics(all) => {
+                after(&mut all.iter().map(|m| m.timestamp)).map(|(i, t)| (i, "timestamp", t))
+            }
+            Self::Windows(counts) => after(&mut counts.iter().map(|c| Some(c.window_end)))
+                .map(|(i, t)| (i, "window_end", t)),
+        };
+        match found {
+            None => Ok(()),
+            Some((i, field, time)) => Err(ValidationError {
+                reason: RejectReason::FutureTimestamp,
+                index: (self.len() > 1).then_some(i),
+                detail: format!(
+                    "{field} {} is after {}, the daemon's clock plus batch.max_future_skew_secs",
+                    super::format_timestamp(&time),
+                    super::format_timestamp(&not_after)
+                ),
+            }),
+        }
     }
 }
 

@@ -138,6 +138,7 @@ struct Limits {
     max_messages: usize,
     max_wait: Duration,
     max_message_bytes: usize,
+    max_future_skew: chrono::TimeDelta,
 }
 
 impl Batch {
@@ -146,6 +147,8 @@ impl Batch {
             max_messages: config.max_messages,
             max_wait: config.max_wait,
             max_message_bytes: config.max_message_bytes,
+            max_future_skew: chrono::TimeDelta::from_std(config.max_future_skew)
+                .unwrap_or(chrono::TimeDelta::MAX),
         })
     }
 
@@ -201,7 +204,14 @@ impl Batch {
                 ),
             ))
         } else {
-            decode(kind, payload)
+            decode(kind, payload).and_then(|decoded| {
+                let now = Utc::now();
+                decoded.check_not_after(
+                    now.checked_add_signed(self.limits.max_future_skew)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                )?;
+                Ok(decoded)
+            })
         };
         match decoded {
             Ok(decoded) => {
