@@ -41,6 +41,8 @@ pub const HTTP_CONNECTIONS: &str = "cache_layer_http_connections";
 pub const TOPIC_MISSING: &str = "cache_layer_topic_missing";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
+pub const OFFSET_GAPS: &str = "cache_layer_offset_gaps_total";
+pub const OFFSET_GAPS_IN_LOG: &str = "cache_layer_offset_gaps_in_log_total";
 pub const CONSUMER_LAG: &str = "cache_layer_consumer_lag_messages";
 pub const END_TO_END_LATENCY: &str = "cache_layer_end_to_end_latency_seconds";
 pub const CACHE_KEYS: &str = "cache_layer_cache_keys";
@@ -59,7 +61,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 36] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -78,6 +80,8 @@ pub const ALL: [&str; 34] = [
     HTTP_CONNECTIONS,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
+    OFFSET_GAPS,
+    OFFSET_GAPS_IN_LOG,
     CONSUMER_LAG,
     END_TO_END_LATENCY,
     CACHE_KEYS,
@@ -232,6 +236,16 @@ fn describe() {
         Unit::Count,
         "Failed Kafka offset commits."
     );
+    describe_counter!(
+        OFFSET_GAPS,
+        Unit::Count,
+        "Deliveries past the offset a partition expected, by topic; each is refetched from the expected offset."
+    );
+    describe_counter!(
+        OFFSET_GAPS_IN_LOG,
+        Unit::Count,
+        "Offset gaps that the refetch confirmed are in the log itself (compaction, transaction markers, retention), by topic."
+    );
     describe_histogram!(
         END_TO_END_LATENCY,
         Unit::Seconds,
@@ -310,6 +324,8 @@ pub fn zeroed(topics: &[&str]) {
         counter!(MESSAGES_REFUSED, "topic" => topic.clone()).increment(0);
         counter!(DEAD_LETTERS_TRUNCATED, "topic" => topic.clone()).increment(0);
         counter!(DEAD_LETTERS_DROPPED, "topic" => topic.clone()).increment(0);
+        counter!(OFFSET_GAPS, "topic" => topic.clone()).increment(0);
+        counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.clone()).increment(0);
         for reason in RejectReason::ALL {
             counter!(MESSAGES_REJECTED, "topic" => topic.clone(), "reason" => reason.as_str())
                 .increment(0);
@@ -425,6 +441,16 @@ pub fn offsets_committed(ok: bool) {
     } else {
         counter!(OFFSET_COMMIT_FAILURES).increment(1);
     }
+}
+
+/// A partition delivered past the offset it was expected to deliver next.
+pub fn offset_gap(topic: &str) {
+    counter!(OFFSET_GAPS, "topic" => topic.to_owned()).increment(1);
+}
+
+/// A gap delivered again after seeking back: no message is missing.
+pub fn offset_gap_in_log(topic: &str) {
+    counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.to_owned()).increment(1);
 }
 
 /// A statistics run finished.

@@ -6,8 +6,16 @@
 //! written, and librdkafka commits the stored offsets every `kafka.commit_interval_ms`.
 //! On revocation the stored offsets are committed before the partitions move, and on
 //! shutdown they are committed synchronously.
+//!
+//! Pausing and resuming live here too, with the state they share with rebalances: a
+//! partition assigned while the daemon is paused is paused at once, and resuming seeks
+//! every partition back to where the loop stands ([`Positions`]) rather than trusting
+//! librdkafka's fetch position.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -22,7 +30,8 @@ use tracing::{debug, error, info, warn};
 
 use super::health::ErrorReporter;
 use super::kafka;
-use crate::config::Config;
+use super::position::Positions;
+use crate::config::{AutoOffsetReset, Config};
 use crate::metrics;
 use crate::status::Status;
 
@@ -34,11 +43,35 @@ pub(crate) struct GroupContext {
     status: Arc<Status>,
     /// Counts and logs errors, and tells readiness when the consumer cannot fetch.
     errors: ErrorReporter,
+    /// Whether fetching is paused because writes are failing; a rebalance pauses what it
+    /// assigns while it is.
+    paused: AtomicBool,
+    /// Rebalances so far, for the loop to notice one and forget the partitions it lost.
+    rebalances: AtomicU64,
+    /// Each partition's high watermark (its last stable offset, under read_committed), as
+    /// the last statistics reported it: how far the loop should have got.
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl GroupContext {
     pub(crate) fn errors(&self) -> &ErrorReporter {
         &self.errors
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// The high watermarks of the last statistics.
+    pub(crate) fn high_watermarks(&self) -> HashMap<(String, i32), i64> {
+        self.high_watermarks
+            .lock()
+            .map(|hw| hw.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -71,13 +104,25 @@ impl ClientContext for GroupContext {
         if up {
             self.errors.recovered();
         }
+        let mut high_watermarks = HashMap::new();
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a negative lag is unknown.
                 if *partition >= 0 && stats.consumer_lag >= 0 {
                     metrics::consumer_lag(topic, *partition, stats.consumer_lag);
                 }
+                let end = if stats.ls_offset >= 0 {
+                    stats.ls_offset
+                } else {
+                    stats.hi_offset
+                };
+                if *partition >= 0 && end >= 0 {
+                    high_watermarks.insert((topic.clone(), *partition), end);
+                }
             }
+        }
+        if let Ok(mut hw) = self.high_watermarks.lock() {
+            *hw = high_watermarks;
         }
     }
 
@@ -110,8 +155,21 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.errors.recovered();
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        // A partition starts fetching when it is assigned, paused or not: while writes
+        // fail, what arrives would pile up in a batch that cannot be written.
+        if let Rebalance::Assign(partitions) = rebalance {
+            if self.is_paused() {
+                match consumer.pause(partitions) {
+                    Ok(()) => {
+                        info!(partitions = %describe(partitions), "assigned while writes are failing; paused")
+                    }
+                    Err(e) => warn!(error = %e, "cannot pause the partitions just assigned"),
+                }
+            }
+        }
         match consumer.assignment() {
             Ok(assignment) => self.status.set_assigned(assignment.count()),
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
@@ -156,6 +214,9 @@ pub(crate) fn subscribe(
     let context = GroupContext {
         errors: ErrorReporter::new(Arc::clone(&status), config.kafka.bootstrap_servers.clone()),
         status,
+        paused: AtomicBool::new(false),
+        rebalances: AtomicU64::new(0),
+        high_watermarks: Mutex::default(),
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;
@@ -198,29 +259,117 @@ pub(crate) fn store_offsets<'a>(
     }
 }
 
-/// Pauses or resumes every assigned partition. While paused the fetcher stops and
-/// librdkafka drops what it had prefetched; resuming fetches from the message after the
-/// last one the daemon received, so nothing is skipped.
-pub(crate) fn set_paused(consumer: &GroupConsumer, paused: bool) {
+/// Pauses every assigned partition: the fetcher stops and librdkafka drops what it had
+/// prefetched. Called after every failed write, so that a partition resumed meanwhile
+/// (see [`resume`]) is paused again; logged once per pause. The loop keeps polling, so
+/// the group membership stays alive.
+pub(crate) fn pause(consumer: &GroupConsumer) {
+    let was_paused = consumer.context().paused.swap(true, Ordering::Relaxed);
+    match consumer.assignment().and_then(|assignment| {
+        consumer.pause(&assignment)?;
+        Ok(assignment.count())
+    }) {
+        Ok(partitions) if !was_paused => info!(partitions, "fetching paused"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot pause fetching"),
+    }
+}
+
+/// How long reading the group's committed offsets may take when resuming.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resumes fetching, seeking each assigned partition to where the loop stands: the
+/// message after the last one it took, or, for a partition it took nothing from since
+/// the assignment, the group's committed offset (`kafka.auto_offset_reset` without one).
+///
+/// librdkafka resumes from the message after the last one the application received when
+/// there is one, and otherwise from where its fetcher stood, which may be past messages
+/// it had prefetched and dropped on pausing. The seek makes the resume position the
+/// daemon's own; what the broker then delivers is checked message by message
+/// (`position`). Returns false, with the partitions whose committed offset could not be
+/// read still paused, for the caller to try again.
+pub(crate) async fn resume(
+    consumer: &Arc<GroupConsumer>,
+    positions: &Positions,
+    reset: AutoOffsetReset,
+) -> bool {
     let assignment = match consumer.assignment() {
         Ok(assignment) => assignment,
         Err(e) => {
-            warn!(error = %e, "cannot read the assignment to pause or resume it");
-            return;
+            warn!(error = %e, "cannot read the assignment to resume it");
+            return false;
         }
     };
-    let result = if paused {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
-    };
-    match result {
-        Ok(()) => info!(
-            paused,
-            partitions = assignment.count(),
-            "fetching {}",
-            if paused { "paused" } else { "resumed" }
-        ),
-        Err(e) => warn!(error = %e, paused, "pause/resume failed"),
+    let mut seeks = TopicPartitionList::new();
+    let mut unknown = TopicPartitionList::new();
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        match positions.next(topic, partition) {
+            Some(next) => add(&mut seeks, topic, partition, Offset::Offset(next)),
+            None => {
+                unknown.add_partition(topic, partition);
+            }
+        }
+    }
+    let mut complete = true;
+    if unknown.count() > 0 {
+        let reader = Arc::clone(consumer);
+        let committed = tokio::task::spawn_blocking(move || {
+            reader.committed_offsets(unknown, COMMITTED_TIMEOUT)
+        })
+        .await;
+        match committed {
+            Ok(Ok(committed)) => {
+                for element in committed.elements() {
+                    let offset = match element.offset() {
+                        Offset::Offset(offset) => Offset::Offset(offset),
+                        _ => match reset {
+                            AutoOffsetReset::Earliest => Offset::Beginning,
+                            AutoOffsetReset::Latest => Offset::End,
+                            // librdkafka reports the missing offset instead of fetching.
+                            AutoOffsetReset::Error => continue,
+                        },
+                    };
+                    add(&mut seeks, element.topic(), element.partition(), offset);
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read the committed offsets to resume from; the partitions nothing was taken from stay paused");
+                complete = false;
+            }
+            Err(e) => {
+                warn!(error = %e, "reading the committed offsets failed; the partitions nothing was taken from stay paused");
+                complete = false;
+            }
+        }
+    }
+    if let Err(e) = consumer.resume(&seeks) {
+        warn!(error = %e, "cannot resume fetching");
+        return false;
+    }
+    // Asynchronous: librdkafka's version barrier drops, as of this call, any message
+    // fetched from the old position.
+    match consumer.seek_partitions(seeks, Duration::ZERO) {
+        Ok(seeks) => {
+            info!(positions = %describe(&seeks), "fetching resumed where the daemon stands")
+        }
+        Err(e) => warn!(error = %e, "cannot seek back on resume"),
+    }
+    if complete {
+        consumer.context().paused.store(false, Ordering::Relaxed);
+    }
+    complete
+}
+
+fn add(list: &mut TopicPartitionList, topic: &str, partition: i32, offset: Offset) {
+    if let Err(e) = list.add_partition_offset(topic, partition, offset) {
+        warn!(topic, partition, error = %e, "cannot seek back on resume");
+    }
+}
+
+/// Seeks one partition back to `offset`, asynchronously (see [`resume`]).
+pub(crate) fn seek(consumer: &GroupConsumer, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::ZERO) {
+        warn!(topic, partition, offset, error = %e, "cannot seek back");
     }
 }

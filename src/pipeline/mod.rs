@@ -10,9 +10,12 @@
 //! write is in flight. Batches are written one after the other, so offsets are stored in
 //! order.
 //!
-//! While a write keeps failing (Redis or the dead-letter topic down), the assigned
-//! partitions are paused: the loop keeps polling, so the group membership stays alive,
-//! but nothing more is fetched until the write went through.
+//! While a write keeps failing (Redis full, read-only, hanging or down; the dead-letter
+//! topic unreachable), the assigned partitions are paused: the loop keeps polling, so the
+//! group membership stays alive, but nothing more is fetched until the write went
+//! through. Then the loop resumes them where it stands, and it checks every delivered
+//! offset against the one it expects (`position`): a message is never acknowledged
+//! past one it did not receive.
 //!
 //! The stages, each in its own module: `consumer` (the Kafka group), `batch`
 //! (decoding, validating and coalescing on arrival), `sink` (the retried write) with
@@ -25,12 +28,12 @@ mod consumer;
 pub mod dead_letter;
 mod health;
 pub mod kafka;
+mod position;
 mod retry;
 mod sink;
 
 pub use health::KAFKA_ERROR_KINDS;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,15 +46,16 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cache::CacheLayer;
-use crate::config::Config;
+use crate::config::{AutoOffsetReset, Config};
 use crate::metrics;
 use crate::status::Status;
 use batch::{Batch, Incoming, Pushed, TopicKinds};
 use consumer::{GroupConsumer, GroupContext};
 use dead_letter::DeadLetter;
+use position::{Checked, Positions};
 use retry::RetryLogic;
 use sink::{Sink, Written};
 
@@ -62,6 +66,13 @@ type WriteTask = AbortOnDropHandle<Written>;
 /// The most of `kafka.shutdown_timeout_ms` kept from the drain's writes for the final
 /// commit and the rest of the shutdown.
 const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
+
+/// How often the loop looks for partitions that stopped short of their high watermark:
+/// librdkafka's statistics interval, which brings the watermarks.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// How long a resume that left partitions paused waits before trying again.
+const RESUME_RETRY: Duration = Duration::from_secs(1);
 
 /// Consumes until `shutdown` is cancelled, then drains: the batch in progress is written
 /// and the offsets committed within `kafka.shutdown_timeout_ms`. Returns the deadline by
@@ -113,7 +124,10 @@ pub(crate) async fn consume(
         kinds,
         batch: Batch::new(&config.batch),
         in_flight: None,
-        paused: Arc::new(AtomicBool::new(false)),
+        positions: Positions::default(),
+        rebalances: 0,
+        resume_retry: None,
+        reset: config.kafka.auto_offset_reset,
         status,
     };
     pipeline.consume(shutdown).await;
@@ -130,8 +144,14 @@ struct Pipeline {
     batch: Batch,
     /// The batch being written, if any; it stores its own offsets when done.
     in_flight: Option<WriteTask>,
-    /// Whether the assignment is paused because writes are failing.
-    paused: Arc<AtomicBool>,
+    /// Where each partition stands: the offset after the last message taken.
+    positions: Positions,
+    /// The consumer's rebalance count when `positions` last forgot revoked partitions.
+    rebalances: u64,
+    /// When to try resuming again the partitions a resume left paused.
+    resume_retry: Option<Instant>,
+    /// Where a partition without a committed offset starts.
+    reset: AutoOffsetReset,
     status: Arc<Status>,
 }
 
@@ -142,16 +162,33 @@ impl Pipeline {
         // loop: `recv` makes and drops one per message, two locks each.
         let consumer = Arc::clone(&self.consumer);
         let mut messages = consumer.stream();
+        let mut stall_checks = tokio::time::interval(STALL_CHECK);
+        stall_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.batch.deadline();
             // Full: stop taking messages until the write in flight has finished. Paused:
             // keep polling (nothing arrives) so that the group sees the member alive.
-            let receiving = !self.batch.is_full() || self.paused.load(Ordering::Relaxed);
+            let receiving = !self.batch.is_full() || self.consumer.context().is_paused();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                _ = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
+                written = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.in_flight = None;
+                    if self.consumer.context().is_paused() {
+                        info!(attempts = written.map_or(0, |w| w.attempts), "batch written after retries; consuming again");
+                        self.resume().await;
+                    }
+                }
+                _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() => {
+                    self.resume().await;
+                }
+                _ = stall_checks.tick() => {
+                    if !self.batch.is_full() && !self.consumer.context().is_paused() {
+                        self.refetch_stalled();
+                    } else {
+                        // Paused, or waiting on a write: no partition could move.
+                        self.positions.restart_stall_checks();
+                    }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
@@ -172,13 +209,114 @@ impl Pipeline {
         }
     }
 
-    /// Adds a consumed message to the batch, or reports the consumer's error: counted and
-    /// logged (rate-limited), as librdkafka recovers by itself.
+    /// Adds a consumed message to the batch if its offset is the one its partition
+    /// expects, or reports the consumer's error: counted and logged (rate-limited), as
+    /// librdkafka recovers by itself.
     fn take(&mut self, received: KafkaResult<BorrowedMessage<'_>>) {
-        match received {
-            Ok(message) => push(&mut self.batch, &self.kinds, &self.status, &message),
-            Err(e) => self.consumer.context().errors().report(&e, ""),
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => return self.consumer.context().errors().report(&e, ""),
+        };
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let rebalances = self.consumer.context().rebalances();
+        if rebalances != self.rebalances {
+            self.rebalances = rebalances;
+            self.forget_revoked();
         }
+        if self.batch.is_full() {
+            // Paused with a full batch: what still arrives (a partition assigned before
+            // the rebalance could pause it) is read again after resuming.
+            self.positions.not_taken(topic, partition, offset);
+            return;
+        }
+        match self.positions.check(topic, partition, offset) {
+            Checked::Take => {}
+            Checked::TakenAlready => return,
+            Checked::Refilled => info!(
+                topic,
+                partition,
+                offset,
+                "offset gap refilled: the refetch delivered the messages skipped"
+            ),
+            gap @ Checked::Gap { .. } => {
+                self.refetch(topic, partition, Some(offset), gap);
+                return;
+            }
+            Checked::GapInLog { expected } => {
+                metrics::offset_gap_in_log(topic);
+                warn!(
+                    topic,
+                    partition,
+                    expected,
+                    received = offset,
+                    "offset gap is the log's own (compaction, transaction markers or retention): read without a break, it holds no message in between"
+                );
+            }
+        }
+        push(&mut self.batch, &self.kinds, &self.status, &message);
+    }
+
+    /// Seeks a partition back to refetch a gap: `received`, when a message past it
+    /// showed it, or `None` when the partition stopped short of its high watermark.
+    fn refetch(&self, topic: &str, partition: i32, received: Option<i64>, gap: Checked) {
+        let Checked::Gap {
+            expected,
+            seek_to,
+            first,
+        } = gap
+        else {
+            return;
+        };
+        if first {
+            metrics::offset_gap(topic);
+            warn!(
+                topic,
+                partition,
+                expected,
+                received,
+                "offset gap: the daemon never received the message expected next; refetching"
+            );
+        } else {
+            debug!(
+                topic,
+                partition,
+                expected,
+                received,
+                seek_to,
+                "offset gap still there; refetching from further back"
+            );
+        }
+        consumer::seek(&self.consumer, topic, partition, seek_to);
+    }
+
+    /// Refetches the partitions that stopped short of their high watermark.
+    fn refetch_stalled(&mut self) {
+        let high_watermarks = self.consumer.context().high_watermarks();
+        let stalled = self.positions.stalled(|topic, partition| {
+            high_watermarks.get(&(topic.to_owned(), partition)).copied()
+        });
+        for (topic, partition, gap) in stalled {
+            self.refetch(&topic, partition, None, gap);
+        }
+    }
+
+    /// Forgets where the partitions no longer assigned stood: whoever had them meanwhile
+    /// moved the group's commit on.
+    fn forget_revoked(&mut self) {
+        match self.consumer.assignment() {
+            Ok(assignment) => self
+                .positions
+                .retain(|topic, partition| assignment.find_partition(topic, partition).is_some()),
+            Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
+        }
+    }
+
+    /// Resumes fetching where the loop stands; what could not be resumed is tried again
+    /// a second later.
+    async fn resume(&mut self) {
+        self.positions.restart_stall_checks();
+        let resumed = consumer::resume(&self.consumer, &self.positions, self.reset).await;
+        self.resume_retry = (!resumed).then(|| Instant::now() + RESUME_RETRY);
     }
 
     /// Takes every message the consumer already holds, until the batch is full, without
@@ -207,23 +345,12 @@ impl Pipeline {
         }
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
-        let paused = Arc::clone(&self.paused);
         let status = Arc::clone(&self.status);
+        // The loop resumes fetching once the write is done (it knows where it stands).
         self.in_flight = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let written = sink
-                .write_until_done(&batch, || {
-                    if !paused.swap(true, Ordering::Relaxed) {
-                        consumer::set_paused(&consumer, true);
-                    }
-                })
+                .write_until_done(&batch, || consumer::pause(&consumer))
                 .await;
-            if paused.swap(false, Ordering::Relaxed) {
-                consumer::set_paused(&consumer, false);
-                info!(
-                    attempts = written.attempts,
-                    "batch written after retries; consuming again"
-                );
-            }
             consumer::store_offsets(&consumer, batch.offsets());
             acknowledged(&batch, &written, sink.dead_letters(), &status);
             written
@@ -323,19 +450,20 @@ fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &S
     metrics::batch_written(batch.len(), written.pipeline, batch.latencies(Utc::now()));
 }
 
-async fn poll_in_flight(in_flight: &mut Option<WriteTask>) {
-    if let Some(write) = in_flight {
-        finished(write.await);
+async fn poll_in_flight(in_flight: &mut Option<WriteTask>) -> Option<Written> {
+    match in_flight {
+        Some(write) => finished(write.await),
+        None => None,
     }
 }
 
 /// A write task's end: a panic in it goes on in the consume loop, as it did before the
 /// write had a task of its own.
-fn finished(result: Result<Written, tokio::task::JoinError>) {
-    if let Err(e) = result {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
+fn finished(result: Result<Written, tokio::task::JoinError>) -> Option<Written> {
+    match result {
+        Ok(written) => Some(written),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 use cache_layer::metrics::MESSAGES_REJECTED;
 use cache_layer::models::TrendAlert;
 use cache_layer::pipeline::dead_letter::{HEADER_DETAIL, HEADER_REASON};
+use cache_layer_testkit::fixtures::trend_alert_json;
 use cache_layer_testkit::http::{get, parse_metrics, value};
 use cache_layer_testkit::kafka::{
     daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS,
 };
-use cache_layer_testkit::fixtures::trend_alert_json;
 use cache_layer_testkit::{connect, trend, RedisServer, TestRedis};
 use chrono::{SecondsFormat, Utc};
 use redis::Commands;
@@ -48,7 +48,10 @@ async fn an_alert_from_a_clock_in_the_future_is_refused_and_pins_nothing() {
     let mut conn = connect(&redis);
     let skewed = stored_alert(&mut conn, "skewed");
     assert_eq!(skewed.rank, 2, "the correct alert is the one stored");
-    assert_eq!(skewed.window_end.to_rfc3339_opts(SecondsFormat::Secs, true), now);
+    assert_eq!(
+        skewed.window_end.to_rfc3339_opts(SecondsFormat::Secs, true),
+        now
+    );
     let ranking: Vec<String> = conn.zrange("trends:current", 0, -1).unwrap();
     assert_eq!(ranking, ["honest", "skewed", "honest2"]);
 
@@ -89,7 +92,9 @@ async fn a_value_stored_from_a_future_clock_is_skipped_by_readers_and_replaced()
         .await
         .unwrap();
     let now = just_now();
-    redis.cache_trends(&[("honest", now.as_str(), 1)], ttl).await;
+    redis
+        .cache_trends(&[("honest", now.as_str(), 1)], ttl)
+        .await;
 
     let ranked: Vec<String> = (redis.cache.get_trending_keywords(10).await.unwrap())
         .into_iter()
@@ -98,7 +103,9 @@ async fn a_value_stored_from_a_future_clock_is_skipped_by_readers_and_replaced()
     assert_eq!(ranked, ["honest"], "the pinned alert is not served");
 
     // The next correct alert of the keyword replaces it, detail and ranking alike.
-    redis.cache_trends(&[("pinned", now.as_str(), 2)], ttl).await;
+    redis
+        .cache_trends(&[("pinned", now.as_str(), 2)], ttl)
+        .await;
     let ranked: Vec<(String, i64)> = (redis.cache.get_trending_keywords(10).await.unwrap())
         .into_iter()
         .map(|e| (e.keyword, e.alert.rank))

@@ -5,43 +5,11 @@
 use std::time::{Duration, Instant};
 
 use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP};
+use cache_layer_testkit::redis_server::{config_set, hang, info_field};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::{connect, fixtures, wait_until, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn config_set(redis: &RedisServer, name: &str, value: impl redis::ToRedisArgs) {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .exec(&mut connect(redis))
-        .unwrap();
-}
-
-fn info_field(redis: &RedisServer, section: &str, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut connect(redis))
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Makes Redis hang for `secs` (`DEBUG SLEEP`); the task ends when Redis answers again.
-fn hang(redis: &RedisServer, secs: u64) -> tokio::task::JoinHandle<()> {
-    let url = redis.url();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg(secs)
-            .exec(&mut conn)
-            .unwrap();
-    })
-}
 
 /// Waits until `/readyz` answers `code` and its `writes` check says `writes_ok`.
 async fn wait_ready(daemon: &RunningDaemon, code: u16, writes_ok: bool) -> serde_json::Value {

@@ -42,7 +42,13 @@ fn assert_invariants(message: Message) {
     let mut set = WriteSet::new();
     set.add_message(message, Utc::now());
     let ttls = Ttls::uniform(std::time::Duration::from_secs(60));
-    set.append_to(&mut redis::pipe(), &Keys::new(""), &ttls, Utc::now(), Utc::now());
+    set.append_to(
+        &mut redis::pipe(),
+        &Keys::new(""),
+        &ttls,
+        Utc::now(),
+        Utc::now(),
+    );
 }
 
 fn json_value() -> impl Strategy<Value = String> {

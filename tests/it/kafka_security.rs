@@ -67,7 +67,7 @@ async fn the_daemon_consumes_over_tls_alone_and_refuses_a_broker_of_another_ca()
     ];
     let client: Vec<(&str, &str)> = tls.iter().map(|(k, v)| (*k, v.as_str())).collect();
     tansu
-        .create_topics(&[TRENDS, USERS, WINDOWS], &client)
+        .create_topics(&[TRENDS, USERS, WINDOWS], 1, &client)
         .await;
     tansu
         .produce(WINDOWS, &window_records("tls", 20), &client)

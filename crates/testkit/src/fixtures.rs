@@ -82,6 +82,44 @@ pub fn stream(messages: usize, per_window: u64, seed: u64) -> Vec<Generated> {
     (0..messages).map(|_| generator.next_message()).collect()
 }
 
+/// A backlog as upstream's windowed stage publishes it: `windows` one-minute windows of
+/// `per_window` keyword counts each, keyed by window id (so each window fills a run of
+/// one partition), then `trends` alerts of distinct keywords and `users` user-metrics
+/// snapshots. The stream that found resuming a paused partition skipping messages.
+pub fn window_backlog(
+    windows: u32,
+    per_window: usize,
+    trends: usize,
+    users: usize,
+) -> Vec<Generated> {
+    let generated = |kind, key: String, payload| Generated {
+        kind,
+        key,
+        payload,
+        malformed: false,
+    };
+    let mut backlog = Vec::new();
+    for minute in 0..windows {
+        let window_id = format!("window_2024_01_01_12_{minute:02}");
+        backlog.extend((0..per_window).map(|i| {
+            let payload = window_json(&format!("kw{i}"), i as i64 + 1, minute);
+            generated(MessageKind::Windows, window_id.clone(), payload)
+        }));
+    }
+    backlog.extend((0..trends).map(|i| {
+        let keyword = format!("trend{i}");
+        let payload = trend_json(&keyword, i as u32 % 20, i as i64 + 1, 10);
+        generated(MessageKind::Trends, keyword, payload)
+    }));
+    backlog.extend(
+        stream(users * 40, 600, 1)
+            .into_iter()
+            .filter(|m| m.kind == MessageKind::UserMetrics)
+            .take(users),
+    );
+    backlog
+}
+
 /// [`trend_alert_json`], decoded.
 pub fn trend(keyword: &str, window_end: &str, rank: i64) -> TrendAlert {
     match decoded(

@@ -31,6 +31,13 @@ pub const GROUP: &str = "cache-layer-test";
 
 pub struct MockKafka {
     pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    broker: Broker,
+}
+
+/// The clients a test uses on one broker, librdkafka's mock cluster or tansu: a producer,
+/// and readers of whole topics and of a group's committed offsets.
+pub struct Broker {
+    bootstrap: String,
     pub partitions: i32,
     producer: FutureProducer,
     /// One offsets reader per consumer group, made on first use.
@@ -48,10 +55,8 @@ impl MockKafka {
     pub fn start_with(partitions: i32, topics: &[&str]) -> Self {
         let cluster = MockCluster::new(1).expect("mock cluster starts");
         let kafka = Self {
-            producer: producer(&cluster.bootstrap_servers(), "none"),
+            broker: Broker::new(&cluster.bootstrap_servers(), partitions),
             cluster,
-            partitions,
-            offset_readers: Mutex::default(),
         };
         for topic in topics {
             kafka.create_topic(topic);
@@ -69,6 +74,27 @@ impl MockKafka {
             .create_topic(topic, self.partitions, 1)
             .expect("topic created");
     }
+}
+
+/// The mock cluster is used through the clients of [`Broker`], as tansu is.
+impl std::ops::Deref for MockKafka {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        &self.broker
+    }
+}
+
+impl Broker {
+    /// Clients of the broker at `bootstrap`, whose source topics have `partitions` each.
+    pub fn new(bootstrap: &str, partitions: i32) -> Self {
+        Self {
+            bootstrap: bootstrap.to_owned(),
+            partitions,
+            producer: producer(bootstrap, "none"),
+            offset_readers: Mutex::default(),
+        }
+    }
 
     /// Produces records compressed with `codec` (`gzip`, `snappy`, `lz4`, `zstd`).
     pub async fn produce_compressed<K: AsRef<str>, P: AsRef<[u8]>>(
@@ -82,7 +108,7 @@ impl MockKafka {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.cluster.bootstrap_servers()
+        self.bootstrap.clone()
     }
 
     /// Produces (key, payload) records to a topic and waits for every delivery.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::free_port;
+use crate::{connect, free_port};
 
 /// How long a started server may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,4 +177,39 @@ pub async fn ping(port: u16) -> bool {
         tokio::time::timeout(Duration::from_millis(500), exchange).await,
         Ok(Ok(true))
     )
+}
+
+/// `CONFIG SET name value`.
+pub fn config_set(redis: &RedisServer, name: &str, value: impl redis::ToRedisArgs) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .exec(&mut connect(redis))
+        .unwrap();
+}
+
+/// A numeric field of an `INFO` section (`used_memory:`, say); 0 when it is absent.
+pub fn info_field(redis: &RedisServer, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut connect(redis))
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Makes Redis hang for `secs` (`DEBUG SLEEP`); the task ends when Redis answers again.
+pub fn hang(redis: &RedisServer, secs: u64) -> tokio::task::JoinHandle<()> {
+    let url = redis.url();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(secs)
+            .exec(&mut conn)
+            .unwrap();
+    })
 }

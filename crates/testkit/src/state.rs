@@ -3,6 +3,7 @@
 //! the library writes for the same stream in one go.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::time::Duration;
 
 use cache_layer::cache::{CacheLayer, WriteSet};
@@ -12,7 +13,7 @@ use chrono::Utc;
 use redis::Commands;
 
 use crate::generate::Generated;
-use crate::kafka::{MockKafka, GROUP};
+use crate::kafka::{Broker, MockKafka, GROUP};
 use crate::{connect, fixtures, RedisServer};
 
 /// Every key with its TYPE and raw content, for comparing whole states.
@@ -86,21 +87,33 @@ pub fn assert_every_key_expires(conn: &mut redis::Connection, max: Duration) {
     }
 }
 
-/// What a fault test starts from: the mock broker, a Redis, a valid stream of every kind,
-/// and the state that stream must leave behind.
-pub struct Scenario {
-    pub kafka: MockKafka,
+/// What a fault test starts from: a broker (the mock cluster unless said otherwise), a
+/// Redis, a valid stream of every kind, and the state that stream must leave behind.
+pub struct Scenario<K = MockKafka> {
+    pub kafka: K,
     pub redis: RedisServer,
     pub stream: Vec<Generated>,
     expected: BTreeMap<String, String>,
 }
 
 impl Scenario {
-    /// `messages` records over `partitions` partitions per topic, 600 to a window.
+    /// `messages` records over `partitions` partitions per topic of the mock cluster, 600
+    /// to a window.
     pub async fn start(partitions: i32, messages: usize, seed: u64) -> Self {
-        let stream = fixtures::stream(messages, 600, seed);
+        Self::start_on(MockKafka::start(partitions), messages, seed).await
+    }
+}
+
+impl<K: Deref<Target = Broker>> Scenario<K> {
+    /// `messages` records for the source topics of `kafka`, 600 to a window.
+    pub async fn start_on(kafka: K, messages: usize, seed: u64) -> Self {
+        Self::with_stream(kafka, fixtures::stream(messages, 600, seed)).await
+    }
+
+    /// This valid stream for the source topics of `kafka`.
+    pub async fn with_stream(kafka: K, stream: Vec<Generated>) -> Self {
         Self {
-            kafka: MockKafka::start(partitions),
+            kafka,
             redis: RedisServer::start().await.expect("redis-server starts"),
             expected: expected_state(&stream).await,
             stream,
@@ -114,7 +127,32 @@ impl Scenario {
             .wait_committed(GROUP, self.stream.len() as i64, timeout)
             .await;
         let mut conn = connect(&self.redis);
-        assert_eq!(data_snapshot(&mut conn), self.expected);
+        assert_same_state(&data_snapshot(&mut conn), &self.expected);
         assert_every_key_expires(&mut conn, Duration::from_secs(300));
     }
+}
+
+/// Asserts that two states are equal, naming the keys that differ (with the size of
+/// each side) rather than printing both whole states, which run to megabytes.
+pub fn assert_same_state(actual: &BTreeMap<String, String>, expected: &BTreeMap<String, String>) {
+    let differing: Vec<String> = expected
+        .keys()
+        .chain(actual.keys().filter(|k| !expected.contains_key(*k)))
+        .filter(|key| actual.get(*key) != expected.get(*key))
+        .map(|key| {
+            let size = |state: &BTreeMap<String, String>| state.get(key).map_or(0, String::len);
+            format!(
+                "{key} ({} bytes, expected {})",
+                size(actual),
+                size(expected)
+            )
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} keys differ from the expected state: {}",
+        differing.len(),
+        expected.len(),
+        differing.join(", ")
+    );
 }

@@ -2,6 +2,8 @@
 //! librdkafka's mock cluster lacks: SASL authentication, and a TLS listener through
 //! `stunnel` in front of it (tansu 0.6's own `--cert` and `--key` cannot be given
 //! together), with tansu advertising the TLS address. The test command installs both.
+//! A broker in a process of its own also shows what the in-process mock hides: the fault
+//! tests of `tests/it/resume.rs` run the daemon against it.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -13,7 +15,38 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::process::{Child, Command};
 
+use crate::kafka::{Broker, DEAD_LETTER, TRENDS, USERS, WINDOWS};
 use crate::{free_port, wait_until};
+
+/// tansu with the three source topics, the dead-letter topic, and the test clients on it.
+pub struct TansuKafka {
+    pub tansu: Tansu,
+    broker: Broker,
+}
+
+impl TansuKafka {
+    /// A plain broker with the source topics of `partitions` partitions each, and a
+    /// dead-letter topic of one.
+    pub async fn start(partitions: i32) -> Self {
+        let tansu = Tansu::start(None, false).await;
+        tansu
+            .create_topics(&[TRENDS, USERS, WINDOWS], partitions, &[])
+            .await;
+        tansu.create_topics(&[DEAD_LETTER], 1, &[]).await;
+        Self {
+            broker: tansu.broker(partitions),
+            tansu,
+        }
+    }
+}
+
+impl std::ops::Deref for TansuKafka {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        &self.broker
+    }
+}
 
 pub struct Tansu {
     _broker: Child,
@@ -106,12 +139,23 @@ impl Tansu {
         config
     }
 
-    /// Creates topics with one partition each, connecting with `properties`.
-    pub async fn create_topics(&self, topics: &[&str], properties: &[(&str, &str)]) {
+    /// The test clients of [`Broker`] on this broker, without security, for topics of
+    /// `partitions` partitions.
+    pub fn broker(&self, partitions: i32) -> Broker {
+        Broker::new(&self.bootstrap(), partitions)
+    }
+
+    /// Creates topics with `partitions` each, connecting with `properties`.
+    pub async fn create_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+        properties: &[(&str, &str)],
+    ) {
         let admin: AdminClient<_> = self.client(properties).create().expect("admin client");
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
             .collect();
         for result in admin
             .create_topics(&new, &AdminOptions::new())

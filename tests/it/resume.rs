@@ -1,0 +1,119 @@
+//! A paused consumer never skips a message. Through tansu, a broker in a process of its
+//! own (librdkafka's in-process mock cluster never showed the skip), with the daemon as a
+//! separate process: a backlog is preloaded, Redis stops taking writes (full, or hanging)
+//! so that the daemon pauses fetching, then takes them again. Each test ends with every
+//! message consumed, every offset committed, and Redis exactly as the library writes the
+//! same stream in one go.
+//!
+//! Before the daemon checked the offsets it was delivered, both lost messages every run:
+//! tansu answers a fetch from inside a record batch with the batches after it, so the
+//! resume after the pause skipped the rest of the batch the last write had ended in.
+
+use std::time::Duration;
+
+use cache_layer::metrics::{BATCH_RETRIES, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG};
+use cache_layer_testkit::kafka::{DEAD_LETTER, GROUP};
+use cache_layer_testkit::process::DaemonProcess;
+use cache_layer_testkit::redis_server::{config_set, hang, info_field};
+use cache_layer_testkit::state::Scenario;
+use cache_layer_testkit::tansu::TansuKafka;
+use cache_layer_testkit::{fixtures, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The daemon's settings of the issue that found the skip: 12 partitions per topic,
+/// batches of at most 500 messages or 20 ms.
+const PARTITIONS: i32 = 12;
+
+/// The debug-built daemon as its own process, configured through the environment.
+fn spawn(kafka: &TansuKafka, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
+    let mut env = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
+        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
+        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
+        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
+        ("CACHE_LAYER__REDIS__URL", redis_url.to_owned()),
+        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
+        ("CACHE_LAYER__BATCH__MAX_WAIT_MS", "20".to_owned()),
+        ("CACHE_LAYER__BATCH__RETRY_INITIAL_MS", "50".to_owned()),
+        ("CACHE_LAYER__BATCH__RETRY_MAX_MS", "500".to_owned()),
+        // The pauses, resumes and gaps, in the test's output when it fails.
+        ("CACHE_LAYER__LOG__LEVEL", "info".to_owned()),
+        // tansu holds every fetch for the whole wait, even when data is there.
+        (
+            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
+            "10".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
+}
+
+/// Waits for the whole stream to be committed, then asserts that Redis holds the exact
+/// state and that every message was consumed.
+async fn assert_nothing_skipped(scenario: &Scenario<TansuKafka>, daemon: DaemonProcess) {
+    scenario.assert_landed(DEADLINE).await;
+    // Exactly once unless the group rebalanced under the load of a full test run, which
+    // replays from the last commit; a skip shows in the state above either way.
+    let consumed = daemon.metric(MESSAGES_CONSUMED).await;
+    assert!(
+        consumed >= scenario.stream.len() as f64,
+        "{consumed} of {} messages consumed",
+        scenario.stream.len()
+    );
+    // Whatever the broker skipped was refetched; nothing was taken for a gap in the log,
+    // which this stream has none of.
+    assert_eq!(daemon.metric(OFFSET_GAPS_IN_LOG).await, 0.0);
+    eprintln!(
+        "offset gaps refetched: {}",
+        daemon.metric(OFFSET_GAPS).await
+    );
+    assert!(daemon.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_for_a_full_redis_skips_nothing_on_a_separate_broker() {
+    // The recipe of the report: 20 windows of 500 counts keyed by window id, 1,000
+    // alerts, 20 user-metrics snapshots, and a Redis of 3 MB that refuses writes when full.
+    let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
+    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let redis = &scenario.redis;
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    config_set(redis, "maxmemory-policy", "noeviction");
+    config_set(redis, "maxmemory", "3mb");
+
+    let daemon = spawn(&scenario.kafka, &redis.url(), &[]);
+    // Paused, and retried again and again while fetching stays paused.
+    wait_until(
+        DEADLINE,
+        "the batch retried while Redis is full",
+        || async { daemon.metric(BATCH_RETRIES).await >= 8.0 },
+    )
+    .await;
+    assert!(info_field(redis, "errorstats", "errorstat_OOM:count=") > 0);
+    config_set(redis, "maxmemory", 0);
+
+    assert_nothing_skipped(&scenario, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_for_a_hanging_redis_skips_nothing_on_a_separate_broker() {
+    let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
+    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let redis = &scenario.redis;
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    let daemon = spawn(
+        &scenario.kafka,
+        &redis.url(),
+        &[("CACHE_LAYER__REDIS__RESPONSE_TIMEOUT_MS", "300")],
+    );
+    wait_until(DEADLINE, "progress before the hang", || async {
+        scenario.kafka.committed_total(GROUP).await > 0
+    })
+    .await;
+    // Longer than redis.response_timeout_ms: writes time out, and fetching pauses.
+    hang(redis, 4).await.unwrap();
+    assert!(daemon.metric(BATCH_RETRIES).await > 0.0);
+
+    assert_nothing_skipped(&scenario, daemon).await;
+}
