@@ -51,6 +51,9 @@ pub(crate) struct GroupContext {
     /// Each partition's high watermark (its last stable offset, under read_committed), as
     /// the last statistics reported it: how far the loop should have got.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// The committed offsets of the partitions just assigned, where each is expected to
+    /// start, for the loop to take into its positions before their first message.
+    starts: Mutex<Vec<(String, i32, i64)>>,
 }
 
 impl GroupContext {
@@ -64,6 +67,14 @@ impl GroupContext {
 
     pub(crate) fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// The start offsets of the partitions assigned since the last call.
+    pub(crate) fn take_starts(&self) -> Vec<(String, i32, i64)> {
+        self.starts
+            .lock()
+            .map(|mut starts| std::mem::take(&mut *starts))
+            .unwrap_or_default()
     }
 
     /// The high watermarks of the last statistics.
@@ -131,6 +142,32 @@ impl ClientContext for GroupContext {
     }
 }
 
+impl GroupContext {
+    /// Reads where the partitions just assigned start (their committed offsets), so that
+    /// their first delivered offsets are checked too: a new owner that starts inside a
+    /// record batch on tansu is delivered the batches after it, or nothing. A partition
+    /// without a commit starts at `kafka.auto_offset_reset`, wherever that is.
+    fn note_starts(&self, consumer: &BaseConsumer<Self>, partitions: &TopicPartitionList) {
+        let committed = match consumer.committed_offsets(partitions.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                warn!(error = %e, "cannot read where the partitions just assigned start; their first offsets are taken as they come");
+                return;
+            }
+        };
+        let starts = committed
+            .elements()
+            .into_iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some((e.topic().to_owned(), e.partition(), offset)),
+                _ => None,
+            });
+        if let Ok(mut noted) = self.starts.lock() {
+            noted.extend(starts);
+        }
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
@@ -161,6 +198,7 @@ impl ConsumerContext for GroupContext {
         // A partition starts fetching when it is assigned, paused or not: while writes
         // fail, what arrives would pile up in a batch that cannot be written.
         if let Rebalance::Assign(partitions) = rebalance {
+            self.note_starts(consumer, partitions);
             if self.is_paused() {
                 match consumer.pause(partitions) {
                     Ok(()) => {
@@ -217,6 +255,7 @@ pub(crate) fn subscribe(
         paused: AtomicBool::new(false),
         rebalances: AtomicU64::new(0),
         high_watermarks: Mutex::default(),
+        starts: Mutex::default(),
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;

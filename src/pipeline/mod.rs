@@ -226,7 +226,7 @@ impl Pipeline {
         if self.batch.is_full() {
             // Paused with a full batch: what still arrives (a partition assigned before
             // the rebalance could pause it) is read again after resuming.
-            self.positions.not_taken(topic, partition, offset);
+            self.positions.start_at(topic, partition, offset);
             return;
         }
         match self.positions.check(topic, partition, offset) {
@@ -300,14 +300,19 @@ impl Pipeline {
         }
     }
 
-    /// Forgets where the partitions no longer assigned stood: whoever had them meanwhile
-    /// moved the group's commit on.
+    /// Forgets where the partitions no longer assigned stood (whoever had them meanwhile
+    /// moved the group's commit on), and notes where the ones just assigned start.
     fn forget_revoked(&mut self) {
         match self.consumer.assignment() {
             Ok(assignment) => self
                 .positions
                 .retain(|topic, partition| assignment.find_partition(topic, partition).is_some()),
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
+        }
+        // Where the partitions just assigned start; one kept across the rebalance keeps
+        // the position it has.
+        for (topic, partition, offset) in self.consumer.context().take_starts() {
+            self.positions.start_at(&topic, partition, offset);
         }
     }
 

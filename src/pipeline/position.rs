@@ -195,9 +195,10 @@ impl Positions {
         }
     }
 
-    /// A delivered message the loop could not take (a full batch while paused): its
-    /// partition must be read again from here, or from where it already stands.
-    pub(crate) fn not_taken(&mut self, topic: &str, partition: i32, offset: i64) {
+    /// Expects `offset` next of a partition without a position yet: where a partition
+    /// just assigned starts, or a message the loop could not take (a full batch while
+    /// paused) that must be read again. A partition with a position keeps it.
+    pub(crate) fn start_at(&mut self, topic: &str, partition: i32, offset: i64) {
         self.partitions(topic)
             .entry(partition)
             .or_insert(Position::at(offset));
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn a_gap_at_the_start_of_the_log_is_the_logs_own() {
         let mut positions = Positions::default();
-        positions.not_taken("t", 0, 0);
+        positions.start_at("t", 0, 0);
         // Retention deleted the first five messages: offset 0 delivers offset 5.
         assert!(matches!(
             positions.check("t", 0, 5),
@@ -349,12 +350,12 @@ mod tests {
     }
 
     #[test]
-    fn a_message_not_taken_is_read_again_from_where_its_partition_stands() {
+    fn a_partition_starts_where_it_is_expected_to_unless_it_stands_somewhere() {
         let mut positions = Positions::default();
-        positions.not_taken("t", 0, 40);
+        positions.start_at("t", 0, 40);
         assert_eq!(positions.next("t", 0), Some(40));
         positions.check("t", 1, 5);
-        positions.not_taken("t", 1, 9);
+        positions.start_at("t", 1, 9);
         assert_eq!(positions.next("t", 1), Some(6));
     }
 

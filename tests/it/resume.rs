@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use cache_layer::metrics::{BATCH_RETRIES, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG};
+use cache_layer::metrics::{
+    BATCH_RETRIES, CONSUMER_LAG, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG,
+};
 use cache_layer_testkit::kafka::{DEAD_LETTER, GROUP};
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
@@ -116,4 +118,45 @@ async fn a_pause_for_a_hanging_redis_skips_nothing_on_a_separate_broker() {
     assert!(daemon.metric(BATCH_RETRIES).await > 0.0);
 
     assert_nothing_skipped(&scenario, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_a_pause_skips_nothing_on_a_separate_broker() {
+    let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
+    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let redis = &scenario.redis;
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    config_set(redis, "maxmemory-policy", "noeviction");
+    config_set(redis, "maxmemory", "3mb");
+
+    let first = spawn(&scenario.kafka, &redis.url(), &[]);
+    wait_until(DEADLINE, "the first daemon paused", || async {
+        first.metric(BATCH_RETRIES).await >= 2.0
+    })
+    .await;
+    // A second member joins while the first is paused: the partitions move, and what
+    // each is assigned stays paused until its own write goes through.
+    let second = spawn(&scenario.kafka, &redis.url(), &[]);
+    // Assigned: its statistics report the lag of partitions of its own. (It may have
+    // nothing left to write: the first daemon may have written its partitions' share
+    // before Redis filled.)
+    wait_until(DEADLINE, "the second daemon assigned", || async {
+        second
+            .get("/metrics")
+            .await
+            .is_some_and(|(_, text)| text.contains(&format!("{CONSUMER_LAG}{{")))
+    })
+    .await;
+    config_set(redis, "maxmemory", 0);
+
+    scenario.assert_landed(DEADLINE).await;
+    let consumed = first.metric(MESSAGES_CONSUMED).await + second.metric(MESSAGES_CONSUMED).await;
+    assert!(
+        consumed >= scenario.stream.len() as f64,
+        "{consumed} consumed"
+    );
+    for daemon in [first, second] {
+        assert_eq!(daemon.metric(OFFSET_GAPS_IN_LOG).await, 0.0);
+        assert!(daemon.stop().await.unwrap().success());
+    }
 }
