@@ -111,6 +111,9 @@ pub(crate) struct Batch {
     kept_bytes: Vec<u8>,
     messages: usize,
     started: Option<Instant>,
+    /// The latest event time accepted in this batch: the clock at its first message
+    /// plus `batch.max_future_skew_secs`.
+    not_after: DateTime<Utc>,
     limits: Limits,
 }
 
@@ -163,6 +166,7 @@ impl Batch {
             kept_bytes: Vec::new(),
             messages: 0,
             started: None,
+            not_after: DateTime::<Utc>::MAX_UTC,
             limits,
         }
     }
@@ -171,6 +175,10 @@ impl Batch {
     pub(crate) fn push(&mut self, kinds: &TopicKinds, message: Incoming<'_>) -> Pushed<'_> {
         if self.messages == 0 {
             self.started = Some(Instant::now());
+            // Once per batch rather than per message: a batch lasts milliseconds.
+            self.not_after = Utc::now()
+                .checked_add_signed(self.limits.max_future_skew)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
         self.messages += 1;
         let progress = match self.topics.iter().position(|(t, _)| t == message.topic) {
@@ -205,11 +213,7 @@ impl Batch {
             ))
         } else {
             decode(kind, payload).and_then(|decoded| {
-                let now = Utc::now();
-                decoded.check_not_after(
-                    now.checked_add_signed(self.limits.max_future_skew)
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                )?;
+                decoded.check_not_after(self.not_after)?;
                 Ok(decoded)
             })
         };

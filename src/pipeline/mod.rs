@@ -253,7 +253,7 @@ impl Pipeline {
                 );
             }
         }
-        push(&mut self.batch, &self.kinds, &self.status, &message);
+        push(&mut self.batch, &self.kinds, &self.status, topic, &message);
     }
 
     /// Seeks a partition back to refetch a gap: `received`, when a message past it
@@ -405,9 +405,16 @@ impl Pipeline {
 }
 
 /// Adds a consumed message to the batch; a rejected one is counted and logged here.
-fn push(batch: &mut Batch, kinds: &TopicKinds, status: &Status, message: &BorrowedMessage<'_>) {
+/// `topic` is the message's, read once (librdkafka's name is checked as UTF-8 per call).
+fn push(
+    batch: &mut Batch,
+    kinds: &TopicKinds,
+    status: &Status,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+) {
     let incoming = Incoming {
-        topic: message.topic(),
+        topic,
         partition: message.partition(),
         offset: message.offset(),
         key: message.key(),

@@ -15,8 +15,6 @@
 //! past it), or from offset 0, the log itself has nothing in between and the gap is
 //! accepted. Messages before the expected offset were taken already and are dropped.
 
-use std::collections::HashMap;
-
 /// What to do with a delivered message, as [`Positions::check`] judges its offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Checked {
@@ -73,15 +71,53 @@ impl Position {
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
     /// Per topic (a handful, found by a scan without hashing a name), per partition.
-    topics: Vec<(String, HashMap<i32, Position>)>,
+    topics: Vec<(String, Partitions)>,
+}
+
+/// The positions of one topic's partitions, indexed by partition: their ids are small
+/// and dense, and the check runs once per message.
+#[derive(Debug, Default)]
+struct Partitions(Vec<Option<Position>>);
+
+impl Partitions {
+    fn or_insert(&mut self, partition: i32, position: Position) -> &mut Position {
+        // librdkafka never delivers a message of a negative (unassigned) partition.
+        let i = usize::try_from(partition).unwrap_or_default();
+        if i >= self.0.len() {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i].get_or_insert(position)
+    }
+
+    fn get(&self, partition: i32) -> Option<&Position> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut Position)> {
+        self.0
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_mut().map(|p| (i as i32, p)))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(i32) -> bool) {
+        for (i, position) in self.0.iter_mut().enumerate() {
+            if !keep(i as i32) {
+                *position = None;
+            }
+        }
+    }
 }
 
 impl Positions {
-    fn partitions(&mut self, topic: &str) -> &mut HashMap<i32, Position> {
+    fn partitions(&mut self, topic: &str) -> &mut Partitions {
         let i = match self.topics.iter().position(|(t, _)| t == topic) {
             Some(i) => i,
             None => {
-                self.topics.push((topic.to_owned(), HashMap::new()));
+                self.topics.push((topic.to_owned(), Partitions::default()));
                 self.topics.len() - 1
             }
         };
@@ -93,8 +129,7 @@ impl Positions {
     pub(crate) fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Checked {
         let position = self
             .partitions(topic)
-            .entry(partition)
-            .or_insert(Position::at(offset));
+            .or_insert(partition, Position::at(offset));
         let next = position.next;
         let Some(refetch) = &mut position.refetch else {
             if offset > next {
@@ -148,7 +183,7 @@ impl Positions {
         for (topic, partitions) in &mut self.topics {
             for (partition, position) in partitions.iter_mut() {
                 let still = position.checked.replace(position.next) == Some(position.next);
-                let behind = high_watermark(topic, *partition).is_some_and(|hw| hw > position.next);
+                let behind = high_watermark(topic, partition).is_some_and(|hw| hw > position.next);
                 if !(still && behind) {
                     continue;
                 }
@@ -180,7 +215,7 @@ impl Positions {
                     // broker has it (a transaction marker may end the partition).
                     Some(_) => continue,
                 };
-                stalled.push((topic.clone(), *partition, gap));
+                stalled.push((topic.clone(), partition, gap));
             }
         }
         stalled
@@ -189,7 +224,7 @@ impl Positions {
     /// Starts every partition's stall check afresh, after fetching was paused.
     pub(crate) fn restart_stall_checks(&mut self) {
         for (_, partitions) in &mut self.topics {
-            for position in partitions.values_mut() {
+            for (_, position) in partitions.iter_mut() {
                 position.checked = None;
             }
         }
@@ -200,8 +235,7 @@ impl Positions {
     /// paused) that must be read again. A partition with a position keeps it.
     pub(crate) fn start_at(&mut self, topic: &str, partition: i32, offset: i64) {
         self.partitions(topic)
-            .entry(partition)
-            .or_insert(Position::at(offset));
+            .or_insert(partition, Position::at(offset));
     }
 
     /// The offset of the next message expected of a partition; `None` when nothing was
@@ -210,7 +244,7 @@ impl Positions {
         self.topics
             .iter()
             .find(|(t, _)| t == topic)
-            .and_then(|(_, partitions)| partitions.get(&partition))
+            .and_then(|(_, partitions)| partitions.get(partition))
             .map(|p| p.next)
     }
 
@@ -218,7 +252,7 @@ impl Positions {
     /// it starts again from the group's commit.
     pub(crate) fn retain(&mut self, assigned: impl Fn(&str, i32) -> bool) {
         for (topic, partitions) in &mut self.topics {
-            partitions.retain(|partition, _| assigned(topic, *partition));
+            partitions.retain(|partition| assigned(topic, partition));
         }
     }
 }
