@@ -19,7 +19,7 @@ use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::tansu::TansuKafka;
-use cache_layer_testkit::{fixtures, wait_until};
+use cache_layer_testkit::{fixtures, wait_until, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -73,16 +73,26 @@ async fn assert_nothing_skipped(scenario: &Scenario<TansuKafka>, daemon: DaemonP
     assert!(daemon.stop().await.unwrap().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_for_a_full_redis_skips_nothing_on_a_separate_broker() {
-    // The recipe of the report: 20 windows of 500 counts keyed by window id, 1,000
-    // alerts, 20 user-metrics snapshots, and a Redis of 3 MB that refuses writes when full.
+/// The recipe of the report: 20 windows of 500 counts keyed by window id, 1,000 alerts
+/// and 20 user-metrics snapshots, preloaded into tansu.
+async fn preloaded() -> Scenario<TansuKafka> {
     let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
     let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
-    let redis = &scenario.redis;
     scenario.kafka.produce_generated(&scenario.stream).await;
+    scenario
+}
+
+/// A Redis of 3 MB that refuses writes when full, as in the report.
+fn fill_at_3mb(redis: &RedisServer) {
     config_set(redis, "maxmemory-policy", "noeviction");
     config_set(redis, "maxmemory", "3mb");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_for_a_full_redis_skips_nothing_on_a_separate_broker() {
+    let scenario = preloaded().await;
+    let redis = &scenario.redis;
+    fill_at_3mb(redis);
 
     let daemon = spawn(&scenario.kafka, &redis.url(), &[]);
     // Paused, and retried again and again while fetching stays paused.
@@ -100,10 +110,8 @@ async fn a_pause_for_a_full_redis_skips_nothing_on_a_separate_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_for_a_hanging_redis_skips_nothing_on_a_separate_broker() {
-    let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
-    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let scenario = preloaded().await;
     let redis = &scenario.redis;
-    scenario.kafka.produce_generated(&scenario.stream).await;
     let daemon = spawn(
         &scenario.kafka,
         &redis.url(),
@@ -122,12 +130,9 @@ async fn a_pause_for_a_hanging_redis_skips_nothing_on_a_separate_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_during_a_pause_skips_nothing_on_a_separate_broker() {
-    let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
-    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let scenario = preloaded().await;
     let redis = &scenario.redis;
-    scenario.kafka.produce_generated(&scenario.stream).await;
-    config_set(redis, "maxmemory-policy", "noeviction");
-    config_set(redis, "maxmemory", "3mb");
+    fill_at_3mb(redis);
 
     let first = spawn(&scenario.kafka, &redis.url(), &[]);
     wait_until(DEADLINE, "the first daemon paused", || async {
