@@ -17,7 +17,9 @@ async fn the_demo_fills_redis_with_every_category_and_stops_by_itself() {
     let options = DemoOptions {
         duration: Some(Duration::from_secs(8)),
         rate: 1_000,
-        window_secs: 2,
+        // Eight compressed minutes: the windows end further ahead of the real clock than
+        // the default batch.max_future_skew_secs, which the demo widens.
+        window_secs: 1,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(60),
@@ -33,13 +35,17 @@ async fn the_demo_fills_redis_with_every_category_and_stops_by_itself() {
         report.daemon.rejected > 0,
         "a trickle of malformed messages: {report:?}"
     );
+    assert!(
+        report.daemon.rejected * 20 < report.daemon.consumed,
+        "only the malformed trickle (1%) is rejected: {report:?}"
+    );
     assert_eq!(report.daemon.rejected, report.daemon.dead_lettered);
     let mut conn = connect(&redis);
     assert!(conn.zcard::<_, usize>("trends:current").unwrap() > 0);
     assert!(conn.exists::<_, bool>("users:metrics").unwrap());
     assert!(conn.zcard::<_, usize>("users:active").unwrap() > 0);
     let windows: Vec<String> = conn.zrange("windows:index", 0, -1).unwrap();
-    assert!(windows.len() >= 2, "windows move every 2 s: {windows:?}");
+    assert!(windows.len() >= 2, "windows move every second: {windows:?}");
     assert!(
         conn.hlen::<_, usize>(format!("windows:{}", windows[0]))
             .unwrap()

@@ -29,6 +29,10 @@ use cache_layer::status::{Snapshot, Status};
 const PARTITIONS: i32 = 3;
 /// How often the producer sends a slice of its rate.
 const PRODUCE_TICK: Duration = Duration::from_millis(100);
+/// How far ahead of the real clock the demo's event times may run: a year of compressed
+/// windows.
+const DEMO_FUTURE_SKEW: Duration = Duration::from_secs(365 * 86_400);
+
 /// How long the demo waits for an existing Redis to answer before starting its own.
 const REDIS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -90,6 +94,9 @@ pub async fn run(
     config.kafka.group_id = "cache-layer-demo".into();
     config.stats.interval = Duration::from_secs(5);
     config.sweep.interval = Duration::from_secs(10);
+    // The demo's clock runs a minute every `window_secs`: its windows end hours ahead of
+    // the real one, which the daemon would refuse (and its reads skip) as from the future.
+    config.batch.max_future_skew = DEMO_FUTURE_SKEW;
     config.http.listen = demo_listen(&config.http.listen);
     config.http.api_listen = demo_listen(&config.http.api_listen);
 
@@ -100,7 +107,9 @@ pub async fn run(
         stop_daemon.clone(),
         Arc::clone(&status),
     ));
-    let cache = CacheLayer::connect(&config.redis).await?;
+    let cache = CacheLayer::connect(&config.redis)
+        .await?
+        .with_max_future_skew(DEMO_FUTURE_SKEW);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .set("linger.ms", "5")
