@@ -119,6 +119,17 @@ impl Keys {
         format!("{}locks:{name}", self.prefix)
     }
 
+    /// The marker of a consumer group, by which its instances find that Redis lost its data
+    /// (`cache::Marker`), outside the data namespaces.
+    pub fn marker(&self, group: &str) -> String {
+        format!("{}markers:{group}", self.prefix)
+    }
+
+    /// The hash of the rebuilds asked for, partition to the time to replay from.
+    pub fn rebuild_requests(&self) -> String {
+        format!("{}rebuild:requests", self.prefix)
+    }
+
     /// The literal start of every key in a namespace: `{p}trends:`.
     pub fn namespace(&self, category: Category) -> String {
         format!("{}{}:", self.prefix, category.as_str())

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::metrics;
+
 #[derive(Debug)]
 pub struct Status {
     consumed: AtomicU64,
@@ -26,6 +28,23 @@ pub struct Status {
     /// Since when the batch being written keeps failing, and the last reason; `None`
     /// while writes go through. Readiness reads it.
     failing: Mutex<Option<(Instant, String)>>,
+    /// The partitions being replayed to rebuild the cache; readiness waits for them.
+    rebuilding: Mutex<Vec<RebuildProgress>>,
+}
+
+/// Where the replay of one partition stands, in a rebuild of the cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RebuildProgress {
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset replayed.
+    pub from: i64,
+    /// Where the partition stood when the rebuild started: the replay ends there.
+    pub target: i64,
+    /// The next offset the loop expects of the partition.
+    pub position: i64,
+    /// Messages written again so far.
+    pub replayed: u64,
 }
 
 /// The checks of readiness that the instance answers from its own state.
@@ -37,6 +56,8 @@ pub struct Readiness {
     pub missing_topics: Vec<String>,
     /// How long a batch has been failing, and why, once that is past the threshold.
     pub failing_writes: Option<(Duration, String)>,
+    /// The partitions being replayed to rebuild the cache.
+    pub rebuilding: Vec<RebuildProgress>,
 }
 
 impl Readiness {
@@ -47,7 +68,7 @@ impl Readiness {
 
     /// Whether every check is fine; Redis's answer is the caller's to add.
     pub fn ok(&self) -> bool {
-        self.kafka_ok() && self.failing_writes.is_none()
+        self.kafka_ok() && self.failing_writes.is_none() && self.rebuilding.is_empty()
     }
 }
 
@@ -82,6 +103,7 @@ impl Default for Status {
             missing_topics: Mutex::new(Vec::new()),
             http_addrs: OnceLock::new(),
             failing: Mutex::new(None),
+            rebuilding: Mutex::new(Vec::new()),
         }
     }
 }
@@ -171,7 +193,18 @@ impl Status {
             failing_writes: self
                 .failing_writes()
                 .filter(|(since, _)| *since >= unready_after),
+            rebuilding: self.rebuilding(),
         }
+    }
+
+    /// The partitions being replayed to rebuild the cache.
+    pub fn rebuilding(&self) -> Vec<RebuildProgress> {
+        self.rebuilding.lock().expect("not poisoned").clone()
+    }
+
+    pub(crate) fn set_rebuilding(&self, progress: Vec<RebuildProgress>) {
+        metrics::rebuild_partitions(progress.len());
+        *self.rebuilding.lock().expect("not poisoned") = progress;
     }
 
     pub(crate) fn set_redis_ok(&self, ok: bool) {

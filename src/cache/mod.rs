@@ -7,6 +7,7 @@
 
 mod conn;
 mod error;
+mod loss;
 mod reads;
 mod scripts;
 mod stats;
@@ -24,6 +25,7 @@ use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 
 pub use error::{CacheError, Refusal, REDIS_ERROR_KINDS};
+pub use loss::Marker;
 pub use reads::{RankedWindow, TrendEntry};
 pub use stats::{CacheStats, ServerInfo};
 pub use sweep::{lock_token, Lock, SweepReport};

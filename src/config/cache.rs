@@ -24,6 +24,9 @@ pub struct CacheConfig {
     /// How long a user stays in `users:active` after it was last seen.
     #[serde_as(as = "DurationSeconds<u64>")]
     pub active_user_window: Duration,
+    /// Whether a Redis found to have lost this daemon's writes (a restart without
+    /// persistence, a failover to an empty replica, a flush) is rebuilt from Kafka.
+    pub rebuild_on_loss: bool,
 }
 
 impl Default for CacheConfig {
@@ -34,6 +37,7 @@ impl Default for CacheConfig {
             users_ttl: None,
             windows_ttl: None,
             active_user_window: Duration::from_secs(900),
+            rebuild_on_loss: true,
         }
     }
 }
@@ -71,6 +75,11 @@ pub struct Ttls {
 }
 
 impl Ttls {
+    /// The longest of them: the most that any key written now can live.
+    pub fn longest(&self) -> Duration {
+        self.trends.max(self.users).max(self.windows)
+    }
+
     /// One TTL for every category.
     pub fn uniform(ttl: Duration) -> Self {
         Self {

@@ -325,6 +325,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                     "error": reason,
                 }),
             },
+            // Replaying partitions to rebuild a cache Redis lost: per partition, the
+            // replay's first offset, its target and where it stands.
+            "rebuild": {
+                "ok": readiness.rebuilding.is_empty(),
+                "rebuilding": !readiness.rebuilding.is_empty(),
+                "partitions": readiness.rebuilding,
+            },
         }
     });
     let code = if ready {

@@ -43,6 +43,9 @@ pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
 pub const OFFSET_GAPS: &str = "cache_layer_offset_gaps_total";
 pub const OFFSET_GAPS_IN_LOG: &str = "cache_layer_offset_gaps_in_log_total";
+pub const REDIS_DATA_LOSS: &str = "cache_layer_redis_data_loss_total";
+pub const REBUILD_MESSAGES: &str = "cache_layer_rebuild_messages_total";
+pub const REBUILD_PARTITIONS: &str = "cache_layer_rebuild_partitions";
 pub const CONSUMER_LAG: &str = "cache_layer_consumer_lag_messages";
 pub const END_TO_END_LATENCY: &str = "cache_layer_end_to_end_latency_seconds";
 pub const CACHE_KEYS: &str = "cache_layer_cache_keys";
@@ -61,7 +64,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 39] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -82,6 +85,9 @@ pub const ALL: [&str; 36] = [
     OFFSET_COMMIT_FAILURES,
     OFFSET_GAPS,
     OFFSET_GAPS_IN_LOG,
+    REDIS_DATA_LOSS,
+    REBUILD_MESSAGES,
+    REBUILD_PARTITIONS,
     CONSUMER_LAG,
     END_TO_END_LATENCY,
     CACHE_KEYS,
@@ -246,6 +252,21 @@ fn describe() {
         Unit::Count,
         "Offset gaps that the refetch confirmed are in the log itself (compaction, transaction markers, retention), by topic."
     );
+    describe_counter!(
+        REDIS_DATA_LOSS,
+        Unit::Count,
+        "Times Redis was found to have lost what this instance wrote (a restart without persistence, a failover to an empty replica, a flush)."
+    );
+    describe_counter!(
+        REBUILD_MESSAGES,
+        Unit::Count,
+        "Messages replayed to rebuild the cache after a loss or on request, by topic; also counted as consumed."
+    );
+    describe_gauge!(
+        REBUILD_PARTITIONS,
+        Unit::Count,
+        "Partitions of this instance being replayed to rebuild the cache; 0 when none is."
+    );
     describe_histogram!(
         END_TO_END_LATENCY,
         Unit::Seconds,
@@ -326,6 +347,7 @@ pub fn zeroed(topics: &[&str]) {
         counter!(DEAD_LETTERS_DROPPED, "topic" => topic.clone()).increment(0);
         counter!(OFFSET_GAPS, "topic" => topic.clone()).increment(0);
         counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.clone()).increment(0);
+        counter!(REBUILD_MESSAGES, "topic" => topic.clone()).increment(0);
         for reason in RejectReason::ALL {
             counter!(MESSAGES_REJECTED, "topic" => topic.clone(), "reason" => reason.as_str())
                 .increment(0);
@@ -354,9 +376,11 @@ pub fn zeroed(topics: &[&str]) {
         BATCH_RETRIES,
         OFFSET_COMMITS,
         OFFSET_COMMIT_FAILURES,
+        REDIS_DATA_LOSS,
     ] {
         counter!(counter).increment(0);
     }
+    gauge!(REBUILD_PARTITIONS).set(0.0);
 }
 
 /// The daemon started.
@@ -451,6 +475,21 @@ pub fn offset_gap(topic: &str) {
 /// A gap delivered again after seeking back: no message is missing.
 pub fn offset_gap_in_log(topic: &str) {
     counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.to_owned()).increment(1);
+}
+
+/// Redis was found to have lost what this instance wrote.
+pub fn redis_data_loss() {
+    counter!(REDIS_DATA_LOSS).increment(1);
+}
+
+/// Messages replayed by a rebuild, in one batch.
+pub fn rebuild_messages(topic: &str, messages: u64) {
+    counter!(REBUILD_MESSAGES, "topic" => topic.to_owned()).increment(messages);
+}
+
+/// How many partitions this instance is rebuilding.
+pub fn rebuild_partitions(partitions: usize) {
+    gauge!(REBUILD_PARTITIONS).set(partitions as f64);
 }
 
 /// A statistics run finished.

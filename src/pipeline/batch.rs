@@ -82,6 +82,9 @@ pub(crate) struct Incoming<'a> {
     pub payload: Option<&'a [u8]>,
     /// The Kafka message timestamp, when it has one.
     pub timestamp: Option<DateTime<Utc>>,
+    /// Replayed by a rebuild: its offset is behind the partition's and not stored, and
+    /// if it is invalid, it was dead-lettered when it was first read.
+    pub replay: bool,
 }
 
 /// What a push did with the message, for the caller to log and count.
@@ -190,11 +193,13 @@ impl Batch {
             }
         };
         progress.messages += 1;
-        let slot = progress
-            .offsets
-            .entry(message.partition)
-            .or_insert(message.offset);
-        *slot = (*slot).max(message.offset);
+        if !message.replay {
+            let slot = progress
+                .offsets
+                .entry(message.partition)
+                .or_insert(message.offset);
+            *slot = (*slot).max(message.offset);
+        }
         if let Some(ts) = message.timestamp {
             self.timestamps.push(ts.timestamp_millis());
         }
@@ -232,6 +237,7 @@ impl Batch {
                 });
                 Pushed::Accepted
             }
+            Err(_) if message.replay => Pushed::Ignored,
             Err(error) => {
                 *self
                     .rejected_per_topic
@@ -397,6 +403,7 @@ mod tests {
             key: Some(b"k"),
             payload: Some(payload),
             timestamp: None,
+            replay: false,
         }
     }
 
@@ -406,6 +413,35 @@ mod tests {
             max_message_bytes: 1_000,
             ..BatchConfig::default()
         }
+    }
+
+    #[test]
+    fn a_replayed_message_is_written_but_neither_stored_nor_dead_lettered_again() {
+        let kinds = TopicKinds::new(&TopicsConfig::default());
+        let mut batch = Batch::new(&config(10));
+        let replay = |offset, payload| Incoming {
+            replay: true,
+            ..incoming("trend-alerts", 0, offset, payload)
+        };
+        batch.push(&kinds, incoming("trend-alerts", 0, 40, TREND.as_bytes()));
+        assert!(matches!(
+            batch.push(&kinds, replay(3, TREND.as_bytes())),
+            Pushed::Accepted
+        ));
+        assert!(matches!(
+            batch.push(&kinds, replay(4, b"{oops")),
+            Pushed::Ignored
+        ));
+        assert!(matches!(
+            batch.push(&kinds, replay(50, TREND.as_bytes())),
+            Pushed::Accepted
+        ));
+        assert_eq!(
+            batch.offsets().collect::<Vec<_>>(),
+            [("trend-alerts", 0, 40)]
+        );
+        assert!(batch.rejects().is_empty());
+        assert_eq!(batch.writes().items(), 3, "the replayed alerts are written");
     }
 
     #[test]

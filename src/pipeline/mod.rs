@@ -17,11 +17,16 @@
 //! offset against the one it expects (`position`): a message is never acknowledged
 //! past one it did not receive.
 //!
+//! Every few seconds, and whenever a write found the group's marker gone, a round of
+//! housekeeping runs beside the loop: it reports a Redis that lost its data and reads
+//! the rebuild requests of the partitions assigned; the loop then replays them
+//! (`rebuild`).
+//!
 //! The stages, each in its own module: `consumer` (the Kafka group), `batch`
 //! (decoding, validating and coalescing on arrival), `sink` (the retried write) with
 //! `retry` (what a failure means), [`dead_letter`] (rejected and refused messages),
-//! `health` (Kafka errors and missing topics, for the operator), and [`kafka`] (the
-//! client configuration they share).
+//! `rebuild` (replaying what Redis lost), `health` (Kafka errors and missing topics,
+//! for the operator), and [`kafka`] (the client configuration they share).
 
 mod batch;
 mod consumer;
@@ -29,10 +34,12 @@ pub mod dead_letter;
 mod health;
 pub mod kafka;
 mod position;
+mod rebuild;
 mod retry;
 mod sink;
 
 pub use health::KAFKA_ERROR_KINDS;
+pub use rebuild::request_rebuild;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::cache::CacheLayer;
+use crate::cache::{CacheLayer, Marker};
 use crate::config::{AutoOffsetReset, Config};
 use crate::metrics;
 use crate::status::Status;
@@ -56,6 +63,7 @@ use batch::{Batch, Incoming, Pushed, TopicKinds};
 use consumer::{GroupConsumer, GroupContext};
 use dead_letter::DeadLetter;
 use position::{Checked, Positions};
+use rebuild::{Chores, Found, Housekeeper, Rebuilds, Replay};
 use retry::RetryLogic;
 use sink::{Sink, Written};
 
@@ -67,8 +75,9 @@ type WriteTask = AbortOnDropHandle<Written>;
 /// commit and the rest of the shutdown.
 const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
 
-/// How often the loop looks for partitions that stopped short of their high watermark:
-/// librdkafka's statistics interval, which brings the watermarks.
+/// How often the loop looks for partitions that stopped short of their high watermark
+/// (librdkafka's statistics interval, which brings the watermarks), and runs a round of
+/// housekeeping.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// How long a resume that left partitions paused waits before trying again.
@@ -111,12 +120,25 @@ pub(crate) async fn consume(
         watch_stop.clone(),
     ));
     let retry = RetryLogic::new(&config.batch, Arc::clone(&status));
+    let ttls = config.cache.ttls();
+    let marker = Arc::new(Marker::new(&cache, &config.kafka.group_id, ttls.longest()));
+    let housekeeper = Arc::new(Housekeeper {
+        cache: cache.clone(),
+        marker: Arc::clone(&marker),
+        consumer: Arc::clone(&consumer),
+        topics: kinds.names().into_iter().map(str::to_owned).collect(),
+        ttls,
+        rebuild_on_loss: config.cache.rebuild_on_loss,
+    });
+    // Before the first write sets the marker.
+    housekeeper.check_at_startup().await;
     let sink = Arc::new(Sink::new(
         cache,
         dead_letter,
-        config.cache.ttls(),
+        ttls,
         kinds.clone(),
         retry,
+        marker,
     ));
     let mut pipeline = Pipeline {
         consumer,
@@ -129,6 +151,13 @@ pub(crate) async fn consume(
         resume_retry: None,
         reset: config.kafka.auto_offset_reset,
         status,
+        rebuilds: Rebuilds::default(),
+        housekeeper,
+        housekeeping: None,
+        chores: PendingChores::default(),
+        batches: 0,
+        written: 0,
+        ttls,
     };
     pipeline.consume(shutdown).await;
     watch_stop.cancel();
@@ -153,6 +182,27 @@ struct Pipeline {
     /// Where a partition without a committed offset starts.
     reset: AutoOffsetReset,
     status: Arc<Status>,
+    /// The partitions being replayed to rebuild the cache.
+    rebuilds: Rebuilds,
+    housekeeper: Arc<Housekeeper>,
+    /// The round of housekeeping running, if any.
+    housekeeping: Option<AbortOnDropHandle<Found>>,
+    /// What the next round of housekeeping is to do.
+    chores: PendingChores,
+    /// Batches handed to a write so far: the sequence number of the last.
+    batches: u64,
+    /// The sequence number of the last batch written.
+    written: u64,
+    ttls: crate::config::Ttls,
+}
+
+/// What the loop gathered for the next round of housekeeping.
+#[derive(Debug, Default)]
+struct PendingChores {
+    /// A write found the marker gone.
+    lost: bool,
+    /// A batch was written (and set the marker) since the last round.
+    wrote: bool,
 }
 
 impl Pipeline {
@@ -174,9 +224,18 @@ impl Pipeline {
                 _ = shutdown.cancelled() => return,
                 written = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.in_flight = None;
+                    if let Some(written) = &written {
+                        self.batch_written(written);
+                    }
                     if self.consumer.context().is_paused() {
                         info!(attempts = written.map_or(0, |w| w.attempts), "batch written after retries; consuming again");
                         self.resume().await;
+                    }
+                }
+                found = poll_housekeeping(&mut self.housekeeping), if self.housekeeping.is_some() => {
+                    self.housekeeping = None;
+                    if let Some(found) = found {
+                        self.housekept(found);
                     }
                 }
                 _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() => {
@@ -189,6 +248,7 @@ impl Pipeline {
                         // Paused, or waiting on a write: no partition could move.
                         self.positions.restart_stall_checks();
                     }
+                    self.start_housekeeping();
                 }
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
@@ -253,7 +313,29 @@ impl Pipeline {
                 );
             }
         }
-        push(&mut self.batch, &self.kinds, &self.status, topic, &message);
+        let replay = if self.rebuilds.is_empty() {
+            Replay::No
+        } else {
+            self.rebuilds.replay(
+                topic,
+                partition,
+                offset,
+                self.kinds.kind(topic),
+                message.timestamp().to_millis(),
+                self.batches + 1,
+            )
+        };
+        if replay != Replay::Skip {
+            let replay = replay == Replay::Write;
+            push(
+                &mut self.batch,
+                &self.kinds,
+                &self.status,
+                topic,
+                &message,
+                replay,
+            );
+        }
     }
 
     /// Seeks a partition back to refetch a gap: `received`, when a message past it
@@ -304,9 +386,13 @@ impl Pipeline {
     /// moved the group's commit on), and notes where the ones just assigned start.
     fn forget_revoked(&mut self) {
         match self.consumer.assignment() {
-            Ok(assignment) => self
-                .positions
-                .retain(|topic, partition| assignment.find_partition(topic, partition).is_some()),
+            Ok(assignment) => {
+                let assigned =
+                    |topic: &str, partition| assignment.find_partition(topic, partition).is_some();
+                self.positions.retain(assigned);
+                self.rebuilds.retain(assigned);
+                self.publish_rebuilds();
+            }
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
         }
         // Where the partitions just assigned start; one kept across the rebalance keeps
@@ -348,6 +434,10 @@ impl Pipeline {
         for (topic, messages) in batch.per_topic() {
             metrics::consumed(topic, messages);
         }
+        self.batches += 1;
+        if !self.rebuilds.is_empty() {
+            self.rebuilds.report();
+        }
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let status = Arc::clone(&self.status);
@@ -360,6 +450,129 @@ impl Pipeline {
             acknowledged(&batch, &written, sink.dead_letters(), &status);
             written
         })));
+    }
+
+    /// A batch went through: the rebuilds it finished, and a loss it found.
+    fn batch_written(&mut self, written: &Written) {
+        self.written += 1;
+        self.chores.wrote = true;
+        if written.data_lost {
+            self.chores.lost = true;
+            self.start_housekeeping();
+        }
+        if !self.rebuilds.is_empty() {
+            let finished = self.rebuilds.written(self.written);
+            self.publish_rebuilds();
+            if finished {
+                // The requests replayed are deleted now, not a round later.
+                self.start_housekeeping();
+            }
+        }
+    }
+
+    /// Starts a round of housekeeping unless one is running: the loss found, the
+    /// finished rebuilds to clear, and the rebuild requests of the partitions assigned.
+    fn start_housekeeping(&mut self) {
+        if self.housekeeping.is_some() {
+            return;
+        }
+        let assigned = match self.consumer.assignment() {
+            Ok(assignment) => assignment
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the assignment for the rebuild requests");
+                Vec::new()
+            }
+        };
+        let chores = std::mem::take(&mut self.chores);
+        let chores = Chores {
+            lost: chores.lost,
+            // Nothing set the marker since the last round: look at it, unless a write
+            // is on its way to do so.
+            check_marker: !chores.wrote && self.in_flight.is_none(),
+            assigned,
+            rebuilds: self.rebuilds.active(),
+            finished: self.rebuilds.take_finished(),
+        };
+        let housekeeper = Arc::clone(&self.housekeeper);
+        self.housekeeping = Some(AbortOnDropHandle::new(tokio::spawn(
+            housekeeper.round(chores),
+        )));
+    }
+
+    /// Takes what a round of housekeeping found: starts replaying the partitions
+    /// requested. Not while paused: the requests stay, for a round after the resume.
+    fn housekept(&mut self, found: Found) {
+        self.rebuilds.put_back_finished(found.not_deleted);
+        if found.starts.is_empty() || self.consumer.context().is_paused() {
+            return;
+        }
+        let rebalances = self.consumer.context().rebalances();
+        if rebalances != self.rebalances {
+            self.rebalances = rebalances;
+            self.forget_revoked();
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(e) => return warn!(error = %e, "cannot read the assignment to rebuild"),
+        };
+        let high_watermarks = self.consumer.context().high_watermarks();
+        let mut started = Vec::new();
+        for start in found.starts {
+            let (topic, partition, from) = (
+                start.request.topic.clone(),
+                start.request.partition,
+                start.from,
+            );
+            let topic = topic.as_str();
+            if assignment.find_partition(topic, partition).is_none()
+                || self
+                    .rebuilds
+                    .knows(topic, partition, start.request.since_ms)
+            {
+                continue;
+            }
+            // Where the partition stands, or, before its first message, where the
+            // broker's log ends: what lies beyond is consumed as usual.
+            let Some(target) = self
+                .positions
+                .next(topic, partition)
+                .or_else(|| high_watermarks.get(&(topic.to_owned(), partition)).copied())
+            else {
+                debug!(
+                    topic,
+                    partition, "not known yet where the partition stands; its rebuild waits"
+                );
+                continue;
+            };
+            if self.rebuilds.start(start, target, &self.ttls) {
+                let from = from.expect("a replay starts somewhere");
+                started.push(format!("{topic}[{partition}]@{from}..{target}"));
+                self.positions.move_to(topic, partition, from);
+                consumer::seek(&self.consumer, topic, partition, from);
+            }
+        }
+        if !started.is_empty() {
+            warn!(
+                partitions = started.len(),
+                replays = started.join(", "),
+                "rebuilding the cache: replaying partitions from Kafka; not ready until done"
+            );
+        }
+        self.rebuilds.written(self.written);
+        self.publish_rebuilds();
+    }
+
+    /// Tells readiness and the metrics where the rebuilds stand.
+    fn publish_rebuilds(&self) {
+        let positions = &self.positions;
+        self.status.set_rebuilding(
+            self.rebuilds
+                .progress(|topic, partition| positions.next(topic, partition)),
+        );
     }
 
     /// Finishes the write in flight, writes the batch in progress and commits, within
@@ -412,6 +625,7 @@ fn push(
     status: &Status,
     topic: &str,
     message: &BorrowedMessage<'_>,
+    replay: bool,
 ) {
     let incoming = Incoming {
         topic,
@@ -423,6 +637,7 @@ fn push(
             .timestamp()
             .to_millis()
             .and_then(DateTime::<Utc>::from_timestamp_millis),
+        replay,
     };
     let pushed = batch.push(kinds, incoming);
     status.consumed(matches!(pushed, Pushed::Rejected(_)));
@@ -469,13 +684,20 @@ async fn poll_in_flight(in_flight: &mut Option<WriteTask>) -> Option<Written> {
     }
 }
 
-/// A write task's end: a panic in it goes on in the consume loop, as it did before the
-/// write had a task of its own.
-fn finished(result: Result<Written, tokio::task::JoinError>) -> Option<Written> {
+/// A task's end (a write, a round of housekeeping): a panic in it goes on in the consume
+/// loop, as it did before the write had a task of its own.
+fn finished<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
     match result {
-        Ok(written) => Some(written),
+        Ok(done) => Some(done),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => None,
+    }
+}
+
+async fn poll_housekeeping(housekeeping: &mut Option<AbortOnDropHandle<Found>>) -> Option<Found> {
+    match housekeeping {
+        Some(round) => finished(round.await),
+        None => None,
     }
 }
 

@@ -238,6 +238,14 @@ impl Positions {
             .or_insert(partition, Position::at(offset));
     }
 
+    /// Expects `offset` next of a partition, wherever it stood: a rebuild replays it from
+    /// there.
+    pub(crate) fn move_to(&mut self, topic: &str, partition: i32, offset: i64) {
+        *self
+            .partitions(topic)
+            .or_insert(partition, Position::at(offset)) = Position::at(offset);
+    }
+
     /// The offset of the next message expected of a partition; `None` when nothing was
     /// delivered of it since it was assigned.
     pub(crate) fn next(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -391,6 +399,19 @@ mod tests {
         positions.check("t", 1, 5);
         positions.start_at("t", 1, 9);
         assert_eq!(positions.next("t", 1), Some(6));
+    }
+
+    #[test]
+    fn a_partition_moved_back_checks_from_there() {
+        let mut positions = Positions::default();
+        positions.check("t", 0, 90);
+        positions.move_to("t", 0, 20);
+        assert_eq!(positions.next("t", 0), Some(20));
+        // A broker that answers from the next record batch: the gap is refetched.
+        assert!(matches!(
+            positions.check("t", 0, 32),
+            Checked::Gap { expected: 20, .. }
+        ));
     }
 
     #[test]

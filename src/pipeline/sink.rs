@@ -9,6 +9,8 @@
 //! applied, is acknowledged. Dead letters already delivered are not sent again on a
 //! retry. Dropping the future abandons the batch, unacknowledged.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -17,7 +19,7 @@ use tracing::{error, warn};
 use super::batch::{Batch, Rejected, TopicKinds};
 use super::dead_letter::{DeadLetter, Fate};
 use super::retry::RetryLogic;
-use crate::cache::{CacheError, CacheLayer};
+use crate::cache::{CacheError, CacheLayer, Marker};
 use crate::config::Ttls;
 
 /// Why one write attempt failed.
@@ -40,6 +42,9 @@ pub(crate) struct Written {
     pub pipeline: Duration,
     /// The valid messages whose writes Redis refused for their data.
     pub refused: Vec<Rejected>,
+    /// Whether setting the group's marker with the batch found that Redis lost what
+    /// this instance wrote before.
+    pub data_lost: bool,
 }
 
 pub(crate) struct Sink {
@@ -48,6 +53,10 @@ pub(crate) struct Sink {
     ttls: Ttls,
     kinds: TopicKinds,
     retry: RetryLogic,
+    /// Set with every batch, to tell that Redis lost what was written before.
+    marker: Arc<Marker>,
+    /// Whether setting the marker failed last time, not to log it per batch.
+    marker_failing: AtomicBool,
 }
 
 /// What the attempts at one batch have done so far.
@@ -57,6 +66,8 @@ struct Progress {
     /// The refused messages and the fate of their dead letters, once Redis refused any.
     refused: Vec<Rejected>,
     refused_fates: Vec<Fate>,
+    /// Whether an attempt found the marker gone.
+    data_lost: bool,
 }
 
 impl Sink {
@@ -66,6 +77,7 @@ impl Sink {
         ttls: Ttls,
         kinds: TopicKinds,
         retry: RetryLogic,
+        marker: Arc<Marker>,
     ) -> Self {
         Self {
             cache,
@@ -73,6 +85,8 @@ impl Sink {
             ttls,
             kinds,
             retry,
+            marker,
+            marker_failing: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +106,7 @@ impl Sink {
             rejects: vec![Fate::Pending; batch.rejects().len()],
             refused: Vec::new(),
             refused_fates: Vec::new(),
+            data_lost: false,
         };
         let mut attempts = 0;
         loop {
@@ -103,6 +118,7 @@ impl Sink {
                         attempts,
                         pipeline,
                         refused: progress.refused,
+                        data_lost: progress.data_lost,
                     };
                 }
                 Err(e) => {
@@ -114,8 +130,9 @@ impl Sink {
         }
     }
 
-    /// One attempt: the dead letters not sent yet and the pipeline, side by side, then
-    /// the dead letters of what Redis refused. Returns how long the pipeline took.
+    /// One attempt: the dead letters not sent yet, the pipeline and the marker, side by
+    /// side, then the dead letters of what Redis refused. Returns how long the pipeline
+    /// took.
     ///
     /// Neither waits for the other: a dead letter's delivery report takes the producer's
     /// linger and a broker round trip, which would otherwise hold back the pipeline of
@@ -130,10 +147,29 @@ impl Sink {
                 .await;
             (report, started.elapsed())
         };
-        let (sent, (report, elapsed)) = tokio::join!(
+        let (sent, (report, elapsed), marked) = tokio::join!(
             self.send_dead_letters(batch.rejects(), &mut progress.rejects),
-            pipeline
+            pipeline,
+            self.cache.touch_marker(&self.marker)
         );
+        match marked {
+            // Found once: kept for the attempt that succeeds.
+            Ok(lost) => {
+                progress.data_lost |= lost;
+                self.marker_failing.store(false, Ordering::Relaxed);
+            }
+            // The marker only detects a loss: it never holds back the data. A Redis
+            // that cannot set it (an ACL without `~markers:*`) is logged once.
+            Err(e) => {
+                if !self.marker_failing.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        redis_marker = self.marker.key(),
+                        error = %e,
+                        "cannot set the group's marker key: a Redis that loses its data goes unnoticed"
+                    );
+                }
+            }
+        }
         sent?;
         let report = report?;
         if !report.refused.is_empty() && progress.refused.is_empty() {

@@ -24,6 +24,7 @@ mod maintenance;
 mod metrics;
 mod poison;
 mod prometheus;
+mod rebuild;
 mod resume;
 mod support;
 mod sweep;

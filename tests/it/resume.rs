@@ -14,42 +14,20 @@ use std::time::Duration;
 use cache_layer::metrics::{
     BATCH_RETRIES, CONSUMER_LAG, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG,
 };
-use cache_layer_testkit::kafka::{DEAD_LETTER, GROUP};
+use cache_layer_testkit::kafka::GROUP;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{fixtures, wait_until, RedisServer};
 
+use crate::support::spawn;
+
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The daemon's settings of the issue that found the skip: 12 partitions per topic,
-/// batches of at most 500 messages or 20 ms.
+/// 12 partitions per topic, as in the issue that found the skip (whose batches of at
+/// most 500 messages or 20 ms `spawn` sets).
 const PARTITIONS: i32 = 12;
-
-/// The debug-built daemon as its own process, configured through the environment.
-fn spawn(kafka: &TansuKafka, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
-    let mut env = vec![
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
-        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
-        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
-        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
-        ("CACHE_LAYER__REDIS__URL", redis_url.to_owned()),
-        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
-        ("CACHE_LAYER__BATCH__MAX_WAIT_MS", "20".to_owned()),
-        ("CACHE_LAYER__BATCH__RETRY_INITIAL_MS", "50".to_owned()),
-        ("CACHE_LAYER__BATCH__RETRY_MAX_MS", "500".to_owned()),
-        // The pauses, resumes and gaps, in the test's output when it fails.
-        ("CACHE_LAYER__LOG__LEVEL", "info".to_owned()),
-        // tansu holds every fetch for the whole wait, even when data is there.
-        (
-            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
-            "10".to_owned(),
-        ),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
-}
 
 /// Waits for the whole stream to be committed, then asserts that Redis holds the exact
 /// state and that every message was consumed.

@@ -1,6 +1,11 @@
-//! Reading the repository's deployment files, for the deploy and metrics tests.
+//! Reading the repository's deployment files, for the deploy and metrics tests, and the
+//! daemon as its own process on tansu.
 
 use std::path::{Path, PathBuf};
+
+use cache_layer_testkit::kafka::{DEAD_LETTER, GROUP};
+use cache_layer_testkit::process::DaemonProcess;
+use cache_layer_testkit::tansu::TansuKafka;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -29,4 +34,29 @@ pub fn metric_names_in(text: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// The debug-built daemon as its own process on tansu, in the test group, configured
+/// through the environment: batches of at most 500 messages or 20 ms, quick retries.
+pub fn spawn(kafka: &TansuKafka, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
+    let mut env = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
+        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
+        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
+        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
+        ("CACHE_LAYER__REDIS__URL", redis_url.to_owned()),
+        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
+        ("CACHE_LAYER__BATCH__MAX_WAIT_MS", "20".to_owned()),
+        ("CACHE_LAYER__BATCH__RETRY_INITIAL_MS", "50".to_owned()),
+        ("CACHE_LAYER__BATCH__RETRY_MAX_MS", "500".to_owned()),
+        // The pauses, resumes and gaps, in the test's output when it fails.
+        ("CACHE_LAYER__LOG__LEVEL", "info".to_owned()),
+        // tansu holds every fetch for the whole wait, even when data is there.
+        (
+            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
+            "10".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
 }

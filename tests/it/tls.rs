@@ -93,6 +93,8 @@ async fn start(dir: &Path) -> TlsRedis {
             "~users:*",
             "~windows:*",
             "~locks:*",
+            "~markers:*",
+            "~rebuild:*",
             "resetchannels",
         ])
         .arg(&[

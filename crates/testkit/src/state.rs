@@ -20,7 +20,7 @@ use crate::{connect, fixtures, RedisServer};
 pub fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
     let keys: Vec<String> = conn.keys("*").unwrap();
     keys.into_iter()
-        .map(|key| {
+        .filter_map(|key| {
             let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
             let content = match kind.as_str() {
                 "string" => conn.get::<_, String>(&key).unwrap(),
@@ -33,17 +33,21 @@ pub fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
                     "{:?}",
                     conn.hgetall::<_, BTreeMap<String, String>>(&key).unwrap()
                 ),
+                // Deleted since KEYS listed it.
+                "none" => return None,
                 other => panic!("unexpected type {other} of {key}"),
             };
-            (key, format!("{kind}:{content}"))
+            Some((key, format!("{kind}:{content}")))
         })
         .collect()
 }
 
-/// A snapshot without the values that record when a write happened (`*:last_update`),
-/// which no two runs share; their keys stay.
+/// A snapshot of the cache's data: without the values that record when a write happened
+/// (`*:last_update`), which no two runs share (their keys stay), and without the daemon's
+/// bookkeeping outside the data namespaces (the group's marker, the rebuild requests).
 pub fn data_snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
     let mut state = snapshot(conn);
+    state.retain(|key, _| !key.starts_with("markers:") && !key.starts_with("rebuild:"));
     for (key, value) in state.iter_mut() {
         if key.ends_with(":last_update") {
             *value = "string:<time of the write>".into();
@@ -127,6 +131,20 @@ impl<K: Deref<Target = Broker>> Scenario<K> {
             .wait_committed(GROUP, self.stream.len() as i64, timeout)
             .await;
         let mut conn = connect(&self.redis);
+        assert_same_state(&data_snapshot(&mut conn), &self.expected);
+        assert_every_key_expires(&mut conn, Duration::from_secs(300));
+    }
+}
+
+impl<K> Scenario<K> {
+    /// Waits until Redis holds exactly the expected state again, as after it lost its
+    /// data and the daemon rebuilt it from Kafka; then asserts it, every key with a TTL.
+    pub async fn assert_rebuilt(&self, timeout: Duration) {
+        let mut conn = connect(&self.redis);
+        let deadline = std::time::Instant::now() + timeout;
+        while data_snapshot(&mut conn) != self.expected && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         assert_same_state(&data_snapshot(&mut conn), &self.expected);
         assert_every_key_expires(&mut conn, Duration::from_secs(300));
     }

@@ -1,11 +1,12 @@
 //! The command line: the daemon (`run`, the default), the operator commands that work
-//! on the configured Redis (`stats`, `sweep`, `clear`, `trends`, `trend`,
+//! on the configured Redis (`stats`, `sweep`, `clear`, `trends`, `trend`, `rebuild`,
 //! `check-config`), and `produce`, which sends a file's lines to a topic. Each operator
 //! command prints readable text, or JSON with `--json`.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use cache_layer::background::{sweep_once, SweepOutcome};
 use cache_layer::cache::{lock_token, CacheLayer};
 use cache_layer::config::{self, Config};
-use cache_layer::pipeline::kafka;
+use cache_layer::pipeline::{kafka, request_rebuild};
 use cache_layer::telemetry;
 
 use crate::produce;
@@ -56,6 +57,15 @@ pub enum Command {
     /// Print one trend's details (the keyword is normalised as on write).
     Trend {
         keyword: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Ask the running instances to rebuild the cache from Kafka: each replays its
+    /// partitions from SINCE ago (for example after a manual FLUSHDB).
+    Rebuild {
+        /// How far back to replay, by Kafka message timestamp: `15m`, `2h`, `1d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Duration,
         #[command(flatten)]
         output: Output,
     },
@@ -188,6 +198,15 @@ pub async fn dispatch(
             let alert = alert.with_context(|| format!("trend {keyword:?} is not in the cache"))?;
             print(output, &alert, || {
                 serde_json::to_string_pretty(&alert).unwrap_or_default()
+            })
+        }
+        Command::Rebuild { since, output } => {
+            let cache = connect(&config).await?;
+            let partitions = request_rebuild(&config, &cache, since).await?;
+            let since = humantime::format_duration(since).to_string();
+            let result = serde_json::json!({ "partitions": partitions, "since": since });
+            print(output, &result, || {
+                format!("requested the rebuild of {partitions} partitions from {since} ago; /readyz shows its progress")
             })
         }
         Command::CheckConfig(output) => print(output, &config, || {
