@@ -83,7 +83,9 @@ async fn every_message_of_every_kind_lands_in_redis_with_ttls_and_its_offset_com
         "the newest snapshot wins: {metrics}"
     );
     let keys: Vec<String> = conn.keys("*").unwrap();
-    assert_eq!(keys.len(), 60 + 2 + 3 + 2);
+    // The trends, users and windows keys, and the group's marker.
+    assert_eq!(keys.len(), 60 + 2 + 3 + 2 + 1);
+    assert!(keys.contains(&format!("markers:{GROUP}")), "{keys:?}");
     for key in keys {
         let ttl: i64 = conn.ttl(&key).unwrap();
         assert!(ttl > 0 && ttl <= 300, "{key} has TTL {ttl}");

@@ -37,7 +37,7 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 
 use daemon::Target;
-use report::{Baselines, Ceilings, Report, ThroughputReport};
+use report::{Baselines, Ceilings, RebuildReport, Report, ThroughputReport};
 
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end benchmark of cache-layer with its ceilings")]
@@ -103,6 +103,8 @@ enum Scenario {
     Throughput,
     /// The baselines: one awaited round trip per message, and one pipeline per batch.
     Naive,
+    /// The daemon over the preloaded stream, then Redis restarted empty: the rebuild.
+    Rebuild,
     /// Produce-to-visible latency at `--rates`.
     Latency,
     /// The HTTP listeners under a crowd of readers and slow clients.
@@ -110,10 +112,11 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Ceilings,
         Scenario::Throughput,
         Scenario::Naive,
+        Scenario::Rebuild,
         Scenario::Latency,
         Scenario::Http,
     ];
@@ -137,7 +140,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let redis = RedisServer::start()
+    let mut redis = RedisServer::start()
         .await
         .context("cannot start redis-server")?;
     let mut redis_conn = scenarios::connect(&redis).await?;
@@ -177,7 +180,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         deletes_topics: mock.is_none(),
     };
     let cache = CacheLayer::connect(&RedisConfig::from_url(&redis.url())).await?;
-    if runs(Scenario::Ceilings) || runs(Scenario::Throughput) || runs(Scenario::Naive) {
+    let preloads = [
+        Scenario::Ceilings,
+        Scenario::Throughput,
+        Scenario::Naive,
+        Scenario::Rebuild,
+    ];
+    if preloads.into_iter().any(runs) {
         broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "bench").await?;
         eprintln!("generating {} messages", args.messages);
         let mut generator = Generator::new(GeneratorConfig::default());
@@ -245,6 +254,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 )
                 .await?,
             });
+            scenarios::flush(&mut redis_conn).await?;
+        }
+
+        if runs(Scenario::Rebuild) && mock.is_some() {
+            // It answers every lookup by time with "no such message": nothing to replay.
+            eprintln!(
+                "rebuild: not measured on the mock cluster, which cannot look offsets up by time"
+            );
+        } else if runs(Scenario::Rebuild) {
+            eprintln!("rebuild: the daemon over the stream, then Redis restarted empty");
+            let rebuild = scenarios::daemon_rebuild(&target, &mut redis, args.messages).await?;
+            report.rebuild = Some(RebuildReport::new(&rebuild, args.messages));
+            scenarios::verify_written(&redis, &stream).await?;
+            // The restart broke the connection the later scenarios flush with.
+            redis_conn = scenarios::connect(&redis).await?;
             scenarios::flush(&mut redis_conn).await?;
         }
     }

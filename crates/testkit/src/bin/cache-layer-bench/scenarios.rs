@@ -219,6 +219,76 @@ pub async fn daemon_throughput(
     })
 }
 
+pub struct Rebuild {
+    /// The same daemon's throughput over the stream before Redis restarted.
+    pub throughput_secs: f64,
+    /// From the restart to the loss counted.
+    pub detect_secs: f64,
+    /// From the loss counted to the last replayed message written.
+    pub replay_secs: f64,
+    pub replayed: u64,
+    pub peak_rss_kib: u64,
+}
+
+/// A daemon writes the preloaded stream (timed as `daemon_throughput` times it), then
+/// Redis restarts empty under it; timed until the daemon has found the loss, and until
+/// it has replayed and written every message again. Its peak RSS covers both.
+pub async fn daemon_rebuild(
+    target: &Target,
+    redis: &mut RedisServer,
+    messages: u64,
+) -> anyhow::Result<Rebuild> {
+    let started = Instant::now();
+    let daemon = Daemon::spawn(target, redis, "bench", "bench-rebuild", 50)?;
+    let deadline = started + Duration::from_secs(900);
+    while daemon.metric("cache_layer_batch_size_messages_sum").await < messages as f64 {
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon did not finish in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let throughput_secs = started.elapsed().as_secs_f64();
+
+    let restarted = Instant::now();
+    redis.restart().await?;
+    while daemon.metric("cache_layer_redis_data_loss_total").await < 1.0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon did not find the loss"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let detect_secs = restarted.elapsed().as_secs_f64();
+    let found = Instant::now();
+    // Every message replayed (counted as its batch is handed to Redis), and no
+    // partition left to replay (once the batch with its last message was written).
+    loop {
+        let replayed = daemon.metric("cache_layer_rebuild_messages_total").await;
+        if replayed >= messages as f64
+            && daemon.metric("cache_layer_rebuild_partitions").await == 0.0
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the rebuild did not finish in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let replay_secs = found.elapsed().as_secs_f64();
+    let replayed = daemon.metric("cache_layer_rebuild_messages_total").await as u64;
+    let peak_rss_kib = daemon.peak_rss_kib();
+    daemon.stop().await?;
+    Ok(Rebuild {
+        throughput_secs,
+        detect_secs,
+        replay_secs,
+        replayed,
+        peak_rss_kib,
+    })
+}
+
 /// Every valid message's key is in Redis: nothing was lost on the way.
 pub async fn verify_written(redis: &RedisServer, stream: &[Generated]) -> anyhow::Result<()> {
     let keys = Keys::new("");
