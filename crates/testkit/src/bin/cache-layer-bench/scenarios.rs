@@ -185,13 +185,7 @@ pub async fn daemon_throughput(
     let started = Instant::now();
     let daemon = Daemon::spawn(target, redis, "bench", "bench-daemon", 50)?;
     let deadline = started + Duration::from_secs(900);
-    while daemon.metric("cache_layer_batch_size_messages_sum").await < messages as f64 {
-        ensure!(
-            Instant::now() < deadline,
-            "the daemon did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_written(&daemon, messages, deadline).await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu_secs = daemon.cpu_secs();
     let redis_cpu_secs = redis_cpu_secs(&mut conn).await? - redis_cpu_before;
@@ -241,13 +235,7 @@ pub async fn daemon_rebuild(
     let started = Instant::now();
     let daemon = Daemon::spawn(target, redis, "bench", "bench-rebuild", 50)?;
     let deadline = started + Duration::from_secs(900);
-    while daemon.metric("cache_layer_batch_size_messages_sum").await < messages as f64 {
-        ensure!(
-            Instant::now() < deadline,
-            "the daemon did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_written(&daemon, messages, deadline).await?;
     let throughput_secs = started.elapsed().as_secs_f64();
 
     let restarted = Instant::now();
@@ -287,6 +275,18 @@ pub async fn daemon_rebuild(
         replayed,
         peak_rss_kib,
     })
+}
+
+/// Waits until the daemon has written `messages` (the sum of its batch sizes).
+async fn wait_written(daemon: &Daemon, messages: u64, deadline: Instant) -> anyhow::Result<()> {
+    while daemon.metric("cache_layer_batch_size_messages_sum").await < messages as f64 {
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon did not finish in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// Every valid message's key is in Redis: nothing was lost on the way.
