@@ -17,7 +17,7 @@
 //! offset against the one it expects (`position`): a message is never acknowledged
 //! past one it did not receive.
 //!
-//! Every few seconds, and whenever a write found the group's marker gone, a round of
+//! Every second, and whenever a write found the group's marker gone, a round of
 //! housekeeping runs beside the loop: it reports a Redis that lost its data and reads
 //! the rebuild requests of the partitions assigned; the loop then replays them
 //! (`rebuild`).
@@ -75,10 +75,14 @@ type WriteTask = AbortOnDropHandle<Written>;
 /// commit and the rest of the shutdown.
 const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
 
-/// How often the loop looks for partitions that stopped short of their high watermark
-/// (librdkafka's statistics interval, which brings the watermarks), and runs a round of
-/// housekeeping.
+/// How often the loop looks for partitions that stopped short of their high watermark:
+/// librdkafka's statistics interval, which brings the watermarks.
 const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// How often a round of housekeeping runs: one `EXISTS` of the marker and one `HGETALL`
+/// of the rebuild requests, so that a Redis emptied under a quiet stream is found
+/// within about a second.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// How long a resume that left partitions paused waits before trying again.
 const RESUME_RETRY: Duration = Duration::from_secs(1);
@@ -201,8 +205,6 @@ struct Pipeline {
 struct PendingChores {
     /// A write found the marker gone.
     lost: bool,
-    /// A batch was written (and set the marker) since the last round.
-    wrote: bool,
 }
 
 impl Pipeline {
@@ -214,6 +216,8 @@ impl Pipeline {
         let mut messages = consumer.stream();
         let mut stall_checks = tokio::time::interval(STALL_CHECK);
         stall_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.batch.deadline();
             // Full: stop taking messages until the write in flight has finished. Paused:
@@ -248,8 +252,8 @@ impl Pipeline {
                         // Paused, or waiting on a write: no partition could move.
                         self.positions.restart_stall_checks();
                     }
-                    self.start_housekeeping();
                 }
+                _ = housekeeping.tick() => self.start_housekeeping(),
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
                 }
@@ -455,7 +459,6 @@ impl Pipeline {
     /// A batch went through: the rebuilds it finished, and a loss it found.
     fn batch_written(&mut self, written: &Written) {
         self.written += 1;
-        self.chores.wrote = true;
         if written.data_lost {
             self.chores.lost = true;
             self.start_housekeeping();
@@ -490,9 +493,8 @@ impl Pipeline {
         let chores = std::mem::take(&mut self.chores);
         let chores = Chores {
             lost: chores.lost,
-            // Nothing set the marker since the last round: look at it, unless a write
-            // is on its way to do so.
-            check_marker: !chores.wrote && self.in_flight.is_none(),
+            // Unless a write is on its way to set it (and tell).
+            check_marker: self.in_flight.is_none(),
             assigned,
             rebuilds: self.rebuilds.active(),
             finished: self.rebuilds.take_finished(),

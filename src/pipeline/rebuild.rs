@@ -306,7 +306,7 @@ impl Rebuilds {
 pub(super) struct Chores {
     /// A write found the marker gone.
     pub lost: bool,
-    /// No write set the marker since the last round: look at it.
+    /// No write is on its way to set the marker: look at it.
     pub check_marker: bool,
     pub assigned: Vec<(String, i32)>,
     pub rebuilds: Vec<Request>,

@@ -205,14 +205,15 @@ pub struct RebuildReport {
     /// The same daemon's throughput over the stream, before the restart.
     pub rebuild_daemon_msgs_per_sec: f64,
     /// From the restart to the loss found: the next batch, or the next round of the
-    /// loop's housekeeping (5 s) when no message arrives.
+    /// loop's housekeeping (every second) when no message arrives.
     pub rebuild_detect_secs: f64,
     /// From the loss found to every message replayed and written again.
     pub rebuild_replay_secs: f64,
     pub rebuild_msgs_per_sec: f64,
     /// The replay's rate over the same daemon's throughput (goal: at least 0.8).
     pub rebuild_ratio_to_throughput: f64,
-    /// Over both the first pass and the rebuild.
+    /// Over the first pass alone, and over both it and the rebuild.
+    pub rebuild_first_pass_peak_rss_mib: f64,
     pub rebuild_peak_rss_mib: f64,
 }
 
@@ -226,6 +227,7 @@ impl RebuildReport {
             rebuild_replay_secs: rebuild.replay_secs,
             rebuild_msgs_per_sec: rate,
             rebuild_ratio_to_throughput: rate / throughput,
+            rebuild_first_pass_peak_rss_mib: rebuild.first_pass_peak_rss_kib as f64 / 1024.0,
             rebuild_peak_rss_mib: rebuild.peak_rss_kib as f64 / 1024.0,
         }
     }

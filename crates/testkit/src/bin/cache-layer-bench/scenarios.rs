@@ -221,6 +221,8 @@ pub struct Rebuild {
     /// From the loss counted to the last replayed message written.
     pub replay_secs: f64,
     pub replayed: u64,
+    /// The daemon's peak RSS before the restart, and at the end.
+    pub first_pass_peak_rss_kib: u64,
     pub peak_rss_kib: u64,
 }
 
@@ -237,6 +239,7 @@ pub async fn daemon_rebuild(
     let deadline = started + Duration::from_secs(900);
     wait_written(&daemon, messages, deadline).await?;
     let throughput_secs = started.elapsed().as_secs_f64();
+    let first_pass_peak_rss_kib = daemon.peak_rss_kib();
 
     let restarted = Instant::now();
     redis.restart().await?;
@@ -273,6 +276,7 @@ pub async fn daemon_rebuild(
         detect_secs,
         replay_secs,
         replayed,
+        first_pass_peak_rss_kib,
         peak_rss_kib,
     })
 }
