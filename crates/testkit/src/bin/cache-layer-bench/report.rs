@@ -242,8 +242,8 @@ impl RebuildReport {
             self.rebuild_detect_secs
         );
         println!(
-            "| daemon peak RSS over a rebuild | {:.1} MiB |",
-            self.rebuild_peak_rss_mib
+            "| daemon peak RSS over a rebuild | {:.1} MiB ({:.1} MiB before Redis restarted) |",
+            self.rebuild_peak_rss_mib, self.rebuild_first_pass_peak_rss_mib
         );
     }
 }
