@@ -129,7 +129,7 @@ pub(crate) async fn consume(
     let housekeeper = Arc::new(Housekeeper {
         cache: cache.clone(),
         marker: Arc::clone(&marker),
-        consumer: Arc::clone(&consumer),
+        consumer: Arc::downgrade(&consumer),
         topics: kinds.names().into_iter().map(str::to_owned).collect(),
         ttls,
         rebuild_on_loss: config.cache.rebuild_on_loss,

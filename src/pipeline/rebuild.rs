@@ -19,7 +19,7 @@
 //!   written, and only if it is still the request that was replayed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -326,7 +326,10 @@ pub(super) struct Found {
 pub(super) struct Housekeeper {
     pub cache: CacheLayer,
     pub marker: Arc<Marker>,
-    pub consumer: Arc<GroupConsumer>,
+    /// Not an owner: the consumer is closed where the loop drops it (a close blocks its
+    /// thread while librdkafka leaves the group), never by a round of housekeeping. A
+    /// round moves what it upgrades into a blocking task.
+    pub consumer: Weak<GroupConsumer>,
     pub topics: Vec<String>,
     pub ttls: Ttls,
     pub rebuild_on_loss: bool,
@@ -379,7 +382,10 @@ impl Housekeeper {
         if wanted.is_empty() {
             return found;
         }
-        match starts(Arc::clone(&self.consumer), &wanted).await {
+        let Some(consumer) = self.consumer.upgrade() else {
+            return found;
+        };
+        match starts(consumer, &wanted).await {
             Ok(starts) => found.starts = starts,
             Err(e) => {
                 warn!(error = %e, "cannot find where the rebuild requested starts; trying again")
@@ -404,8 +410,11 @@ impl Housekeeper {
             since = %since.to_rfc3339(),
             "Redis lost the cache's data ({why}); rebuilding it from Kafka"
         );
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
         if let Err(e) = request(
-            Arc::clone(&self.consumer),
+            consumer,
             &self.cache,
             &self.topics,
             since.timestamp_millis(),
@@ -433,7 +442,9 @@ impl Housekeeper {
             }
         }
         let since = (Utc::now() - self.ttls.longest()).timestamp_millis();
-        let consumer = Arc::clone(&self.consumer);
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
         let topics = self.topics.clone();
         let behind = tokio::task::spawn_blocking(move || {
             let partitions = partitions(consumer.as_ref(), &topics)?;
