@@ -5,7 +5,8 @@
 //! off, the daemon stores an offset only after the batch that holds its message was
 //! written, and librdkafka commits the stored offsets every `kafka.commit_interval_ms`.
 //! On revocation the stored offsets are committed before the partitions move, and on
-//! shutdown they are committed synchronously.
+//! shutdown they are committed synchronously, before the consumer leaves the group by the
+//! shutdown's deadline ([`close`]).
 //!
 //! Pausing and resuming live here too, with the state they share with rebalances: a
 //! partition assigned while the daemon is paused is paused at once, and resuming seeks
@@ -267,6 +268,45 @@ pub(crate) fn commit_stored<C: Consumer<GroupContext>>(consumer: &C) -> KafkaRes
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
         other => other,
+    }
+}
+
+/// How often [`close`] looks whether the consumer's other holders have let go.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+
+/// Leaves the group and closes the consumer, by `deadline`, on a thread of its own.
+///
+/// Dropping the last handle closes the consumer, and rust-rdkafka's close blocks its
+/// thread until librdkafka has left the group, without a bound: with the broker gone it
+/// never returns. So the close waits here for the other holders (a topic lookup or a
+/// rebuild's offset lookup still running in a blocking task, each bounded by its own
+/// timeout) and happens while the daemon still runs, never later in whichever task let
+/// go last. It is not a Tokio blocking task: the runtime waits for those at exit, and a
+/// close that cannot finish would then hold the process past the deadline forever.
+pub(crate) async fn close(consumer: Arc<GroupConsumer>, deadline: tokio::time::Instant) {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-close".to_owned())
+        .spawn(move || {
+            let mut consumer = consumer;
+            loop {
+                match Arc::try_unwrap(consumer) {
+                    Ok(last) => break drop(last),
+                    Err(shared) => consumer = shared,
+                }
+                std::thread::sleep(CLOSE_POLL);
+            }
+            let _ = closed.send(());
+        });
+    if let Err(e) = spawned {
+        return warn!(error = %e, "cannot start the thread that closes the Kafka consumer");
+    }
+    match tokio::time::timeout_at(deadline, done).await {
+        Ok(_) => debug!("left the consumer group"),
+        Err(_) => warn!(
+            "the Kafka consumer did not leave the group within kafka.shutdown_timeout_ms; \
+             the group reassigns its partitions after session.timeout.ms"
+        ),
     }
 }
 

@@ -166,7 +166,10 @@ pub(crate) async fn consume(
     pipeline.consume(shutdown).await;
     watch_stop.cancel();
     watch.abort();
-    Ok(pipeline.drain(config.kafka.shutdown_timeout).await)
+    let consumer = Arc::clone(&pipeline.consumer);
+    let deadline = pipeline.drain(config.kafka.shutdown_timeout).await;
+    consumer::close(consumer, deadline).await;
+    Ok(deadline)
 }
 
 struct Pipeline {

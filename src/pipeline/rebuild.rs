@@ -326,9 +326,9 @@ pub(super) struct Found {
 pub(super) struct Housekeeper {
     pub cache: CacheLayer,
     pub marker: Arc<Marker>,
-    /// Not an owner: the consumer is closed where the loop drops it (a close blocks its
-    /// thread while librdkafka leaves the group), never by a round of housekeeping. A
-    /// round moves what it upgrades into a blocking task.
+    /// Not an owner: after the drain, `consumer::close` waits for every other holder
+    /// before it closes the consumer, so a round holds it only where it must, inside a
+    /// blocking task that its Kafka timeout bounds.
     pub consumer: Weak<GroupConsumer>,
     pub topics: Vec<String>,
     pub ttls: Ttls,

@@ -1,5 +1,5 @@
-//! The daemon as a separate process, killed with SIGKILL mid-stream again and again, and
-//! a broker that comes back while nothing is produced.
+//! The daemon as a separate process, killed with SIGKILL mid-stream again and again, or
+//! stopped while its broker hangs, and a broker that comes back while nothing is produced.
 
 use std::time::Duration;
 
@@ -8,7 +8,11 @@ use cache_layer_testkit::kafka::{
 };
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::state::Scenario;
-use cache_layer_testkit::{wait_until, window_records, RedisServer};
+use cache_layer_testkit::tansu::TansuKafka;
+use cache_layer_testkit::{connect, wait_until, window_records, RedisServer};
+use redis::Commands;
+
+use crate::support;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -85,4 +89,35 @@ async fn readiness_follows_the_broker_back_without_traffic() {
     // Nothing is produced: only the broker's return can make it ready again.
     wait_until(Duration::from_secs(15), "ready again", ready(200)).await;
     daemon.stop().await;
+}
+
+/// A broker that stops answering while the daemon drains: the final commit and the
+/// group's leave cannot finish, and the daemon still exits once
+/// `kafka.shutdown_timeout_ms` is over, as an orchestrator's grace period expects. Before
+/// the consumer was closed on a thread of its own, the close ran in the last Kafka call's
+/// blocking thread, which the runtime waits for at exit: the process never ended (and an
+/// in-process daemon's test never ended either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_the_broker_hangs_exits_once_the_shutdown_timeout_is_over() {
+    let kafka = TansuKafka::start(3).await;
+    let redis = RedisServer::start().await.unwrap();
+    kafka.produce(WINDOWS, &window_records("w", 100)).await;
+    let daemon = support::spawn(
+        &kafka,
+        &redis.url(),
+        &[("CACHE_LAYER__KAFKA__SHUTDOWN_TIMEOUT_MS", "2000")],
+    );
+    kafka.wait_committed(GROUP, 100, DEADLINE).await;
+
+    kafka.tansu.freeze();
+    let exited = tokio::time::timeout(DEADLINE, daemon.stop()).await;
+    kafka.tansu.thaw();
+    let status = exited
+        .expect("the daemon exits although the broker hangs")
+        .unwrap();
+    assert!(status.success(), "a drained daemon exits cleanly: {status}");
+    let fields: usize = connect(&redis)
+        .hlen("windows:window_2024_01_01_12_00")
+        .unwrap();
+    assert_eq!(fields, 100);
 }

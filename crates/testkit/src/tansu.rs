@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -49,7 +51,7 @@ impl std::ops::Deref for TansuKafka {
 }
 
 pub struct Tansu {
-    _broker: Child,
+    broker: Child,
     _stunnel: Option<Child>,
     /// The port clients reach: stunnel's with TLS, tansu's without.
     port: u16,
@@ -118,7 +120,7 @@ impl Tansu {
             .await;
         }
         Self {
-            _broker: broker,
+            broker,
             _stunnel: stunnel,
             port,
             _dir: dir,
@@ -127,6 +129,22 @@ impl Tansu {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker's process (SIGSTOP): its connections stay open and every request
+    /// goes unanswered, as with a broker that hangs.
+    pub fn freeze(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = self.broker.id().expect("tansu runs");
+        kill(Pid::from_raw(pid as i32), signal).expect("tansu takes the signal");
     }
 
     /// A client configuration for this broker with these extra properties (security).

@@ -5,6 +5,7 @@ mod cli;
 mod produce;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +30,26 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] =
     b"background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the exit waits for Kafka calls still blocking a thread of the runtime.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cache-layer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    // The drain kept to kafka.shutdown_timeout_ms. A Kafka call still blocking one of
+    // the runtime's threads (a commit or a lookup that a hung broker never answers) is
+    // left behind: dropping the runtime would wait for it without a bound.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.load_config() {
         Ok(config) => config,
