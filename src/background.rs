@@ -15,7 +15,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, SweepReport};
+use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, ServerInfo, SweepReport};
 use crate::config::Config;
 use crate::metrics;
 use crate::status::Status;
@@ -57,6 +57,28 @@ pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
             Err(e)
         }
     }
+}
+
+/// Exports Redis's memory policy, and warns at the first statistics and whenever the
+/// policy changes if it evicts keys regardless of their TTL.
+fn memory_policy(known: &mut Option<String>, server: &ServerInfo) {
+    let policy = server.maxmemory_policy.as_str();
+    if policy.is_empty() || known.as_deref() == Some(policy) {
+        return;
+    }
+    metrics::memory_policy(known.as_deref(), policy);
+    if server.evicts_any_key() {
+        warn!(
+            policy,
+            maxmemory = server.maxmemory,
+            "Redis's maxmemory-policy evicts keys regardless of their TTL: at its memory limit \
+             it drops cache keys that are still current, which the cache only gets back from \
+             their next message; volatile-ttl drops those closest to expiry first"
+        );
+    } else if known.is_some() {
+        info!(policy, "Redis's maxmemory-policy changed");
+    }
+    *known = Some(policy.to_owned());
 }
 
 /// Sweeps if this owner gets the lock for `interval`, and reports what was removed.
@@ -114,13 +136,18 @@ pub async fn run(
 ) {
     let stats = async {
         // The first round at once, so that the stats gauges are in the first scrape.
+        let mut policy = None;
         let mut tick = tokio::time::interval(config.stats.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {
-                    let ok = stats_once(&cache).await.is_ok();
+                    let stats = stats_once(&cache).await;
+                    if let Ok(stats) = &stats {
+                        memory_policy(&mut policy, &stats.server);
+                    }
+                    let ok = stats.is_ok();
                     status.set_redis_ok(ok);
                     metrics::ready(ok && status.readiness(config.batch.unready_after).ok());
                 }

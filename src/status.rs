@@ -30,6 +30,18 @@ pub struct Status {
     failing: Mutex<Option<(Instant, String)>>,
     /// The partitions being replayed to rebuild the cache; readiness waits for them.
     rebuilding: Mutex<Vec<RebuildProgress>>,
+    /// Redis's memory use while it keeps consuming paused.
+    memory_pressure: Mutex<Option<MemoryPressure>>,
+}
+
+/// Redis nearly full: consuming is paused until its memory use is below the ratio.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MemoryPressure {
+    /// The fullest master's `used_memory` and `maxmemory`.
+    pub used_memory: u64,
+    pub maxmemory: u64,
+    /// `redis.pause_above_memory_ratio`.
+    pub pause_above: f64,
 }
 
 /// Where the replay of one partition stands, in a rebuild of the cache.
@@ -48,7 +60,7 @@ pub struct RebuildProgress {
 }
 
 /// The checks of readiness that the instance answers from its own state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
     /// Why the consumer cannot fetch, if it cannot.
     pub kafka_problem: Option<String>,
@@ -58,6 +70,8 @@ pub struct Readiness {
     pub failing_writes: Option<(Duration, String)>,
     /// The partitions being replayed to rebuild the cache.
     pub rebuilding: Vec<RebuildProgress>,
+    /// Redis's memory use, while it keeps consuming paused.
+    pub memory_pressure: Option<MemoryPressure>,
 }
 
 impl Readiness {
@@ -68,7 +82,10 @@ impl Readiness {
 
     /// Whether every check is fine; Redis's answer is the caller's to add.
     pub fn ok(&self) -> bool {
-        self.kafka_ok() && self.failing_writes.is_none() && self.rebuilding.is_empty()
+        self.kafka_ok()
+            && self.failing_writes.is_none()
+            && self.rebuilding.is_empty()
+            && self.memory_pressure.is_none()
     }
 }
 
@@ -104,6 +121,7 @@ impl Default for Status {
             http_addrs: OnceLock::new(),
             failing: Mutex::new(None),
             rebuilding: Mutex::new(Vec::new()),
+            memory_pressure: Mutex::new(None),
         }
     }
 }
@@ -194,7 +212,17 @@ impl Status {
                 .failing_writes()
                 .filter(|(since, _)| *since >= unready_after),
             rebuilding: self.rebuilding(),
+            memory_pressure: self.memory_pressure(),
         }
+    }
+
+    /// Redis's memory use, while it keeps consuming paused.
+    pub fn memory_pressure(&self) -> Option<MemoryPressure> {
+        *self.memory_pressure.lock().expect("not poisoned")
+    }
+
+    pub(crate) fn set_memory_pressure(&self, pressure: Option<MemoryPressure>) {
+        *self.memory_pressure.lock().expect("not poisoned") = pressure;
     }
 
     /// The partitions being replayed to rebuild the cache.

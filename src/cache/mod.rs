@@ -27,7 +27,7 @@ use redis::{ErrorKind, ServerErrorKind};
 pub use error::{CacheError, Refusal, REDIS_ERROR_KINDS};
 pub use loss::Marker;
 pub use reads::{RankedWindow, TrendEntry};
-pub use stats::{CacheStats, ServerInfo};
+pub use stats::{CacheStats, MemoryUse, ServerInfo};
 pub use sweep::{lock_token, Lock, SweepReport};
 pub use writes::{touched_keys, CommandSink, WriteSet};
 

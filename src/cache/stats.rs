@@ -35,6 +35,26 @@ pub struct ServerInfo {
     pub keyspace_misses: u64,
     /// hits / (hits + misses); 0 before the first lookup.
     pub hit_ratio: f64,
+    /// Keys Redis evicted to stay under `maxmemory`, since it started.
+    pub evicted_keys: u64,
+    /// The memory limit; 0 is none.
+    pub maxmemory: u64,
+    /// What Redis does at the limit (`noeviction`, `volatile-ttl`, `allkeys-lru`, ...);
+    /// on a cluster whose masters differ, their policies joined by commas.
+    pub maxmemory_policy: String,
+}
+
+/// How full Redis is: the fullest master with a `maxmemory`, `used_memory` against it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryUse {
+    pub used_memory: u64,
+    pub maxmemory: u64,
+}
+
+impl MemoryUse {
+    pub fn ratio(&self) -> f64 {
+        self.used_memory as f64 / self.maxmemory as f64
+    }
 }
 
 impl ServerInfo {
@@ -45,6 +65,17 @@ impl ServerInfo {
         self.connected_clients += other.connected_clients;
         self.keyspace_hits += other.keyspace_hits;
         self.keyspace_misses += other.keyspace_misses;
+        self.evicted_keys += other.evicted_keys;
+        self.maxmemory += other.maxmemory;
+        if self.maxmemory_policy.is_empty() {
+            self.maxmemory_policy.clone_from(&other.maxmemory_policy);
+        } else if !self
+            .maxmemory_policy
+            .split(',')
+            .any(|p| p == other.maxmemory_policy)
+        {
+            self.maxmemory_policy = format!("{},{}", self.maxmemory_policy, other.maxmemory_policy);
+        }
         let lookups = self.keyspace_hits + self.keyspace_misses;
         self.hit_ratio = if lookups == 0 {
             0.0
@@ -79,7 +110,17 @@ impl ServerInfo {
             } else {
                 keyspace_hits as f64 / lookups as f64
             },
+            evicted_keys: number("evicted_keys"),
+            maxmemory: number("maxmemory"),
+            maxmemory_policy: fields.get("maxmemory_policy").unwrap_or(&"").to_string(),
         }
+    }
+
+    /// Whether the policy evicts keys without regard to their TTL.
+    pub fn evicts_any_key(&self) -> bool {
+        self.maxmemory_policy
+            .split(',')
+            .any(|p| p.starts_with("allkeys-"))
     }
 }
 
@@ -114,6 +155,30 @@ impl CacheLayer {
             windows_keys: counts[2],
             server,
         })
+    }
+
+    /// `INFO memory` of every master: the fullest of those with a `maxmemory`, or `None`
+    /// when none has a limit. Two round trips a master, for the memory pressure check.
+    pub async fn memory_use(&self) -> Result<Option<MemoryUse>> {
+        let mut fullest: Option<MemoryUse> = None;
+        for node in &self.conn.masters().await? {
+            let info: String = self
+                .conn
+                .on_node(node, redis::cmd("INFO").arg("memory"))
+                .await?;
+            let info = ServerInfo::parse(&info);
+            if info.maxmemory == 0 {
+                continue;
+            }
+            let here = MemoryUse {
+                used_memory: info.used_memory,
+                maxmemory: info.maxmemory,
+            };
+            if fullest.is_none_or(|f| here.ratio() > f.ratio()) {
+                fullest = Some(here);
+            }
+        }
+        Ok(fullest)
     }
 
     /// Counts a namespace's keys, or `None` when the walk would exceed the budget.
@@ -173,6 +238,31 @@ mod tests {
         assert_eq!(parsed.connected_clients, 3);
         assert_eq!((parsed.keyspace_hits, parsed.keyspace_misses), (3, 1));
         assert!((parsed.hit_ratio - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn eviction_and_the_memory_limit_are_parsed_and_summed_over_masters() {
+        let mut info = ServerInfo::parse(
+            "maxmemory:3000000\r\nmaxmemory_policy:volatile-ttl\r\nevicted_keys:7\r\n",
+        );
+        assert_eq!(
+            (
+                info.maxmemory,
+                info.evicted_keys,
+                info.maxmemory_policy.as_str()
+            ),
+            (3_000_000, 7, "volatile-ttl")
+        );
+        assert!(!info.evicts_any_key());
+        info.add(&ServerInfo::parse(
+            "maxmemory:1000000\nmaxmemory_policy:volatile-ttl\nevicted_keys:1\n",
+        ));
+        info.add(&ServerInfo::parse(
+            "maxmemory:0\nmaxmemory_policy:allkeys-lru\nevicted_keys:0\n",
+        ));
+        assert_eq!((info.maxmemory, info.evicted_keys), (4_000_000, 8));
+        assert_eq!(info.maxmemory_policy, "volatile-ttl,allkeys-lru");
+        assert!(info.evicts_any_key());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct RedisConfig {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "response_timeout_ms")]
     pub response_timeout: Duration,
+    /// Consuming pauses while Redis's `used_memory / maxmemory` is at or above this (for
+    /// example 0.95), and resumes below it; unset, it never pauses for memory.
+    pub pause_above_memory_ratio: Option<f64>,
 }
 
 impl Default for RedisConfig {
@@ -81,6 +84,7 @@ impl Default for RedisConfig {
             tls_key_file: None,
             connect_timeout: Duration::from_millis(2_000),
             response_timeout: Duration::from_millis(5_000),
+            pause_above_memory_ratio: None,
         }
     }
 }
@@ -108,6 +112,14 @@ impl RedisConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         positive("redis.connect_timeout_ms", self.connect_timeout)?;
         positive("redis.response_timeout_ms", self.response_timeout)?;
+        if let Some(ratio) = self.pause_above_memory_ratio {
+            if !(ratio > 0.0 && ratio <= 1.0) {
+                return Err(ConfigError::invalid(
+                    "redis.pause_above_memory_ratio",
+                    format!("is {ratio}: it must be above 0 and at most 1 (for example 0.95), or unset to never pause"),
+                ));
+            }
+        }
         if self
             .key_prefix
             .chars()

@@ -332,6 +332,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 "rebuilding": !readiness.rebuilding.is_empty(),
                 "partitions": readiness.rebuilding,
             },
+            // Redis at or above redis.pause_above_memory_ratio: consuming is paused.
+            "memory": match &readiness.memory_pressure {
+                None => json!({ "ok": true }),
+                Some(pressure) => json!({
+                    "ok": false,
+                    "error": format!(
+                        "Redis's used_memory is {:.1}% of its maxmemory, at or above redis.pause_above_memory_ratio ({}): consuming paused",
+                        pressure.used_memory as f64 * 100.0 / pressure.maxmemory as f64,
+                        pressure.pause_above
+                    ),
+                    "used_memory": pressure.used_memory,
+                    "maxmemory": pressure.maxmemory,
+                }),
+            },
         }
     });
     let code = if ready {

@@ -53,6 +53,9 @@ pub const REDIS_USED_MEMORY: &str = "cache_layer_redis_used_memory_bytes";
 pub const REDIS_CONNECTED_CLIENTS: &str = "cache_layer_redis_connected_clients";
 pub const REDIS_KEYSPACE_HITS: &str = "cache_layer_redis_keyspace_hits_total";
 pub const REDIS_KEYSPACE_MISSES: &str = "cache_layer_redis_keyspace_misses_total";
+pub const REDIS_EVICTED_KEYS: &str = "cache_layer_redis_evicted_keys_total";
+pub const REDIS_MAXMEMORY: &str = "cache_layer_redis_maxmemory_bytes";
+pub const REDIS_MAXMEMORY_POLICY: &str = "cache_layer_redis_maxmemory_policy_info";
 pub const CACHE_HIT_RATIO: &str = "cache_layer_cache_hit_ratio";
 pub const STATS_RUNS: &str = "cache_layer_stats_runs_total";
 pub const SWEEP_REMOVED: &str = "cache_layer_sweep_removed_total";
@@ -64,7 +67,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 39] = [
+pub const ALL: [&str; 42] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_DEAD_LETTERED,
@@ -95,6 +98,9 @@ pub const ALL: [&str; 39] = [
     REDIS_CONNECTED_CLIENTS,
     REDIS_KEYSPACE_HITS,
     REDIS_KEYSPACE_MISSES,
+    REDIS_EVICTED_KEYS,
+    REDIS_MAXMEMORY,
+    REDIS_MAXMEMORY_POLICY,
     CACHE_HIT_RATIO,
     STATS_RUNS,
     SWEEP_REMOVED,
@@ -297,6 +303,20 @@ fn describe() {
         Unit::Count,
         "Redis keyspace_misses from INFO."
     );
+    describe_counter!(
+        REDIS_EVICTED_KEYS,
+        Unit::Count,
+        "Redis evicted_keys from INFO: cache keys Redis dropped to stay under maxmemory."
+    );
+    describe_gauge!(
+        REDIS_MAXMEMORY,
+        Unit::Bytes,
+        "Redis maxmemory from INFO; 0 is no limit."
+    );
+    describe_gauge!(
+        REDIS_MAXMEMORY_POLICY,
+        "Always 1 for the policy label Redis reports (maxmemory_policy from INFO), 0 for a policy it reported before."
+    );
     describe_gauge!(
         CACHE_HIT_RATIO,
         "Redis keyspace hits / (hits + misses), 0 before any lookup."
@@ -377,6 +397,7 @@ pub fn zeroed(topics: &[&str]) {
         OFFSET_COMMITS,
         OFFSET_COMMIT_FAILURES,
         REDIS_DATA_LOSS,
+        REDIS_EVICTED_KEYS,
     ] {
         counter!(counter).increment(0);
     }
@@ -505,8 +526,18 @@ pub fn cache_stats(stats: &CacheStats) {
     gauge!(REDIS_CONNECTED_CLIENTS).set(stats.server.connected_clients as f64);
     counter!(REDIS_KEYSPACE_HITS).absolute(stats.server.keyspace_hits);
     counter!(REDIS_KEYSPACE_MISSES).absolute(stats.server.keyspace_misses);
+    counter!(REDIS_EVICTED_KEYS).absolute(stats.server.evicted_keys);
+    gauge!(REDIS_MAXMEMORY).set(stats.server.maxmemory as f64);
     gauge!(CACHE_HIT_RATIO).set(stats.server.hit_ratio);
     counter!(STATS_RUNS, "outcome" => "ok").increment(1);
+}
+
+/// Redis's memory policy is `policy` now, and was `before`.
+pub fn memory_policy(before: Option<&str>, policy: &str) {
+    if let Some(before) = before {
+        gauge!(REDIS_MAXMEMORY_POLICY, "policy" => before.to_owned()).set(0.0);
+    }
+    gauge!(REDIS_MAXMEMORY_POLICY, "policy" => policy.to_owned()).set(1.0);
 }
 
 pub fn stats_failed() {

@@ -55,10 +55,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::cache::{CacheLayer, Marker};
+use crate::cache::{CacheLayer, Marker, MemoryUse};
 use crate::config::{AutoOffsetReset, Config};
 use crate::metrics;
-use crate::status::Status;
+use crate::status::{MemoryPressure, Status};
 use batch::{Batch, Incoming, Pushed, TopicKinds};
 use consumer::{GroupConsumer, GroupContext};
 use dead_letter::DeadLetter;
@@ -133,6 +133,7 @@ pub(crate) async fn consume(
         topics: kinds.names().into_iter().map(str::to_owned).collect(),
         ttls,
         rebuild_on_loss: config.cache.rebuild_on_loss,
+        watch_memory: config.redis.pause_above_memory_ratio.is_some(),
     });
     // Before the first write sets the marker.
     housekeeper.check_at_startup().await;
@@ -162,6 +163,8 @@ pub(crate) async fn consume(
         batches: 0,
         written: 0,
         ttls,
+        pause_above: config.redis.pause_above_memory_ratio,
+        pressure: None,
     };
     pipeline.consume(shutdown).await;
     watch_stop.cancel();
@@ -201,6 +204,10 @@ struct Pipeline {
     /// The sequence number of the last batch written.
     written: u64,
     ttls: crate::config::Ttls,
+    /// `redis.pause_above_memory_ratio`.
+    pause_above: Option<f64>,
+    /// Redis's memory use while it is at or above `pause_above`: consuming stays paused.
+    pressure: Option<MemoryUse>,
 }
 
 /// What the loop gathered for the next round of housekeeping.
@@ -234,18 +241,21 @@ impl Pipeline {
                     if let Some(written) = &written {
                         self.batch_written(written);
                     }
-                    if self.consumer.context().is_paused() {
+                    if self.consumer.context().is_paused() && self.pressure.is_none() {
                         info!(attempts = written.map_or(0, |w| w.attempts), "batch written after retries; consuming again");
                         self.resume().await;
                     }
                 }
                 found = poll_housekeeping(&mut self.housekeeping), if self.housekeeping.is_some() => {
                     self.housekeeping = None;
-                    if let Some(found) = found {
+                    if let Some(mut found) = found {
+                        if let Some(memory) = found.memory.take() {
+                            self.memory_checked(memory).await;
+                        }
                         self.housekept(found);
                     }
                 }
-                _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() => {
+                _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() && self.pressure.is_none() => {
                     self.resume().await;
                 }
                 _ = stall_checks.tick() => {
@@ -569,6 +579,47 @@ impl Pipeline {
         }
         self.rebuilds.written(self.written);
         self.publish_rebuilds();
+    }
+
+    /// Pauses consuming while Redis's memory use is at or above
+    /// `redis.pause_above_memory_ratio`, and resumes once it is below: a backlog meets a
+    /// pause rather than OOM refusals. What the batch in progress holds is still written.
+    async fn memory_checked(&mut self, memory: Option<MemoryUse>) {
+        let Some(pause_above) = self.pause_above else {
+            return;
+        };
+        let over = memory.filter(|m| m.ratio() >= pause_above);
+        match (over, self.pressure) {
+            (Some(m), None) => {
+                warn!(
+                    used_memory = m.used_memory,
+                    maxmemory = m.maxmemory,
+                    ratio = format!("{:.3}", m.ratio()),
+                    "Redis is nearly full, at or above redis.pause_above_memory_ratio = {pause_above}: consuming paused until it is below"
+                );
+                consumer::pause(&self.consumer);
+            }
+            (None, Some(_)) => {
+                let ratio = memory.map_or(0.0, |m| m.ratio());
+                info!(
+                    ratio = format!("{ratio:.3}"),
+                    "Redis's memory use is below redis.pause_above_memory_ratio again; consuming again"
+                );
+            }
+            _ => {}
+        }
+        let resumes = over.is_none() && self.pressure.is_some();
+        self.pressure = over;
+        self.status
+            .set_memory_pressure(over.map(|m| MemoryPressure {
+                used_memory: m.used_memory,
+                maxmemory: m.maxmemory,
+                pause_above,
+            }));
+        // A write in flight resumes when it is done.
+        if resumes && self.in_flight.is_none() {
+            self.resume().await;
+        }
     }
 
     /// Tells readiness and the metrics where the rebuilds stand.

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::TopicKinds;
 use super::consumer::GroupConsumer;
 use super::kafka;
-use crate::cache::{CacheLayer, Marker};
+use crate::cache::{CacheLayer, Marker, MemoryUse};
 use crate::config::{Config, Ttls};
 use crate::metrics;
 use crate::models::MessageKind;
@@ -320,6 +320,9 @@ pub(super) struct Found {
     pub starts: Vec<Start>,
     /// The finished requests whose deletion failed, to try again.
     pub not_deleted: Vec<Request>,
+    /// Redis's memory use, when it was read (`redis.pause_above_memory_ratio` set, and
+    /// INFO answered); inside, `None` is a Redis without a memory limit.
+    pub memory: Option<Option<MemoryUse>>,
 }
 
 /// The loss detection and the rebuild requests of one consumer loop.
@@ -333,13 +336,22 @@ pub(super) struct Housekeeper {
     pub topics: Vec<String>,
     pub ttls: Ttls,
     pub rebuild_on_loss: bool,
+    /// Whether a round reads Redis's memory use, for `redis.pause_above_memory_ratio`.
+    pub watch_memory: bool,
 }
 
 impl Housekeeper {
-    /// One round: deletes the finished requests, reports a loss (and requests its
-    /// rebuild), and reads the requests for the partitions assigned.
+    /// One round: reads Redis's memory use if asked to, deletes the finished requests,
+    /// reports a loss (and requests its rebuild), and reads the requests for the
+    /// partitions assigned.
     pub(super) async fn round(self: Arc<Self>, chores: Chores) -> Found {
         let mut found = Found::default();
+        if self.watch_memory {
+            match self.cache.memory_use().await {
+                Ok(memory) => found.memory = Some(memory),
+                Err(e) => debug!(error = %e, "cannot read Redis's memory use"),
+            }
+        }
         for request in chores.finished {
             let done = self
                 .cache

@@ -261,6 +261,16 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
                 "newest",
             ),
             ("[log]\nformat = \"xml\"\n", "format", "xml"),
+            (
+                "[redis]\npause_above_memory_ratio = 1.5\n",
+                "redis.pause_above_memory_ratio",
+                "at most 1",
+            ),
+            (
+                "[redis]\npause_above_memory_ratio = 0\n",
+                "redis.pause_above_memory_ratio",
+                "above 0",
+            ),
         ] {
             jail.create_file("cache-layer.toml", toml)?;
             let err = load(jail).unwrap_err().to_string();

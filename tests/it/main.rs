@@ -21,6 +21,7 @@ mod http_limits;
 mod kafka;
 mod kafka_security;
 mod maintenance;
+mod memory;
 mod metrics;
 mod poison;
 mod prometheus;

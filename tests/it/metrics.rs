@@ -105,6 +105,8 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
                     "outcome",
                     "version",
                     "listener",
+                    // Redis's maxmemory-policy: one of its eight.
+                    "policy",
                     "le"
                 ]
                 .contains(&label.as_str()),
