@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use redis::cluster_routing::Slot;
 use redis::{Cmd, Pipeline};
 
-use super::scripts::{HSET_EXPIRE, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
-use crate::config::Ttls;
+use super::scripts::{HSET_EXPIRE, KEEP_LONGER, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
+use crate::config::{TtlFrom, Ttls};
 use crate::models::{
     format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
 };
@@ -48,7 +48,9 @@ impl CommandSink for Pipeline {
 
 /// When a write happens, as the scripts need it.
 struct Clock<'a> {
-    /// The write time, as `*:last_update` stores it.
+    /// The write time, from which TTLs count (or to which they are left, counted from
+    /// the event), and the same as `*:last_update` stores it.
+    at: DateTime<Utc>,
     now: &'a str,
     /// The latest event time taken as true: a stored value newer than this came from a
     /// clock in the future (stored before `batch.max_future_skew_secs` was checked), and
@@ -174,24 +176,32 @@ impl WriteSet {
         let before = pipe.count();
         let now_text = format_timestamp(&now);
         let clock = Clock {
+            at: now,
             now: &now_text,
             not_after,
         };
         if !self.trends.is_empty() {
-            self.append_trends(pipe, keys, ttls.trends.as_secs(), &clock);
+            self.append_trends(pipe, keys, ttls, &clock);
         }
         if self.user_metrics.is_some() {
-            self.append_users(pipe, keys, ttls.users.as_secs(), &clock);
+            self.append_users(pipe, keys, ttls, &clock);
         }
         if !self.windows.is_empty() {
-            self.append_windows(pipe, keys, ttls.windows.as_secs());
+            self.append_windows(pipe, keys, ttls, &clock);
         }
         pipe.count() - before
     }
 
-    fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, clock: &Clock) {
+    fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttls: &Ttls, clock: &Clock) {
+        let ttl_of =
+            |alert: &TrendAlert| ttls.seconds(ttls.trends, Some(alert.window_end), clock.at);
+        // The ranking lives as long as its longest-lived member.
+        let ranking_ttl = self.trends.values().map(ttl_of).max().unwrap_or_default();
         let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
-        ranking.arg(ttl).arg(clock.not_after.timestamp());
+        ranking
+            .arg(ranking_ttl)
+            .arg(keep(ttls))
+            .arg(clock.not_after.timestamp());
         let ceiling = format_timestamp(&clock.not_after);
         // The details in as few scripts as the slots allow: one call for them all on a
         // single server.
@@ -209,25 +219,31 @@ impl WriteSet {
         for slot in details.into_values() {
             for chunk in slot.chunks(KEYS_PER_SCRIPT) {
                 let mut script = SET_IF_NOT_OLDER.prepare_invoke();
-                script.arg(ttl).arg("window_end").arg(&ceiling);
+                script.arg("window_end").arg(&ceiling);
                 for (key, alert) in chunk {
                     let json = serde_json::to_string(alert).expect("a validated alert serializes");
                     script
                         .key(key)
                         .arg(json)
-                        .arg(trend_version(&alert.window_end));
+                        .arg(trend_version(&alert.window_end))
+                        .arg(ttl_of(alert));
                 }
                 pipe.add(Cmd::invoke_script(&script));
             }
         }
         pipe.add(Cmd::invoke_script(&ranking));
-        pipe.add(Cmd::set_ex(keys.trends_last_update(), clock.now, ttl));
+        pipe.add(Cmd::set_ex(
+            keys.trends_last_update(),
+            clock.now,
+            ttls.trends.as_secs(),
+        ));
     }
 
-    fn append_users(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64, clock: &Clock) {
+    fn append_users(&self, pipe: &mut impl CommandSink, keys: &Keys, ttls: &Ttls, clock: &Clock) {
         let Some(metrics) = &self.user_metrics else {
             return;
         };
+        let ttl = ttls.seconds(ttls.users, metrics.timestamp, clock.at);
         let json = serde_json::to_string(metrics).expect("validated metrics serialize");
         let order = metrics
             .timestamp
@@ -237,40 +253,65 @@ impl WriteSet {
         pipe.add(Cmd::invoke_script(
             SET_IF_NOT_OLDER
                 .key(keys.users_metrics())
-                .arg(ttl)
                 .arg("timestamp")
                 .arg(format_timestamp(&clock.not_after))
                 .arg(json)
-                .arg(order),
+                .arg(order)
+                .arg(ttl),
         ));
         if !self.active_users.is_empty() {
             // GT: a replayed, older sighting never moves a user back in time.
             let mut zadd = ZADD_EXPIRE.key(keys.users_active());
-            zadd.arg(ttl).arg("GT");
+            zadd.arg(ttl).arg("GT").arg(keep(ttls));
             for (id, seen) in &self.active_users {
                 zadd.arg(*seen).arg(id);
             }
             pipe.add(Cmd::invoke_script(&zadd));
         }
-        pipe.add(Cmd::set_ex(keys.users_last_update(), clock.now, ttl));
+        pipe.add(Cmd::set_ex(
+            keys.users_last_update(),
+            clock.now,
+            ttls.users.as_secs(),
+        ));
     }
 
-    fn append_windows(&self, pipe: &mut impl CommandSink, keys: &Keys, ttl: u64) {
+    fn append_windows(&self, pipe: &mut impl CommandSink, keys: &Keys, ttls: &Ttls, clock: &Clock) {
+        let window_ends: Vec<_> = self
+            .windows
+            .values()
+            .map(|counts| counts.values().map(|entry| entry.window_end).max())
+            .collect();
+        let ttl_of = |end| ttls.seconds(ttls.windows, end, clock.at);
+        // The index lives as long as its longest-lived window.
+        let index_ttl = window_ends.iter().map(|end| ttl_of(*end)).max();
         let mut index = ZADD_EXPIRE.key(keys.windows_index());
-        index.arg(ttl).arg("");
-        for (window_id, counts) in &self.windows {
+        index
+            .arg(index_ttl.unwrap_or_default())
+            .arg("")
+            .arg(keep(ttls));
+        for ((window_id, counts), window_end) in self.windows.iter().zip(window_ends) {
             let mut hset = HSET_EXPIRE.key(keys.window(window_id));
-            hset.arg(ttl);
-            let mut window_end = None;
+            hset.arg(ttl_of(window_end)).arg(keep(ttls));
             for (keyword, entry) in counts {
                 let json = serde_json::to_string(entry).expect("a window entry serializes");
                 hset.arg(keyword).arg(json);
-                window_end = window_end.max(Some(entry.window_end.timestamp()));
             }
             pipe.add(Cmd::invoke_script(&hset));
-            index.arg(window_end.unwrap_or_default()).arg(window_id);
+            index
+                .arg(window_end.map_or(0, |end| end.timestamp()))
+                .arg(window_id);
         }
         pipe.add(Cmd::invoke_script(&index));
+    }
+}
+
+/// Whether an aggregate key (a ranking, an index, a window) keeps a TTL longer than the
+/// one its write gives: with TTLs that count from the event, a late write of an old
+/// member must not cut the life of the newer ones.
+fn keep(ttls: &Ttls) -> &'static str {
+    match ttls.from {
+        TtlFrom::Event => KEEP_LONGER,
+        TtlFrom::Write => "",
     }
 }
 

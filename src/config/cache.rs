@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DurationMilliSeconds, DurationSeconds};
 
@@ -27,6 +29,21 @@ pub struct CacheConfig {
     /// Whether a Redis found to have lost this daemon's writes (a restart without
     /// persistence, a failover to an empty replica, a flush) is rebuilt from Kafka.
     pub rebuild_on_loss: bool,
+    /// What a key's TTL counts from: its write, or its event time.
+    pub ttl_from: TtlFrom,
+}
+
+/// What a key's TTL counts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtlFrom {
+    /// The write: every write gives its key the whole TTL again.
+    #[default]
+    Write,
+    /// The event time (`window_end`, or a user metric's `timestamp`): a key expires at
+    /// that time plus its TTL, however late it is written, and a message already past
+    /// that is not written at all.
+    Event,
 }
 
 impl Default for CacheConfig {
@@ -38,6 +55,7 @@ impl Default for CacheConfig {
             windows_ttl: None,
             active_user_window: Duration::from_secs(900),
             rebuild_on_loss: true,
+            ttl_from: TtlFrom::Write,
         }
     }
 }
@@ -48,6 +66,7 @@ impl CacheConfig {
             trends: self.trends_ttl.unwrap_or(self.default_ttl),
             users: self.users_ttl.unwrap_or(self.default_ttl),
             windows: self.windows_ttl.unwrap_or(self.default_ttl),
+            from: self.ttl_from,
         }
     }
 
@@ -72,9 +91,35 @@ pub struct Ttls {
     pub trends: Duration,
     pub users: Duration,
     pub windows: Duration,
+    pub from: TtlFrom,
 }
 
 impl Ttls {
+    /// The TTL in seconds to give now a key of TTL `ttl` whose event happened at
+    /// `event`: the whole TTL when it counts from the write (or the event has no time);
+    /// what is left of it when it counts from the event, at least a second (a message
+    /// past its expiry is not written, see [`Ttls::expired`]).
+    pub fn seconds(&self, ttl: Duration, event: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
+        match (self.from, event) {
+            (TtlFrom::Event, Some(event)) => {
+                let left_ms = (event - now).num_milliseconds() + ttl.as_millis() as i64;
+                (left_ms.max(1) as u64).div_ceil(1_000)
+            }
+            _ => ttl.as_secs(),
+        }
+    }
+
+    /// Whether a key of TTL `ttl` for an event at `event` has expired already: only
+    /// when TTLs count from the event.
+    pub fn expired(&self, ttl: Duration, event: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        match (self.from, event) {
+            (TtlFrom::Event, Some(event)) => {
+                chrono::TimeDelta::from_std(ttl).is_ok_and(|ttl| event + ttl <= now)
+            }
+            _ => false,
+        }
+    }
+
     /// The longest of them: the most that any key written now can live.
     pub fn longest(&self) -> Duration {
         self.trends.max(self.users).max(self.windows)
@@ -86,6 +131,7 @@ impl Ttls {
             trends: ttl,
             users: ttl,
             windows: ttl,
+            from: TtlFrom::Write,
         }
     }
 }
@@ -192,5 +238,37 @@ impl Default for StatsConfig {
 impl StatsConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         positive("stats.interval_secs", self.interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_from_the_event_is_what_is_left_of_it_and_ends_at_the_event_plus_the_ttl() {
+        let now = Utc::now();
+        let ttl = Duration::from_secs(600);
+        let event = Ttls {
+            from: TtlFrom::Event,
+            ..Ttls::uniform(ttl)
+        };
+        let ago = |secs| Some(now - chrono::TimeDelta::seconds(secs));
+        assert_eq!(event.seconds(ttl, ago(100), now), 500);
+        assert_eq!(
+            event.seconds(ttl, None, now),
+            600,
+            "no event time: the write"
+        );
+        assert!(!event.expired(ttl, ago(599), now));
+        assert!(event.expired(ttl, ago(600), now));
+        assert_eq!(
+            event.seconds(ttl, ago(700), now),
+            1,
+            "never 0, which Redis refuses"
+        );
+        let write = Ttls::uniform(ttl);
+        assert_eq!(write.seconds(ttl, ago(100), now), 600);
+        assert!(!write.expired(ttl, ago(700), now));
     }
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisConfig;
 use self::redis::RedisParts;
-pub use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig, Ttls};
+pub use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig, TtlFrom, Ttls};
 pub use http::HttpConfig;
 pub use kafka::{
     AutoOffsetReset, KafkaConfig, KafkaProperties, TopicsConfig, MANAGED_KAFKA_PROPERTIES,

@@ -25,6 +25,7 @@ use crate::schema::Category;
 
 pub const MESSAGES_CONSUMED: &str = "cache_layer_messages_consumed_total";
 pub const MESSAGES_REJECTED: &str = "cache_layer_messages_rejected_total";
+pub const MESSAGES_EXPIRED: &str = "cache_layer_messages_expired_total";
 pub const MESSAGES_DEAD_LETTERED: &str = "cache_layer_messages_dead_lettered_total";
 pub const BATCHES_WRITTEN: &str = "cache_layer_batches_written_total";
 pub const BATCH_SIZE: &str = "cache_layer_batch_size_messages";
@@ -67,9 +68,10 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 42] = [
+pub const ALL: [&str; 43] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
+    MESSAGES_EXPIRED,
     MESSAGES_DEAD_LETTERED,
     BATCHES_WRITTEN,
     BATCH_SIZE,
@@ -169,6 +171,11 @@ fn describe() {
         MESSAGES_REJECTED,
         Unit::Count,
         "Messages rejected by decoding or validation, by topic and reason."
+    );
+    describe_counter!(
+        MESSAGES_EXPIRED,
+        Unit::Count,
+        "Messages already past their expiry (cache.ttl_from = \"event\"), not written, by topic."
     );
     describe_counter!(
         MESSAGES_DEAD_LETTERED,
@@ -361,6 +368,7 @@ pub fn zeroed(topics: &[&str]) {
     for topic in topics {
         let topic = (*topic).to_owned();
         counter!(MESSAGES_CONSUMED, "topic" => topic.clone()).increment(0);
+        counter!(MESSAGES_EXPIRED, "topic" => topic.clone()).increment(0);
         counter!(MESSAGES_DEAD_LETTERED, "topic" => topic.clone()).increment(0);
         counter!(MESSAGES_REFUSED, "topic" => topic.clone()).increment(0);
         counter!(DEAD_LETTERS_TRUNCATED, "topic" => topic.clone()).increment(0);
@@ -422,6 +430,11 @@ pub fn consumed(topic: &str, messages: u64) {
 
 pub fn rejected(topic: &str, reason: &'static str) {
     counter!(MESSAGES_REJECTED, "topic" => topic.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A message past its expiry, with TTLs that count from the event: not written.
+pub fn expired(topic: &str) {
+    counter!(MESSAGES_EXPIRED, "topic" => topic.to_owned()).increment(1);
 }
 
 pub fn dead_lettered(topic: &str, messages: u64) {

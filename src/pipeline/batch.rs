@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::cache::{touched_keys, Refusal, WriteSet};
-use crate::config::{BatchConfig, TopicsConfig};
-use crate::models::{decode, MessageKind, RejectReason, ValidationError};
+use crate::config::{BatchConfig, TopicsConfig, TtlFrom, Ttls};
+use crate::models::{decode, Message, MessageKind, RejectReason, ValidationError};
 use crate::schema::Keys;
 
 /// Which decoder each source topic uses.
@@ -95,6 +95,8 @@ pub(crate) enum Pushed<'a> {
     Rejected(&'a Rejected),
     /// From a topic that is not one of the three sources; only its offset is kept.
     Ignored,
+    /// Past its expiry already (`cache.ttl_from = "event"`): only its offset is kept.
+    Expired,
 }
 
 #[derive(Debug)]
@@ -114,6 +116,8 @@ pub(crate) struct Batch {
     kept_bytes: Vec<u8>,
     messages: usize,
     started: Option<Instant>,
+    /// The clock at the batch's first message, against which event times expire.
+    opened: DateTime<Utc>,
     /// The latest event time accepted in this batch: the clock at its first message
     /// plus `batch.max_future_skew_secs`.
     not_after: DateTime<Utc>,
@@ -145,16 +149,18 @@ struct Limits {
     max_wait: Duration,
     max_message_bytes: usize,
     max_future_skew: chrono::TimeDelta,
+    ttls: Ttls,
 }
 
 impl Batch {
-    pub(crate) fn new(config: &BatchConfig) -> Self {
+    pub(crate) fn new(config: &BatchConfig, ttls: Ttls) -> Self {
         Self::empty(Limits {
             max_messages: config.max_messages,
             max_wait: config.max_wait,
             max_message_bytes: config.max_message_bytes,
             max_future_skew: chrono::TimeDelta::from_std(config.max_future_skew)
                 .unwrap_or(chrono::TimeDelta::MAX),
+            ttls,
         })
     }
 
@@ -169,6 +175,7 @@ impl Batch {
             kept_bytes: Vec::new(),
             messages: 0,
             started: None,
+            opened: DateTime::<Utc>::MIN_UTC,
             not_after: DateTime::<Utc>::MAX_UTC,
             limits,
         }
@@ -179,7 +186,9 @@ impl Batch {
         if self.messages == 0 {
             self.started = Some(Instant::now());
             // Once per batch rather than per message: a batch lasts milliseconds.
-            self.not_after = Utc::now()
+            self.opened = Utc::now();
+            self.not_after = self
+                .opened
                 .checked_add_signed(self.limits.max_future_skew)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
@@ -223,7 +232,12 @@ impl Batch {
             })
         };
         match decoded {
-            Ok(decoded) => {
+            Ok(mut decoded) => {
+                if self.limits.ttls.from == TtlFrom::Event
+                    && drop_expired(&mut decoded, &self.limits.ttls, self.opened)
+                {
+                    return Pushed::Expired;
+                }
                 self.writes
                     .add_message(decoded, message.timestamp.unwrap_or_else(Utc::now));
                 let key = message.key.map(|key| self.keep(key));
@@ -376,6 +390,21 @@ impl Batch {
     }
 }
 
+/// Drops the items of `message` whose key would have expired by `now` already, with TTLs
+/// that count from the event; returns whether none is left.
+fn drop_expired(message: &mut Message, ttls: &Ttls, now: DateTime<Utc>) -> bool {
+    match message {
+        Message::Trends(alerts) => {
+            alerts.retain(|a| !ttls.expired(ttls.trends, Some(a.window_end), now))
+        }
+        Message::UserMetrics(all) => all.retain(|m| !ttls.expired(ttls.users, m.timestamp, now)),
+        Message::Windows(counts) => {
+            counts.retain(|c| !ttls.expired(ttls.windows, Some(c.window_end), now))
+        }
+    }
+    message.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use cache_layer_testkit::TREND;
@@ -407,6 +436,10 @@ mod tests {
         }
     }
 
+    fn ttls() -> Ttls {
+        Ttls::uniform(Duration::from_secs(300))
+    }
+
     fn config(max_messages: usize) -> BatchConfig {
         BatchConfig {
             max_messages,
@@ -418,7 +451,7 @@ mod tests {
     #[test]
     fn a_replayed_message_is_written_but_neither_stored_nor_dead_lettered_again() {
         let kinds = TopicKinds::new(&TopicsConfig::default());
-        let mut batch = Batch::new(&config(10));
+        let mut batch = Batch::new(&config(10), ttls());
         let replay = |offset, payload| Incoming {
             replay: true,
             ..incoming("trend-alerts", 0, offset, payload)
@@ -447,7 +480,7 @@ mod tests {
     #[test]
     fn offsets_track_the_highest_per_partition_good_or_bad() {
         let kinds = TopicKinds::new(&TopicsConfig::default());
-        let mut batch = Batch::new(&config(10));
+        let mut batch = Batch::new(&config(10), ttls());
         assert!(matches!(
             batch.push(&kinds, incoming("trend-alerts", 0, 5, TREND.as_bytes())),
             Pushed::Accepted
@@ -483,7 +516,7 @@ mod tests {
     #[test]
     fn oversized_messages_are_rejected_without_decoding() {
         let kinds = TopicKinds::new(&TopicsConfig::default());
-        let mut batch = Batch::new(&config(10));
+        let mut batch = Batch::new(&config(10), ttls());
         let big = vec![b' '; 1_001];
         assert_eq!(
             rejected(batch.push(&kinds, incoming("keyword-windows", 0, 0, &big))),
@@ -494,7 +527,7 @@ mod tests {
     #[test]
     fn hostile_sizes_are_refused_before_decoding() {
         let kinds = TopicKinds::new(&TopicsConfig::default());
-        let mut batch = Batch::new(&BatchConfig::default());
+        let mut batch = Batch::new(&BatchConfig::default(), ttls());
         let huge_array = format!("[{}{{}}]", "{},".repeat(1_000_000));
         let long_keyword = format!("{{\"keyword\":\"{}\"}}", "k".repeat(5_000_000));
         for payload in [huge_array.as_bytes(), long_keyword.as_bytes()] {
@@ -515,7 +548,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_batch_is_due_when_full_or_max_wait_after_its_first_message() {
         let kinds = TopicKinds::new(&TopicsConfig::default());
-        let mut batch = Batch::new(&config(2));
+        let mut batch = Batch::new(&config(2), ttls());
         assert_eq!(batch.deadline(), None);
         let start = Instant::now();
         batch.push(&kinds, incoming("trend-alerts", 0, 0, TREND.as_bytes()));

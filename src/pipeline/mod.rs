@@ -149,7 +149,7 @@ pub(crate) async fn consume(
         consumer,
         sink,
         kinds,
-        batch: Batch::new(&config.batch),
+        batch: Batch::new(&config.batch, ttls),
         in_flight: None,
         positions: Positions::default(),
         rebalances: 0,
@@ -697,6 +697,15 @@ fn push(
     };
     let pushed = batch.push(kinds, incoming);
     status.consumed(matches!(pushed, Pushed::Rejected(_)));
+    if let Pushed::Expired = pushed {
+        metrics::expired(incoming.topic);
+        debug!(
+            topic = incoming.topic,
+            partition = incoming.partition,
+            offset = incoming.offset,
+            "message past its expiry (cache.ttl_from = \"event\"): not written"
+        );
+    }
     if let Pushed::Rejected(rejected) = pushed {
         let reason = rejected.error.reason.as_str();
         metrics::rejected(incoming.topic, reason);

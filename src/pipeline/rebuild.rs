@@ -655,6 +655,7 @@ mod tests {
             trends: Duration::from_secs(60),
             users: Duration::from_secs(60),
             windows: Duration::from_secs(3600),
+            from: crate::config::TtlFrom::Write,
         };
         rebuilds.start(
             Start {

@@ -14,6 +14,7 @@ mod crashes;
 mod daemon;
 mod demo;
 mod deploy;
+mod expiry;
 mod faults;
 mod fuzz_decode;
 mod http;
