@@ -37,6 +37,7 @@ pub enum SweepOutcome {
 
 /// Gathers the statistics, updates the gauges and logs the summary line.
 pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
+    metrics::redis_failovers(cache.failovers());
     match cache.get_cache_stats().await {
         Ok(stats) => {
             metrics::cache_stats(&stats);

@@ -1,5 +1,6 @@
 //! The connection under `CacheLayer`: one Redis (a reconnecting multiplexed
-//! `ConnectionManager`) or a Redis Cluster (redis-rs's async cluster client).
+//! `ConnectionManager`), the master that Sentinel names (see `sentinel`), or a Redis
+//! Cluster (redis-rs's async cluster client).
 //!
 //! Single commands go through `ConnectionLike` either way: the cluster client routes each
 //! to the owner of its key's hash slot. What a cluster needs done differently lives here:
@@ -19,11 +20,13 @@ use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 
 use super::error::{is_state_code, server_error, Refusal};
 use super::scripts;
+use super::sentinel::SentinelConn;
 use super::writes::CommandSink;
 
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
+    Sentinel(SentinelConn),
     Cluster(ClusterConnection),
 }
 
@@ -38,6 +41,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -50,6 +54,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -57,6 +62,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
     }
@@ -233,7 +239,7 @@ impl Conn {
     /// An empty set of writes, grouped as this connection sends them.
     pub fn writes(&self) -> Writes {
         match self {
-            Self::Single(_) => Writes::Single(replying_pipeline()),
+            Self::Single(_) | Self::Sentinel(_) => Writes::Single(replying_pipeline()),
             Self::Cluster(_) => Writes::Cluster(HashMap::new()),
         }
     }
@@ -253,8 +259,8 @@ impl Conn {
         replicas: Option<u32>,
     ) -> RedisResult<Vec<Refusal>> {
         match (self, writes) {
-            (Self::Single(conn), Writes::Single(pipe)) => {
-                sort_replies(pipe, pipe.query_async(&mut conn.clone()).await?, replicas)
+            (Self::Single(_) | Self::Sentinel(_), Writes::Single(pipe)) => {
+                sort_replies(pipe, pipe.query_async(&mut self.clone()).await?, replicas)
             }
             (Self::Cluster(conn), Writes::Cluster(parts)) => {
                 let sends = parts.values().map(|part| {
@@ -272,7 +278,9 @@ impl Conn {
     /// pipeline per slot, sent concurrently.
     pub async fn exec_pipeline(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         let conn = match self {
-            Self::Single(conn) => return pipe.query_async(&mut conn.clone()).await,
+            Self::Single(_) | Self::Sentinel(_) => {
+                return pipe.query_async(&mut self.clone()).await
+            }
             Self::Cluster(conn) => conn,
         };
         let mut by_slot: HashMap<Option<Slot>, (Pipeline, Vec<usize>)> = HashMap::new();

@@ -10,6 +10,7 @@ mod error;
 mod loss;
 mod reads;
 mod scripts;
+mod sentinel;
 mod stats;
 mod sweep;
 mod writes;
@@ -23,6 +24,7 @@ use redis::cluster_async::ClusterConnection;
 
 use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
+use sentinel::SentinelConn;
 
 pub use error::{CacheError, Refusal, REDIS_ERROR_KINDS};
 pub use loss::Marker;
@@ -93,15 +95,22 @@ impl CacheLayer {
                 wait: wait(config),
             });
         }
-        let client = client(config, url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let conn = if config.sentinel() {
+            Conn::Sentinel(SentinelConn::new(config, manager_config)?)
+        } else {
+            let client = client(config, url.as_str())?;
+            Conn::Single(ConnectionManager::new_lazy_with_config(
+                client,
+                manager_config,
+            )?)
+        };
         Ok(Self {
-            conn: Conn::Single(conn),
+            conn,
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
             max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
@@ -236,6 +245,14 @@ impl CacheLayer {
             set.add_window_count(count);
         }
         self.write_all(&set, &same_ttls(ttl)?, Utc::now()).await
+    }
+
+    /// How many times the sentinels named another master; 0 without Sentinel.
+    pub fn failovers(&self) -> u64 {
+        match &self.conn {
+            Conn::Sentinel(conn) => conn.failovers(),
+            _ => 0,
+        }
     }
 
     /// Closes this handle. The connection closes when its last clone is dropped.

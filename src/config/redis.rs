@@ -60,6 +60,17 @@ pub struct RedisConfig {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "response_timeout_ms")]
     pub response_timeout: Duration,
+    /// Sentinel: the name of the master the sentinels watch; empty means no Sentinel.
+    pub sentinel_master: String,
+    /// With `sentinel_master`: the sentinels (`redis://host:port`, or `rediss://`).
+    pub sentinel_nodes: Vec<String>,
+    /// The sentinels' own credentials; `username` and `password` stay the data nodes'.
+    pub sentinel_username: Option<String>,
+    #[serde(
+        serialize_with = "secret::redact_option",
+        deserialize_with = "secret::secret_option"
+    )]
+    pub sentinel_password: Option<SecretString>,
     /// Consuming pauses while Redis's `used_memory / maxmemory` is at or above this (for
     /// example 0.95), and resumes below it; unset, it never pauses for memory.
     pub pause_above_memory_ratio: Option<f64>,
@@ -84,9 +95,29 @@ impl Default for RedisConfig {
             tls_key_file: None,
             connect_timeout: Duration::from_millis(2_000),
             response_timeout: Duration::from_millis(5_000),
+            sentinel_master: String::new(),
+            sentinel_nodes: Vec::new(),
+            sentinel_username: None,
+            sentinel_password: None,
             pause_above_memory_ratio: None,
         }
     }
+}
+
+/// Checks that every node of the list `key` is a `redis://` or `rediss://` URL with a host.
+fn node_urls(key: &str, nodes: &[String]) -> Result<(), ConfigError> {
+    for node in nodes {
+        match url::Url::parse(node) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{node:?} is not a redis://host:port URL"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Redis parts that the environment may set, applied over a URL from the file.
@@ -130,9 +161,18 @@ impl RedisConfig {
                 "must not contain whitespace or control characters",
             ));
         }
+        self.validate_sentinel()?;
         let url = self.connection_url()?;
-        // A cluster is reached through its seed nodes, when they are listed.
-        let (addresses, plaintext) = if self.cluster && !self.nodes.is_empty() {
+        // A cluster is reached through its seed nodes, when they are listed; a master
+        // behind Sentinel through the sentinels.
+        let (addresses, plaintext) = if self.sentinel() {
+            (
+                "rediss:// sentinels (redis.sentinel_nodes)",
+                self.sentinel_nodes
+                    .iter()
+                    .any(|n| url::Url::parse(n).map_or(true, |u| u.scheme() != "rediss")),
+            )
+        } else if self.cluster && !self.nodes.is_empty() {
             (
                 "rediss:// seed nodes (redis.nodes)",
                 self.nodes
@@ -166,17 +206,7 @@ impl RedisConfig {
                 "is only used with redis.cluster = true",
             ));
         }
-        for node in &self.nodes {
-            match url::Url::parse(node) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {}
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "redis.nodes",
-                        format!("{node:?} is not a redis://host:port URL"),
-                    ))
-                }
-            }
-        }
+        node_urls("redis.nodes", &self.nodes)?;
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
                 "redis.tls_cert_file",
@@ -186,8 +216,64 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// Whether the master is found through Sentinel.
+    pub fn sentinel(&self) -> bool {
+        !self.sentinel_master.is_empty()
+    }
+
+    fn validate_sentinel(&self) -> Result<(), ConfigError> {
+        if !self.sentinel() {
+            return match self.sentinel_nodes.is_empty() {
+                true => Ok(()),
+                false => Err(ConfigError::invalid(
+                    "redis.sentinel_nodes",
+                    "is only used with redis.sentinel_master",
+                )),
+            };
+        }
+        if self.cluster {
+            return Err(ConfigError::invalid(
+                "redis.sentinel_master",
+                "cannot go with redis.cluster = true: a cluster finds its masters itself",
+            ));
+        }
+        if self.url.is_some() {
+            return Err(ConfigError::invalid(
+                "redis.sentinel_master",
+                "cannot go with redis.url: the sentinels name the master; set redis.db, redis.username and redis.password for it",
+            ));
+        }
+        if self.sentinel_nodes.is_empty() {
+            return Err(ConfigError::invalid(
+                "redis.sentinel_nodes",
+                "needs at least one sentinel (redis://host:port) with redis.sentinel_master",
+            ));
+        }
+        node_urls("redis.sentinel_nodes", &self.sentinel_nodes)
+    }
+
     /// `host:port/db` of the effective URL: safe to log, it carries no credentials.
     pub fn endpoint(&self) -> String {
+        if self.sentinel() {
+            let sentinels: Vec<_> = self
+                .sentinel_nodes
+                .iter()
+                .filter_map(|n| url::Url::parse(n).ok())
+                .map(|u| {
+                    format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or_default(),
+                        u.port().unwrap_or(26379)
+                    )
+                })
+                .collect();
+            return format!(
+                "master {} of sentinels {}/{}",
+                self.sentinel_master,
+                sentinels.join(","),
+                self.db.unwrap_or(0)
+            );
+        }
         match self.connection_url() {
             Ok(url) => format!(
                 "{}:{}{}",

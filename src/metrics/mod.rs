@@ -57,6 +57,7 @@ pub const REDIS_KEYSPACE_MISSES: &str = "cache_layer_redis_keyspace_misses_total
 pub const REDIS_EVICTED_KEYS: &str = "cache_layer_redis_evicted_keys_total";
 pub const REDIS_MAXMEMORY: &str = "cache_layer_redis_maxmemory_bytes";
 pub const REDIS_MAXMEMORY_POLICY: &str = "cache_layer_redis_maxmemory_policy_info";
+pub const REDIS_FAILOVERS: &str = "cache_layer_redis_failovers_total";
 pub const CACHE_HIT_RATIO: &str = "cache_layer_cache_hit_ratio";
 pub const STATS_RUNS: &str = "cache_layer_stats_runs_total";
 pub const SWEEP_REMOVED: &str = "cache_layer_sweep_removed_total";
@@ -68,7 +69,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 43] = [
+pub const ALL: [&str; 44] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_EXPIRED,
@@ -103,6 +104,7 @@ pub const ALL: [&str; 43] = [
     REDIS_EVICTED_KEYS,
     REDIS_MAXMEMORY,
     REDIS_MAXMEMORY_POLICY,
+    REDIS_FAILOVERS,
     CACHE_HIT_RATIO,
     STATS_RUNS,
     SWEEP_REMOVED,
@@ -320,6 +322,11 @@ fn describe() {
         Unit::Bytes,
         "Redis maxmemory from INFO; 0 is no limit."
     );
+    describe_counter!(
+        REDIS_FAILOVERS,
+        Unit::Count,
+        "Times the sentinels named another Redis master (redis.sentinel_master), which the daemon then wrote to."
+    );
     describe_gauge!(
         REDIS_MAXMEMORY_POLICY,
         "Always 1 for the policy label Redis reports (maxmemory_policy from INFO), 0 for a policy it reported before."
@@ -406,6 +413,7 @@ pub fn zeroed(topics: &[&str]) {
         OFFSET_COMMIT_FAILURES,
         REDIS_DATA_LOSS,
         REDIS_EVICTED_KEYS,
+        REDIS_FAILOVERS,
     ] {
         counter!(counter).increment(0);
     }
@@ -543,6 +551,11 @@ pub fn cache_stats(stats: &CacheStats) {
     gauge!(REDIS_MAXMEMORY).set(stats.server.maxmemory as f64);
     gauge!(CACHE_HIT_RATIO).set(stats.server.hit_ratio);
     counter!(STATS_RUNS, "outcome" => "ok").increment(1);
+}
+
+/// The sentinels named another master `failovers` times since the start.
+pub fn redis_failovers(failovers: u64) {
+    counter!(REDIS_FAILOVERS).absolute(failovers);
 }
 
 /// Redis's memory policy is `policy` now, and was `before`.

@@ -126,6 +126,33 @@ fn the_old_services_variables_and_the_generic_form_override_the_file() {
 }
 
 #[test]
+fn sentinels_are_configured_through_the_environment_as_the_compose_file_does() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("cache-layer.toml", "")?;
+        jail.set_env("REDIS_HOST", "ignored-with-sentinel");
+        jail.set_env("CACHE_LAYER__REDIS__SENTINEL_MASTER", "cache");
+        jail.set_env(
+            "CACHE_LAYER__REDIS__SENTINEL_NODES",
+            r#"["redis://s1:26379", "redis://s2:26379"]"#,
+        );
+        jail.set_env("CACHE_LAYER__REDIS__SENTINEL_PASSWORD", "sentinel-secret");
+        let config = load(jail).unwrap();
+        assert_eq!(config.redis.sentinel_master, "cache");
+        assert_eq!(
+            config.redis.sentinel_nodes,
+            ["redis://s1:26379", "redis://s2:26379"]
+        );
+        assert_eq!(
+            config.redis.endpoint(),
+            "master cache of sentinels s1:26379,s2:26379/0"
+        );
+        assert!(!format!("{config:?}").contains("sentinel-secret"));
+        Ok(())
+    });
+}
+
+#[test]
 fn the_environment_changes_the_parts_of_a_url_from_the_file() {
     Jail::expect_with(|jail| {
         jail.clear_env();
@@ -261,6 +288,31 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
                 "newest",
             ),
             ("[log]\nformat = \"xml\"\n", "format", "xml"),
+            (
+                "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://127.0.0.1:26379\"]\ncluster = true\n",
+                "redis.sentinel_master",
+                "redis.cluster",
+            ),
+            (
+                "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://127.0.0.1:26379\"]\nurl = \"redis://h:1\"\n",
+                "redis.sentinel_master",
+                "redis.url",
+            ),
+            (
+                "[redis]\nsentinel_master = \"m\"\n",
+                "redis.sentinel_nodes",
+                "at least one",
+            ),
+            (
+                "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"127.0.0.1:26379\"]\n",
+                "redis.sentinel_nodes",
+                "redis://host:port",
+            ),
+            (
+                "[redis]\nsentinel_nodes = [\"redis://127.0.0.1:26379\"]\n",
+                "redis.sentinel_nodes",
+                "redis.sentinel_master",
+            ),
             (
                 "[redis]\npause_above_memory_ratio = 1.5\n",
                 "redis.pause_above_memory_ratio",

@@ -160,6 +160,27 @@ fn the_compose_file_has_the_stack_and_its_files_exist() {
         Some(true)
     );
     assert_eq!(services["producer"]["profiles"][0], "producer");
+    // The Sentinel variant: a replica of the Redis, three sentinels watching it, and a
+    // daemon configured to find the master through them.
+    for name in ["redis-replica", "redis-sentinel", "cache-layer-sentinel"] {
+        assert_eq!(services[name]["profiles"][0], "sentinel", "{name}");
+    }
+    let replica = services["redis-replica"]["command"].as_array().unwrap();
+    assert!(replica
+        .windows(3)
+        .any(|w| w[0] == "--replicaof" && w[1] == "redis" && w[2] == "6379"));
+    assert_eq!(services["redis-sentinel"]["deploy"]["replicas"], 3);
+    let sentinel = services["redis-sentinel"]["command"][0].as_str().unwrap();
+    assert!(
+        sentinel.contains("sentinel monitor cache redis 6379 2"),
+        "{sentinel}"
+    );
+    let env = &services["cache-layer-sentinel"]["environment"];
+    assert_eq!(env["CACHE_LAYER__REDIS__SENTINEL_MASTER"], "cache");
+    assert_eq!(
+        env["CACHE_LAYER__REDIS__SENTINEL_NODES"],
+        r#"["redis://redis-sentinel:26379"]"#
+    );
     let depends = &services["cache-layer"]["depends_on"];
     assert_eq!(depends["redis"]["condition"], "service_healthy");
     assert_eq!(

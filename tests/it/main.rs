@@ -28,6 +28,7 @@ mod poison;
 mod prometheus;
 mod rebuild;
 mod resume;
+mod sentinel;
 mod support;
 mod sweep;
 mod tls;

@@ -2,7 +2,8 @@
 //!
 //! - [`redis_server`]: a throwaway `redis-server` on a free loopback port;
 //!   [`certs`]: a test CA and certificates;
-//!   [`cluster`]: a local Redis Cluster of such servers;
+//!   [`cluster`]: a local Redis Cluster of such servers; [`sentinel`]: a master and a
+//!   replica watched by three sentinels;
 //! - [`kafka`]: librdkafka's mock cluster with the three source topics, a producer, a
 //!   reader of topics and committed offsets, and a daemon runner;
 //! - [`fixtures`]: upstream messages as JSON and as decoded models, built in one place;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod kafka;
 pub mod process;
 pub mod redis_server;
+pub mod sentinel;
 pub mod state;
 pub mod tansu;
 
