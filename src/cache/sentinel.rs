@@ -60,7 +60,13 @@ impl SentinelConn {
             .sentinel_nodes
             .iter()
             .all(|n| n.starts_with("rediss://"));
-        let db: i64 = data.path().trim_start_matches('/').parse().unwrap_or(0);
+        // The data nodes' database and credentials, decoded as for one server's URL.
+        let data = data
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        let data = data.redis_settings();
+        let db = data.db();
         let mut builder = SentinelClientBuilder::new(
             sentinels,
             &config.sentinel_master,
@@ -68,8 +74,8 @@ impl SentinelConn {
         )
         .map_err(bad)?
         .set_client_to_redis_db(db);
-        if !data.username().is_empty() {
-            builder = builder.set_client_to_redis_username(data.username());
+        if let Some(username) = data.username() {
+            builder = builder.set_client_to_redis_username(username);
         }
         if let Some(password) = data.password() {
             builder = builder.set_client_to_redis_password(password);

@@ -59,6 +59,8 @@ async fn start(dir: &Path) -> TlsRedis {
             "--appendonly",
             "no",
         ])
+        .arg("--dir")
+        .arg(dir)
         .args(["--requirepass", ADMIN_PASSWORD])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -7,7 +7,6 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,9 +22,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
-    /// With persistence: the data directory, removed on drop. The append-only file is
-    /// fsynced on every write, so even a killed server comes back with all its data.
-    data_dir: Option<PathBuf>,
+    /// The server's own directory, removed on drop, never the test's: a replica writes
+    /// the snapshot it syncs there (`dump.rdb`), which every server started later in
+    /// the same directory would load. With persistence the append-only file lives there
+    /// too, fsynced on every write, so even a killed server comes back with all its data.
+    dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -45,18 +47,14 @@ impl RedisServer {
         // A port found free can be taken by another process before redis binds it.
         for _ in 0..5 {
             let port = free_port();
-            let data_dir = if persistent {
-                let dir = std::env::temp_dir()
-                    .join(format!("cache-layer-redis-{}-{port}", std::process::id()));
-                std::fs::create_dir_all(&dir)?;
-                Some(dir)
-            } else {
-                None
-            };
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("cache-layer-redis-{port}-"))
+                .tempdir()?;
             let mut server = Self {
                 port,
                 child: None,
-                data_dir,
+                dir,
+                persistent,
             };
             match server.spawn().await {
                 Ok(()) => return Ok(server),
@@ -113,15 +111,14 @@ impl RedisServer {
             .args(["--protected-mode", "no", "--loglevel", "warning"])
             // DEBUG SLEEP plays a Redis that hangs.
             .args(["--enable-debug-command", "local"]);
-        match &self.data_dir {
-            Some(dir) => command.arg("--dir").arg(dir).args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ]),
-            None => command.args(["--appendonly", "no"]),
-        };
+        command.arg("--dir").arg(self.dir.path());
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            // Empty at every start, even after it synced a snapshot as a replica.
+            let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+            command.args(["--appendonly", "no"]);
+        }
         let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -158,9 +155,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = &self.data_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
