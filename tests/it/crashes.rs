@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use cache_layer_testkit::kafka::{
-    daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, WINDOWS,
-};
-use cache_layer_testkit::process::DaemonProcess;
+use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, WINDOWS};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{connect, wait_until, window_records, RedisServer};
@@ -15,31 +12,6 @@ use redis::Commands;
 use crate::support;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The release-like daemon on the mock cluster, configured through the environment.
-fn spawn(kafka: &MockKafka, redis: &RedisServer) -> DaemonProcess {
-    let env = [
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
-        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
-        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
-        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
-        ("CACHE_LAYER__REDIS__URL", redis.url()),
-        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
-        (
-            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
-            "10".to_owned(),
-        ),
-        (
-            "CACHE_LAYER__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
-            "6000".to_owned(),
-        ),
-        (
-            "CACHE_LAYER__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
-            "500".to_owned(),
-        ),
-    ];
-    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
@@ -52,7 +24,7 @@ async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
     let mut before = 0;
     for chunk in chunks.by_ref().take(3) {
         kafka.produce_generated(chunk).await;
-        let daemon = spawn(kafka, redis);
+        let daemon = support::spawn(kafka, &redis.url(), support::QUICK_SESSION);
         wait_until(DEADLINE, "progress before the kill", || async {
             kafka.committed_total(GROUP).await > before
         })
@@ -65,7 +37,7 @@ async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
     for chunk in chunks {
         kafka.produce_generated(chunk).await;
     }
-    let daemon = spawn(kafka, redis);
+    let daemon = support::spawn(kafka, &redis.url(), support::QUICK_SESSION);
     scenario.assert_landed(DEADLINE).await;
     assert!(daemon.stop().await.unwrap().success());
 }

@@ -18,20 +18,12 @@ use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{connect, wait_until};
 use redis::Commands;
 
-use crate::support::spawn;
+use crate::support::{spawn, QUICK_SESSION};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const PARTITIONS: i32 = 4;
 
 /// A killed member's partitions move within seconds, not librdkafka's 45 s.
-const QUICK_SESSION: &[(&str, &str)] = &[
-    ("CACHE_LAYER__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000"),
-    (
-        "CACHE_LAYER__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
-        "500",
-    ),
-];
-
 /// A stream of 10 one-minute windows and the alerts and user metrics beside them, its
 /// first half produced and landed.
 async fn half_landed(seed: u64) -> (Scenario<TansuKafka>, usize) {

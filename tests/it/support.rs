@@ -1,11 +1,10 @@
 //! Reading the repository's deployment files, for the deploy and metrics tests, and the
-//! daemon as its own process on tansu.
+//! daemon as its own process on a broker.
 
 use std::path::{Path, PathBuf};
 
-use cache_layer_testkit::kafka::{DEAD_LETTER, GROUP};
+use cache_layer_testkit::kafka::{Broker, DEAD_LETTER, GROUP};
 use cache_layer_testkit::process::DaemonProcess;
-use cache_layer_testkit::tansu::TansuKafka;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -36,9 +35,20 @@ pub fn metric_names_in(text: &str) -> Vec<String> {
     names
 }
 
-/// The debug-built daemon as its own process on tansu, in the test group, configured
-/// through the environment: batches of at most 500 messages or 20 ms, quick retries.
-pub fn spawn(kafka: &TansuKafka, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
+/// A group session of 6 s (heartbeats every 0.5 s), so that a killed daemon's partitions
+/// move within seconds.
+pub const QUICK_SESSION: &[(&str, &str)] = &[
+    ("CACHE_LAYER__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000"),
+    (
+        "CACHE_LAYER__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
+        "500",
+    ),
+];
+
+/// The debug-built daemon as its own process on a broker (tansu, or the mock cluster over
+/// TCP), in the test group, configured through the environment: batches of at most 500
+/// messages or 20 ms, quick retries.
+pub fn spawn(kafka: &Broker, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
     let mut env = vec![
         ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
         ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
