@@ -20,7 +20,8 @@
 //! Every second, and whenever a write found the group's marker gone, a round of
 //! housekeeping runs beside the loop: it reports a Redis that lost its data and reads
 //! the rebuild requests of the partitions assigned; the loop then replays them
-//! (`rebuild`).
+//! (`rebuild`). With `redis.pause_above_memory_ratio` it also reads Redis's memory use,
+//! and the loop pauses consuming while it is at or above the ratio.
 //!
 //! The stages, each in its own module: `consumer` (the Kafka group), `batch`
 //! (decoding, validating and coalescing on arrival), `sink` (the retried write) with
@@ -80,8 +81,9 @@ const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// How often a round of housekeeping runs: one `EXISTS` of the marker and one `HGETALL`
-/// of the rebuild requests, so that a Redis emptied under a quiet stream is found
-/// within about a second.
+/// of the rebuild requests (and `INFO memory` when the memory ratio is watched), so that
+/// a Redis emptied under a quiet stream, or one nearly full, is found within about a
+/// second.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// How long a resume that left partitions paused waits before trying again.
