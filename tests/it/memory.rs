@@ -81,7 +81,7 @@ async fn an_evicting_redis_and_its_memory_policy_show_in_the_metrics() {
 }
 
 /// A backlog larger than Redis's limit (the stream takes about 6 MB in Redis, the limit
-/// leaves 4 MB): the daemon pauses at the ratio, set 100 kB above what Redis used before,
+/// leaves 5 MB): the daemon pauses at the ratio, set 100 kB above what Redis used before,
 /// and the headroom above it holds the writes of the second before the daemon looks
 /// again (about 2.5 MB in a debug build), so Redis never refuses a write. Once memory is
 /// raised, the whole stream lands.
@@ -91,7 +91,7 @@ async fn a_backlog_pauses_at_the_memory_ratio_and_never_meets_oom() {
     let (kafka, redis) = (&scenario.kafka, &scenario.redis);
     config_set(redis, "maxmemory-policy", "noeviction");
     let used = info_field(redis, "memory", "used_memory:");
-    let maxmemory = used + 4_000_000;
+    let maxmemory = used + 5_000_000;
     config_set(redis, "maxmemory", maxmemory);
     for chunk in scenario.stream.chunks(2_000) {
         kafka.produce_generated(chunk).await;
