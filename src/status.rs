@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::cache::MemoryUse;
 use crate::metrics;
 
 #[derive(Debug)]
@@ -35,11 +36,10 @@ pub struct Status {
 }
 
 /// Redis nearly full: consuming is paused until its memory use is below the ratio.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryPressure {
     /// The fullest master's `used_memory` and `maxmemory`.
-    pub used_memory: u64,
-    pub maxmemory: u64,
+    pub memory: MemoryUse,
     /// `redis.pause_above_memory_ratio`.
     pub pause_above: f64,
 }

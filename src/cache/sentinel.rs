@@ -56,10 +56,6 @@ impl SentinelConn {
             .map(|node| Ok(node.as_str().into_connection_info()?.addr().clone()))
             .collect::<RedisResult<Vec<_>>>()
             .map_err(bad)?;
-        let tls = config
-            .sentinel_nodes
-            .iter()
-            .all(|n| n.starts_with("rediss://"));
         // The data nodes' database and credentials, decoded as for one server's URL.
         let data = data
             .as_str()
@@ -86,7 +82,7 @@ impl SentinelConn {
         if let Some(password) = &config.sentinel_password {
             builder = builder.set_client_to_sentinel_password(password.expose_secret());
         }
-        if tls {
+        if config.sentinel_tls() {
             builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
             if let Some(certificates) = certificates(config)? {
                 builder = builder

@@ -69,10 +69,11 @@ impl ServerInfo {
         self.maxmemory += other.maxmemory;
         if self.maxmemory_policy.is_empty() {
             self.maxmemory_policy.clone_from(&other.maxmemory_policy);
-        } else if !self
-            .maxmemory_policy
-            .split(',')
-            .any(|p| p == other.maxmemory_policy)
+        } else if !other.maxmemory_policy.is_empty()
+            && !self
+                .maxmemory_policy
+                .split(',')
+                .any(|p| p == other.maxmemory_policy)
         {
             self.maxmemory_policy = format!("{},{}", self.maxmemory_policy, other.maxmemory_policy);
         }
@@ -158,7 +159,8 @@ impl CacheLayer {
     }
 
     /// `INFO memory` of every master: the fullest of those with a `maxmemory`, or `None`
-    /// when none has a limit. Two round trips a master, for the memory pressure check.
+    /// when none has a limit. One round trip a master (and one `CLUSTER NODES` on a
+    /// cluster), for the memory pressure check.
     pub async fn memory_use(&self) -> Result<Option<MemoryUse>> {
         let mut fullest: Option<MemoryUse> = None;
         for node in &self.conn.masters().await? {

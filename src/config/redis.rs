@@ -168,9 +168,7 @@ impl RedisConfig {
         let (addresses, plaintext) = if self.sentinel() {
             (
                 "rediss:// sentinels (redis.sentinel_nodes)",
-                self.sentinel_nodes
-                    .iter()
-                    .any(|n| url::Url::parse(n).map_or(true, |u| u.scheme() != "rediss")),
+                !self.sentinel_tls(),
             )
         } else if self.cluster && !self.nodes.is_empty() {
             (
@@ -219,6 +217,14 @@ impl RedisConfig {
     /// Whether the master is found through Sentinel.
     pub fn sentinel(&self) -> bool {
         !self.sentinel_master.is_empty()
+    }
+
+    /// Whether every sentinel is reached over TLS (`rediss://`, in any case); the data
+    /// nodes then are too.
+    pub fn sentinel_tls(&self) -> bool {
+        self.sentinel_nodes
+            .iter()
+            .all(|n| url::Url::parse(n).is_ok_and(|u| u.scheme() == "rediss"))
     }
 
     fn validate_sentinel(&self) -> Result<(), ConfigError> {

@@ -339,11 +339,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                     "ok": false,
                     "error": format!(
                         "Redis's used_memory is {:.1}% of its maxmemory, at or above redis.pause_above_memory_ratio ({}): consuming paused",
-                        pressure.used_memory as f64 * 100.0 / pressure.maxmemory as f64,
+                        pressure.memory.ratio() * 100.0,
                         pressure.pause_above
                     ),
-                    "used_memory": pressure.used_memory,
-                    "maxmemory": pressure.maxmemory,
+                    "used_memory": pressure.memory.used_memory,
+                    "maxmemory": pressure.memory.maxmemory,
                 }),
             },
         }

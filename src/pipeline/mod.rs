@@ -613,9 +613,8 @@ impl Pipeline {
         let resumes = over.is_none() && self.pressure.is_some();
         self.pressure = over;
         self.status
-            .set_memory_pressure(over.map(|m| MemoryPressure {
-                used_memory: m.used_memory,
-                maxmemory: m.maxmemory,
+            .set_memory_pressure(over.map(|memory| MemoryPressure {
+                memory,
                 pause_above,
             }));
         // A write in flight resumes when it is done.
