@@ -17,6 +17,11 @@ use super::{not_empty, positive, ConfigError};
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     pub group_id: String,
+    /// librdkafka's `group.instance.id` (KIP-345 static membership): a member that comes
+    /// back under the same id within `session.timeout.ms` gets its partitions back
+    /// without a rebalance. `${HOSTNAME}` in it is replaced by the host name (a pod's
+    /// name), when the configuration is loaded.
+    pub group_instance_id: Option<String>,
     pub client_id: String,
     pub auto_offset_reset: AutoOffsetReset,
     /// How often stored offsets are committed (librdkafka's `auto.commit.interval.ms`).
@@ -36,6 +41,7 @@ impl Default for KafkaConfig {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
             group_id: "cache-layer".into(),
+            group_instance_id: None,
             client_id: "cache-layer".into(),
             auto_offset_reset: AutoOffsetReset::default(),
             commit_interval: Duration::from_millis(1_000),
@@ -59,16 +65,60 @@ impl KafkaConfig {
         positive("kafka.shutdown_timeout_ms", self.shutdown_timeout)?;
         not_empty("kafka.bootstrap_servers", &self.bootstrap_servers)?;
         not_empty("kafka.group_id", &self.group_id)?;
-        not_empty("kafka.client_id", &self.client_id)
+        not_empty("kafka.client_id", &self.client_id)?;
+        if let Some(id) = &self.group_instance_id {
+            valid_instance_id(id)?;
+        }
+        Ok(())
     }
+
+    /// Replaces `${HOSTNAME}` in `kafka.group_instance_id` by `hostname`.
+    pub(super) fn settle_instance_id(&mut self, hostname: impl FnOnce() -> String) {
+        if let Some(id) = &mut self.group_instance_id {
+            if id.contains(HOSTNAME) {
+                *id = id.replace(HOSTNAME, &hostname());
+            }
+        }
+    }
+}
+
+/// What `kafka.group_instance_id` may say of the host it runs on.
+const HOSTNAME: &str = "${HOSTNAME}";
+
+/// The rules Kafka's brokers apply to a `group.instance.id` (those of a topic name): at
+/// most 249 characters of `[a-zA-Z0-9._-]`. A broker refuses any other id at every join,
+/// so it is refused here first, by its key.
+fn valid_instance_id(id: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "kafka.group_instance_id";
+    if id.contains("${") {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("= {id:?}: only {HOSTNAME} is replaced"),
+        ));
+    }
+    not_empty(KEY, id)?;
+    if id.len() > 249 {
+        return Err(ConfigError::invalid(KEY, "must be at most 249 characters"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("must hold only ASCII letters, digits, '.', '_' and '-', not {c:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// librdkafka properties that cache-layer sets itself, because its delivery guarantee
 /// depends on them, and what to use instead. Setting one under `kafka.properties` is a
 /// configuration error that names both.
-pub const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 8] = [
+pub const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
     ("bootstrap.servers", "use kafka.bootstrap_servers"),
     ("group.id", "use kafka.group_id"),
+    ("group.instance.id", "use kafka.group_instance_id"),
     ("client.id", "use kafka.client_id"),
     ("auto.offset.reset", "use kafka.auto_offset_reset"),
     (
@@ -119,7 +169,7 @@ pub struct KafkaProperties(pub BTreeMap<String, String>);
 /// has some 200 properties, marks a dozen as credentials (and adds more with new
 /// releases), and a name such as `sasl.oauthbearer.config` does not say that it holds
 /// one. So masking is the default, and showing the exception.
-pub const SHOWN_KAFKA_PROPERTIES: [&str; 40] = [
+pub const SHOWN_KAFKA_PROPERTIES: [&str; 39] = [
     "allow.auto.create.topics",
     "api.version.request",
     "broker.address.family",
@@ -136,7 +186,6 @@ pub const SHOWN_KAFKA_PROPERTIES: [&str; 40] = [
     "fetch.min.bytes",
     "fetch.queue.backoff.ms",
     "fetch.wait.max.ms",
-    "group.instance.id",
     "heartbeat.interval.ms",
     "isolation.level",
     "linger.ms",

@@ -119,6 +119,7 @@ impl Config {
 
     fn settled(mut self, env_parts: RedisParts) -> Result<Self, ConfigError> {
         self.redis.settle_parts(env_parts);
+        self.kafka.settle_instance_id(hostname);
         self.validate()?;
         Ok(self)
     }
@@ -191,6 +192,13 @@ fn generic_env() -> Env {
             None => key.into(),
         }
     })
+}
+
+/// The kernel's host name: a Kubernetes pod's name, a container's id.
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The default config path, relative to the working directory.

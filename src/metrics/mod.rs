@@ -40,6 +40,9 @@ pub const KAFKA_ERRORS: &str = "cache_layer_kafka_errors_total";
 pub const HTTP_SHED: &str = "cache_layer_http_shed_requests_total";
 pub const HTTP_CONNECTIONS: &str = "cache_layer_http_connections";
 pub const TOPIC_MISSING: &str = "cache_layer_topic_missing";
+pub const REBALANCES: &str = "cache_layer_rebalances_total";
+pub const PARTITIONS_ASSIGNED: &str = "cache_layer_partitions_assigned";
+pub const CONFIG_RELOADS: &str = "cache_layer_config_reloads_total";
 pub const OFFSET_COMMITS: &str = "cache_layer_offset_commits_total";
 pub const OFFSET_COMMIT_FAILURES: &str = "cache_layer_offset_commit_failures_total";
 pub const OFFSET_GAPS: &str = "cache_layer_offset_gaps_total";
@@ -69,7 +72,7 @@ pub const UP: &str = "cache_layer_up";
 pub const BUILD_INFO: &str = "cache_layer_build_info";
 
 /// Every metric name, for documentation checks and dashboards.
-pub const ALL: [&str; 44] = [
+pub const ALL: [&str; 47] = [
     MESSAGES_CONSUMED,
     MESSAGES_REJECTED,
     MESSAGES_EXPIRED,
@@ -87,6 +90,9 @@ pub const ALL: [&str; 44] = [
     TOPIC_MISSING,
     HTTP_SHED,
     HTTP_CONNECTIONS,
+    REBALANCES,
+    PARTITIONS_ASSIGNED,
+    CONFIG_RELOADS,
     OFFSET_COMMITS,
     OFFSET_COMMIT_FAILURES,
     OFFSET_GAPS,
@@ -164,6 +170,21 @@ pub fn render() -> String {
 }
 
 fn describe() {
+    describe_counter!(
+        REBALANCES,
+        Unit::Count,
+        "Consumer group rebalances this instance took part in, by kind (assign, revoke); with cooperative-sticky, each moves only some partitions."
+    );
+    describe_gauge!(
+        PARTITIONS_ASSIGNED,
+        Unit::Count,
+        "Partitions assigned to this instance."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        Unit::Count,
+        "Configuration reloads on SIGHUP, by outcome (applied, failed: the file or the environment is invalid, and nothing changed)."
+    );
     describe_counter!(
         MESSAGES_CONSUMED,
         Unit::Count,
@@ -404,6 +425,12 @@ pub fn zeroed(topics: &[&str]) {
     for outcome in ["ok", "failed"] {
         counter!(STATS_RUNS, "outcome" => outcome).increment(0);
     }
+    for outcome in ["applied", "failed"] {
+        counter!(CONFIG_RELOADS, "outcome" => outcome).increment(0);
+    }
+    for kind in ["assign", "revoke"] {
+        counter!(REBALANCES, "kind" => kind).increment(0);
+    }
     for counter in [
         HTTP_SHED,
         BATCHES_WRITTEN,
@@ -418,6 +445,7 @@ pub fn zeroed(topics: &[&str]) {
         counter!(counter).increment(0);
     }
     gauge!(REBUILD_PARTITIONS).set(0.0);
+    gauge!(PARTITIONS_ASSIGNED).set(0.0);
 }
 
 /// The daemon started.
@@ -430,6 +458,20 @@ pub fn started() {
 pub fn stopped() {
     gauge!(UP).set(0.0);
     gauge!(READY).set(0.0);
+}
+
+/// A rebalance assigned (`revoke` false) or revoked partitions; `assigned` is how many
+/// this instance holds after it.
+pub fn rebalanced(revoke: bool, assigned: usize) {
+    let kind = if revoke { "revoke" } else { "assign" };
+    counter!(REBALANCES, "kind" => kind).increment(1);
+    gauge!(PARTITIONS_ASSIGNED).set(assigned as f64);
+}
+
+/// A SIGHUP reload: applied, or refused for an invalid configuration.
+pub fn config_reloaded(applied: bool) {
+    let outcome = if applied { "applied" } else { "failed" };
+    counter!(CONFIG_RELOADS, "outcome" => outcome).increment(1);
 }
 
 pub fn consumed(topic: &str, messages: u64) {

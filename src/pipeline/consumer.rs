@@ -4,9 +4,14 @@
 //! Offsets follow rust-rdkafka's `at_least_once` example: `enable.auto.offset.store` is
 //! off, the daemon stores an offset only after the batch that holds its message was
 //! written, and librdkafka commits the stored offsets every `kafka.commit_interval_ms`.
-//! On revocation the stored offsets are committed before the partitions move, and on
-//! shutdown they are committed synchronously, before the consumer leaves the group by the
-//! shutdown's deadline ([`close`]).
+//! On revocation the stored offsets of the partitions revoked (only those: with
+//! `cooperative-sticky` a rebalance moves some partitions and leaves the rest fetching)
+//! are committed before they move, and on shutdown every stored offset is committed
+//! synchronously, before the consumer leaves the group by the shutdown's deadline
+//! ([`close`]). A batch stores offsets only for the partitions this member held without
+//! a break since the batch was handed to its write: a partition revoked meanwhile, even
+//! one assigned back since, has moved on under its other owner, and an offset stored
+//! now would commit it back.
 //!
 //! Pausing and resuming live here too, with the state they share with rebalances: a
 //! partition assigned while the daemon is paused is paused at once, and resuming seeks
@@ -55,6 +60,17 @@ pub(crate) struct GroupContext {
     /// The committed offsets of the partitions just assigned, where each is expected to
     /// start, for the loop to take into its positions before their first message.
     starts: Mutex<Vec<(String, i32, i64)>>,
+    /// The partitions this member holds: since which rebalance, and the offset stored.
+    held: Mutex<HashMap<(String, i32), Holding>>,
+}
+
+/// One partition this member holds.
+#[derive(Debug, Clone, Copy)]
+struct Holding {
+    /// The rebalance (the count of [`GroupContext::rebalances`]) that assigned it.
+    since: u64,
+    /// The offset stored last, the next one to read, for the commit on its revocation.
+    stored: Option<i64>,
 }
 
 impl GroupContext {
@@ -144,6 +160,39 @@ impl ClientContext for GroupContext {
 }
 
 impl GroupContext {
+    /// Notes the partitions just assigned, by the rebalance that assigned them.
+    fn hold(&self, partitions: &TopicPartitionList, since: u64) {
+        if let Ok(mut held) = self.held.lock() {
+            for e in partitions.elements() {
+                let holding = Holding {
+                    since,
+                    stored: None,
+                };
+                held.insert((e.topic().to_owned(), e.partition()), holding);
+            }
+        }
+    }
+
+    /// Forgets the partitions revoked, and returns the offsets stored for them.
+    fn let_go(&self, partitions: &TopicPartitionList) -> TopicPartitionList {
+        let mut stored = TopicPartitionList::new();
+        let Ok(mut held) = self.held.lock() else {
+            return stored;
+        };
+        for e in partitions.elements() {
+            let holding = held.remove(&(e.topic().to_owned(), e.partition()));
+            if let Some(offset) = holding.and_then(|h| h.stored) {
+                add(
+                    &mut stored,
+                    e.topic(),
+                    e.partition(),
+                    Offset::Offset(offset),
+                );
+            }
+        }
+        stored
+    }
+
     /// Reads where the partitions just assigned start (their committed offsets), so that
     /// their first delivered offsets are checked too: a new owner that starts inside a
     /// record batch on tansu is delivered the batches after it, or nothing. A partition
@@ -173,17 +222,20 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                info!(partitions = %describe(partitions), "partitions revoked; committing stored offsets");
+                info!(partitions = %describe(partitions), "partitions revoked; committing their stored offsets");
                 metrics::lag_revoked(
                     partitions
                         .elements()
                         .iter()
                         .map(|e| (e.topic(), e.partition())),
                 );
-                // Whatever was written before the partitions move is committed now, so the
-                // next owner starts after it.
-                if let Err(e) = commit_stored(consumer) {
-                    warn!(error = %e, "commit on revocation failed; the next owner replays from the last commit");
+                // Whatever was written of them is committed before they move, so the next
+                // owner starts after it.
+                let stored = self.let_go(partitions);
+                if stored.count() > 0 {
+                    if let Err(e) = consumer.commit(&stored, CommitMode::Sync) {
+                        warn!(error = %e, offsets = %describe(&stored), "commit on revocation failed; the next owner replays from the last commit");
+                    }
                 }
             }
             Rebalance::Assign(partitions) => {
@@ -195,7 +247,10 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.errors.recovered();
-        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        let rebalance_count = self.rebalances.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.hold(partitions, rebalance_count);
+        }
         // A partition starts fetching when it is assigned, paused or not: while writes
         // fail, what arrives would pile up in a batch that cannot be written.
         if let Rebalance::Assign(partitions) = rebalance {
@@ -210,7 +265,13 @@ impl ConsumerContext for GroupContext {
             }
         }
         match consumer.assignment() {
-            Ok(assignment) => self.status.set_assigned(assignment.count()),
+            Ok(assignment) => {
+                if !matches!(rebalance, Rebalance::Error(_)) {
+                    let revoke = matches!(rebalance, Rebalance::Revoke(_));
+                    metrics::rebalanced(revoke, assignment.count());
+                }
+                self.status.set_assigned(assignment.count());
+            }
             Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
         }
     }
@@ -257,6 +318,7 @@ pub(crate) fn subscribe(
         rebalances: AtomicU64::new(0),
         high_watermarks: Mutex::default(),
         starts: Mutex::default(),
+        held: Mutex::default(),
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;
@@ -311,19 +373,38 @@ pub(crate) async fn close(consumer: Arc<GroupConsumer>, deadline: tokio::time::I
 }
 
 /// Stores, in one call, the offset after the last written message of each partition,
-/// for the next commit. A partition that moved to another member meanwhile is skipped:
-/// its new owner replays from the last commit, which the idempotent writes make harmless.
+/// for the next commit: only for the partitions held without a break since rebalance
+/// `taken_at` (the count of [`GroupContext::rebalances`] when the batch was handed to its
+/// write). A partition revoked meanwhile is skipped, even if it was assigned back: its
+/// other owner moved its commit on, and its new start was read then. The idempotent
+/// writes make what this batch wrote of it harmless; its owner writes it again.
 pub(crate) fn store_offsets<'a>(
     consumer: &GroupConsumer,
     offsets: impl Iterator<Item = (&'a str, i32, i64)>,
+    taken_at: u64,
 ) {
     let mut next = TopicPartitionList::new();
+    let Ok(mut held) = consumer.context().held.lock() else {
+        return;
+    };
     for (topic, partition, offset) in offsets {
+        let holding = held
+            .get_mut(&(topic.to_owned(), partition))
+            .filter(|h| h.since <= taken_at);
+        let Some(holding) = holding else {
+            debug!(
+                topic,
+                partition,
+                offset,
+                "offset not stored: the partition was revoked since its batch was taken"
+            );
+            continue;
+        };
         // Kafka commits the offset of the next message to read.
-        if let Err(e) = next.add_partition_offset(topic, partition, Offset::Offset(offset + 1)) {
-            warn!(topic, partition, offset, error = %e, "offset not stored");
-        }
+        holding.stored = Some(offset + 1);
+        add(&mut next, topic, partition, Offset::Offset(offset + 1));
     }
+    drop(held);
     if next.count() == 0 {
         return;
     }
@@ -442,7 +523,7 @@ pub(crate) async fn resume(
 
 fn add(list: &mut TopicPartitionList, topic: &str, partition: i32, offset: Offset) {
     if let Err(e) = list.add_partition_offset(topic, partition, offset) {
-        warn!(topic, partition, error = %e, "cannot seek back on resume");
+        warn!(topic, partition, ?offset, error = %e, "cannot add a partition's offset to a list");
     }
 }
 

@@ -57,6 +57,9 @@ pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
             config.kafka.commit_interval.as_millis().to_string(),
         )
         .set("enable.partition.eof", "false");
+    if let Some(id) = &config.kafka.group_instance_id {
+        client.set("group.instance.id", id);
+    }
     for (name, value) in CONSUMER_DEFAULTS {
         if !config.kafka.properties.0.contains_key(name) {
             client.set(name, value);

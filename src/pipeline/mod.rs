@@ -460,12 +460,13 @@ impl Pipeline {
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let status = Arc::clone(&self.status);
+        let taken_at = self.consumer.context().rebalances();
         // The loop resumes fetching once the write is done (it knows where it stands).
         self.in_flight = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let written = sink
                 .write_until_done(&batch, || consumer::pause(&consumer))
                 .await;
-            consumer::store_offsets(&consumer, batch.offsets());
+            consumer::store_offsets(&consumer, batch.offsets(), taken_at);
             acknowledged(&batch, &written, sink.dead_letters(), &status);
             written
         })));

@@ -126,6 +126,21 @@ fn the_old_services_variables_and_the_generic_form_override_the_file() {
 }
 
 #[test]
+fn the_group_instance_id_takes_the_host_name() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("cache-layer.toml", "[kafka]\ngroup_instance_id = \"x\"\n")?;
+        jail.set_env("CACHE_LAYER__KAFKA__GROUP_INSTANCE_ID", "cache-${HOSTNAME}");
+        let config = load(jail).expect("loads");
+        let hostname = nix::unistd::gethostname().unwrap();
+        let id = config.kafka.group_instance_id.expect("set");
+        assert_eq!(id, format!("cache-{}", hostname.to_str().unwrap()));
+        assert!(!id.contains('$'));
+        Ok(())
+    });
+}
+
+#[test]
 fn sentinels_are_configured_through_the_environment_as_the_compose_file_does() {
     Jail::expect_with(|jail| {
         jail.clear_env();
@@ -220,6 +235,21 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
                 "greater than 0",
             ),
             ("[cache]\ndefault_ttl = -5\n", "default_ttl", "-5"),
+            (
+                "[kafka]\ngroup_instance_id = \"cache ${HOSTNAME}\"\n",
+                "kafka.group_instance_id",
+                "not ' '",
+            ),
+            (
+                "[kafka]\ngroup_instance_id = \"cache-${POD_NAME}\"\n",
+                "kafka.group_instance_id",
+                "only ${HOSTNAME} is replaced",
+            ),
+            (
+                "[kafka.properties]\n\"group.instance.id\" = \"a\"\n",
+                "kafka.properties.group.instance.id",
+                "use kafka.group_instance_id",
+            ),
             (
                 "[batch]\nmax_messages = 0\n",
                 "batch.max_messages",

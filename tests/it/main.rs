@@ -22,6 +22,7 @@ mod http_limits;
 mod kafka;
 mod kafka_security;
 mod maintenance;
+mod membership;
 mod memory;
 mod metrics;
 mod poison;
