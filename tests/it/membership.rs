@@ -3,10 +3,11 @@
 //! stream. Through tansu, with every daemon a process of its own.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::time::Duration;
 
 use cache_layer::metrics::{PARTITIONS_ASSIGNED, REBALANCES};
-use cache_layer_testkit::kafka::{Broker, GROUP};
+use cache_layer_testkit::kafka::{Broker, MockKafka, GROUP};
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::tansu::TansuKafka;
@@ -125,7 +126,7 @@ fn watch_commits(kafka: Broker) -> (CancellationToken, JoinHandle<Vec<String>>) 
 }
 
 /// A member with the cooperative-sticky assignor and a quick session.
-fn cooperative_member(scenario: &Scenario<TansuKafka>) -> DaemonProcess {
+fn cooperative_member<K: Deref<Target = Broker>>(scenario: &Scenario<K>) -> DaemonProcess {
     let mut env = vec![(
         "CACHE_LAYER__KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY",
         "cooperative-sticky",
@@ -135,9 +136,23 @@ fn cooperative_member(scenario: &Scenario<TansuKafka>) -> DaemonProcess {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooperative_rebalances_while_instances_come_and_go_lose_nothing_and_commit_nothing_back() {
+async fn cooperative_rebalances_on_tansu_lose_nothing_and_commit_nothing_back() {
     let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 24_000, 28).await;
-    let (stop_watching, watch) = watch_commits(scenario.kafka.tansu.broker(PARTITIONS));
+    come_and_go(scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_rebalances_on_the_mock_cluster_lose_nothing_and_commit_nothing_back() {
+    let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 24_000, 29).await;
+    come_and_go(scenario).await;
+}
+
+/// Instances join and leave one by one, with the cooperative-sticky assignor, while the
+/// stream flows; at the end Redis holds exactly the stream, every offset is committed,
+/// and no commit ever went back.
+async fn come_and_go<K: Deref<Target = Broker>>(scenario: Scenario<K>) {
+    let watcher = Broker::new(&scenario.kafka.bootstrap(), PARTITIONS);
+    let (stop_watching, watch) = watch_commits(watcher);
     let mut chunks = scenario.stream.chunks(4_000);
     let mut produce_next = || {
         let chunk = chunks.next().expect("a chunk left");
@@ -146,6 +161,12 @@ async fn cooperative_rebalances_while_instances_come_and_go_lose_nothing_and_com
 
     let first = cooperative_member(&scenario);
     produce_next().await;
+    wait_until(
+        DEADLINE,
+        "the first member holds every partition",
+        || async { first.metric(PARTITIONS_ASSIGNED).await == 18.0 },
+    )
+    .await;
     let second = cooperative_member(&scenario);
     produce_next().await;
     wait_until(DEADLINE, "the second member holds partitions", || async {
