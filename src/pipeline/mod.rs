@@ -26,7 +26,8 @@
 //! The stages, each in its own module: `consumer` (the Kafka group), `batch`
 //! (decoding, validating and coalescing on arrival), `sink` (the retried write) with
 //! `retry` (what a failure means), [`dead_letter`] (rejected and refused messages),
-//! `rebuild` (replaying what Redis lost), `health` (Kafka errors and missing topics,
+//! `rebuild` (replaying what Redis lost), [`offsets`] (the group's offsets, for the
+//! operator's `offsets` command), `health` (Kafka errors and missing topics,
 //! for the operator), and [`kafka`] (the client configuration they share).
 
 mod batch;
@@ -34,6 +35,7 @@ mod consumer;
 pub mod dead_letter;
 mod health;
 pub mod kafka;
+pub mod offsets;
 mod position;
 mod rebuild;
 mod retry;

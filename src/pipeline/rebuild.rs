@@ -536,7 +536,7 @@ pub async fn request_rebuild(
 }
 
 /// Every partition of `topics`, from the brokers' metadata.
-fn partitions<X, C>(
+pub(super) fn partitions<X, C>(
     client: &C,
     topics: &[String],
 ) -> rdkafka::error::KafkaResult<Vec<(String, i32)>>
@@ -556,7 +556,7 @@ where
     Ok(partitions)
 }
 
-fn list(
+pub(super) fn list(
     partitions: &[(String, i32)],
     offset: Offset,
 ) -> rdkafka::error::KafkaResult<TopicPartitionList> {
@@ -567,30 +567,61 @@ fn list(
     Ok(list)
 }
 
-/// Where each request starts: the first offset at or after its time.
-async fn starts(consumer: Arc<GroupConsumer>, requests: &[Request]) -> anyhow::Result<Vec<Start>> {
-    let mut query = TopicPartitionList::new();
-    for r in requests {
-        query.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.since_ms))?;
-    }
-    let found =
-        tokio::task::spawn_blocking(move || consumer.offsets_for_times(query, KAFKA_TIMEOUT))
-            .await??;
-    let by_partition: HashMap<(String, i32), Offset> = found
+/// The first offset at or after `since_ms` (a Kafka timestamp) of each partition, by
+/// `offsets_for_times`; `None` for a partition that holds no message from then on. The
+/// rebuild's replay and `cache-layer offsets reset --to-datetime` both start there.
+pub(super) fn first_offsets_at<X, C>(
+    client: &C,
+    partitions: &[(String, i32)],
+    since_ms: i64,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<HashMap<(String, i32), Option<i64>>>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let found = client.offsets_for_times(list(partitions, Offset::Offset(since_ms))?, timeout)?;
+    Ok(found
         .elements()
         .iter()
-        .map(|e| ((e.topic().to_owned(), e.partition()), e.offset()))
-        .collect();
-    Ok(requests
-        .iter()
-        .filter_map(|r| {
-            let from = match by_partition.get(&(r.topic.clone(), r.partition))? {
-                Offset::Offset(offset) => Some(*offset),
+        .filter_map(|e| {
+            let first = match e.offset() {
+                Offset::Offset(offset) => Some(offset),
                 // No message at or after the time.
                 Offset::End => None,
                 Offset::Beginning => Some(0),
                 _ => return None,
             };
+            Some(((e.topic().to_owned(), e.partition()), first))
+        })
+        .collect())
+}
+
+/// Where each request starts: the first offset at or after its time.
+async fn starts(consumer: Arc<GroupConsumer>, requests: &[Request]) -> anyhow::Result<Vec<Start>> {
+    let mut by_time: HashMap<i64, Vec<(String, i32)>> = HashMap::new();
+    for r in requests {
+        by_time
+            .entry(r.since_ms)
+            .or_default()
+            .push((r.topic.clone(), r.partition));
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        let mut found = HashMap::new();
+        for (since_ms, partitions) in by_time {
+            for (partition, first) in
+                first_offsets_at(consumer.as_ref(), &partitions, since_ms, KAFKA_TIMEOUT)?
+            {
+                found.insert((partition, since_ms), first);
+            }
+        }
+        Ok::<_, rdkafka::error::KafkaError>(found)
+    })
+    .await??;
+    Ok(requests
+        .iter()
+        .filter_map(|r| {
+            let from = *found.get(&((r.topic.clone(), r.partition), r.since_ms))?;
             Some(Start {
                 request: r.clone(),
                 from,

@@ -25,6 +25,7 @@ mod maintenance;
 mod membership;
 mod memory;
 mod metrics;
+mod offsets;
 mod poison;
 mod prometheus;
 mod rebuild;

@@ -1,7 +1,8 @@
 //! The command line: the daemon (`run`, the default), the operator commands that work
 //! on the configured Redis (`stats`, `sweep`, `clear`, `trends`, `trend`, `rebuild`,
-//! `check-config`), and `produce`, which sends a file's lines to a topic. Each operator
-//! command prints readable text, or JSON with `--json`.
+//! `check-config`) or on the group's offsets (`offsets`, `offsets reset`), and
+//! `produce`, which sends a file's lines to a topic. Each operator command prints
+//! readable text, or JSON with `--json`.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -9,13 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use chrono::{DateTime, Utc};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use cache_layer::background::{sweep_once, SweepOutcome};
 use cache_layer::cache::{lock_token, CacheLayer};
 use cache_layer::config::{self, Config};
+use cache_layer::pipeline::offsets::{self, Move, PartitionOffsets, ResetTo};
 use cache_layer::pipeline::{kafka, request_rebuild};
 use cache_layer::telemetry;
 
@@ -69,6 +72,14 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Print the group's committed offset, log end, lag and the committed message's time
+    /// for each partition of the source topics; `offsets reset` moves them.
+    Offsets {
+        #[command(subcommand)]
+        reset: Option<OffsetsCommand>,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Validate the configuration and print it, secrets masked; exits 1 when invalid.
     CheckConfig(Output),
     /// Print a shell completion script: `cache-layer completions bash > /etc/bash_completion.d/cache-layer`.
@@ -86,6 +97,56 @@ pub enum Command {
         #[arg(long)]
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Move the group's committed offsets; refused while the group has members.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "by_duration"])))]
+pub struct ResetArgs {
+    /// To the first offset each log holds: everything is read again.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To the end of each log: what is there is skipped.
+    #[arg(long)]
+    to_latest: bool,
+    /// To the first message at or after this time (RFC 3339: 2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    to_datetime: Option<DateTime<Utc>>,
+    /// To the first message at or after this long ago: -15m, -2h, -1d.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = past_duration)]
+    by_duration: Option<Duration>,
+    /// Print the moves without committing them.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    output: Output,
+}
+
+impl ResetArgs {
+    fn to(&self) -> ResetTo {
+        if self.to_earliest {
+            ResetTo::Earliest
+        } else if self.to_latest {
+            ResetTo::Latest
+        } else if let Some(time) = self.to_datetime {
+            ResetTo::Time(time)
+        } else {
+            let ago = self.by_duration.unwrap_or_default();
+            ResetTo::Time(Utc::now() - chrono::TimeDelta::from_std(ago).unwrap_or_default())
+        }
+    }
+}
+
+/// A duration back from now, as `kafka-consumer-groups --by-duration` takes it: `-15m`
+/// (the sign may be left out: a reset never goes to the future).
+fn past_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.strip_prefix('-').unwrap_or(text))
+        .map_err(|e| format!("{e}: a duration back from now, such as -15m or -2h"))
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -209,6 +270,32 @@ pub async fn dispatch(
                 format!("requested the rebuild of {partitions} partitions from {since} ago; /readyz shows its progress")
             })
         }
+        Command::Offsets {
+            reset: None,
+            output,
+        } => {
+            let offsets = offsets::describe(&config).await?;
+            print(output, &offsets, || offsets_table(&config, &offsets))
+        }
+        Command::Offsets {
+            reset: Some(OffsetsCommand::Reset(args)),
+            ..
+        } => {
+            let to = args.to();
+            let moves = if args.dry_run {
+                offsets::plan_reset(&config, to).await?
+            } else {
+                offsets::reset(&config, to).await?
+            };
+            let result = serde_json::json!({
+                "group": config.kafka.group_id,
+                "dry_run": args.dry_run,
+                "moves": moves,
+            });
+            print(args.output, &result, || {
+                moves_table(&config, &moves, args.dry_run)
+            })
+        }
         Command::CheckConfig(output) => print(output, &config, || {
             format!(
                 "# the configuration is valid; effective values, secrets masked:\n{}",
@@ -238,6 +325,65 @@ pub fn init_logging(command: &Command, config: &Config) {
         _ if std::env::var_os("RUST_LOG").is_some() => telemetry::init(&config.log),
         _ => {}
     }
+}
+
+/// `-` for what is not there.
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn offsets_table(config: &Config, offsets: &[PartitionOffsets]) -> String {
+    let mut text = format!(
+        "group {}\n{:<24} {:>9} {:>12} {:>12} {:>10}  {}",
+        config.kafka.group_id,
+        "TOPIC",
+        "PARTITION",
+        "COMMITTED",
+        "LOG-END",
+        "LAG",
+        "COMMITTED-UP-TO"
+    );
+    for p in offsets {
+        text.push_str(&format!(
+            "\n{:<24} {:>9} {:>12} {:>12} {:>10}  {}",
+            p.topic,
+            p.partition,
+            or_dash(p.committed),
+            p.log_end,
+            or_dash(p.lag),
+            or_dash(
+                p.committed_timestamp
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            ),
+        ));
+    }
+    text
+}
+
+fn moves_table(config: &Config, moves: &[Move], dry_run: bool) -> String {
+    let mut text = format!(
+        "{} group {}\n{:<24} {:>9} {:>12} {:>12}",
+        if dry_run {
+            "dry run, nothing committed: the reset would move"
+        } else {
+            "committed the new offsets of"
+        },
+        config.kafka.group_id,
+        "TOPIC",
+        "PARTITION",
+        "FROM",
+        "TO"
+    );
+    for m in moves {
+        text.push_str(&format!(
+            "\n{:<24} {:>9} {:>12} {:>12}",
+            m.topic,
+            m.partition,
+            or_dash(m.from),
+            m.to
+        ));
+    }
+    text
 }
 
 async fn connect(config: &Config) -> anyhow::Result<CacheLayer> {

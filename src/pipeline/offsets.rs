@@ -1,0 +1,279 @@
+//! The group's offsets as an operator command: `cache-layer offsets` shows where the
+//! configured group stands in each partition of the source topics, and `cache-layer
+//! offsets reset` moves its committed offsets, as `kafka-consumer-groups --describe` and
+//! `--reset-offsets` do.
+//!
+//! The client is not a member of the group: it assigns partitions to itself to read a
+//! message's timestamp, never subscribes, and commits only what a reset asks for. A reset
+//! is refused while the group has members, as Kafka's own tool refuses it: a member's
+//! next commit would undo it, and its in-memory positions ignore it. A broker that cannot
+//! describe the group (librdkafka's mock cluster has no DescribeGroups) cannot tell, and
+//! a reset is refused there too.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::batch::TopicKinds;
+use super::kafka;
+use super::rebuild::{first_offsets_at, list, partitions};
+use crate::config::Config;
+
+/// How long each request to the brokers may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the group stands in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionOffsets {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset, the next message it reads; `None` without a commit.
+    pub committed: Option<i64>,
+    /// The first offset the log still holds, and the offset after its last message.
+    pub log_start: i64,
+    pub log_end: i64,
+    /// `log_end - committed`; `None` without a commit.
+    pub lag: Option<i64>,
+    /// The Kafka timestamp of the last message before the committed offset: how far in
+    /// time the group has got. `None` when there is none (no commit, or the commit at
+    /// the log's start).
+    pub committed_timestamp: Option<DateTime<Utc>>,
+}
+
+/// Where a reset moves the committed offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The first offset each log still holds.
+    Earliest,
+    /// The end of each log: nothing is replayed, what is there is skipped.
+    Latest,
+    /// The first message at or after this time (the end of a log that has none).
+    Time(DateTime<Utc>),
+}
+
+/// One partition's move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Move {
+    pub topic: String,
+    pub partition: i32,
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+/// A client of the group that never joins it: no automatic commit, no offset store.
+fn client(config: &Config) -> anyhow::Result<BaseConsumer> {
+    let mut client = kafka::client_config(config);
+    client
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    client
+        .create()
+        .context("cannot create the Kafka client for the group's offsets")
+}
+
+/// The source topics' partitions, from the brokers' metadata.
+fn source_partitions(config: &Config, client: &BaseConsumer) -> anyhow::Result<Vec<(String, i32)>> {
+    let topics: Vec<String> = TopicKinds::new(&config.topics)
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let partitions = partitions(client, &topics).context("cannot read the topics' metadata")?;
+    if partitions.is_empty() {
+        bail!(
+            "none of the source topics exists on {}: {}",
+            config.kafka.bootstrap_servers,
+            topics.join(", ")
+        );
+    }
+    Ok(partitions)
+}
+
+/// Where the configured group stands in every partition of the source topics.
+pub async fn describe(config: &Config) -> anyhow::Result<Vec<PartitionOffsets>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || describe_blocking(&config)).await?
+}
+
+fn describe_blocking(config: &Config) -> anyhow::Result<Vec<PartitionOffsets>> {
+    let client = client(config)?;
+    let partitions = source_partitions(config, &client)?;
+    let committed = committed(&client, &partitions)?;
+    let mut out = Vec::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        let (log_start, log_end) = client
+            .fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)
+            .with_context(|| format!("cannot read the log end of {topic}[{partition}]"))?;
+        let committed = committed.get(&(topic.clone(), partition)).copied();
+        out.push(PartitionOffsets {
+            lag: committed.map(|c| (log_end - c).max(0)),
+            topic,
+            partition,
+            committed,
+            log_start,
+            log_end,
+            committed_timestamp: None,
+        });
+    }
+    let times = last_committed_timestamps(&client, &out)?;
+    for p in &mut out {
+        p.committed_timestamp = times.get(&(p.topic.clone(), p.partition)).copied();
+    }
+    Ok(out)
+}
+
+/// The group's committed offsets, by partition; a partition without one is absent.
+fn committed(
+    client: &BaseConsumer,
+    partitions: &[(String, i32)],
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let committed = client
+        .committed_offsets(list(partitions, Offset::Invalid)?, KAFKA_TIMEOUT)
+        .context("cannot read the group's committed offsets")?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The timestamp of the message before each committed offset, read by assigning the
+/// partitions at that offset and taking the first message of each.
+fn last_committed_timestamps(
+    client: &BaseConsumer,
+    partitions: &[PartitionOffsets],
+) -> anyhow::Result<HashMap<(String, i32), DateTime<Utc>>> {
+    let mut wanted = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        if let Some(committed) = p.committed.filter(|c| *c > p.log_start) {
+            let last = committed - 1;
+            assignment.add_partition_offset(&p.topic, p.partition, Offset::Offset(last))?;
+            wanted.insert((p.topic.clone(), p.partition), last);
+        }
+    }
+    let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    client.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + KAFKA_TIMEOUT;
+    while !wanted.is_empty() && std::time::Instant::now() < deadline {
+        let Some(received) = client.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = received.context("cannot read the last committed messages")?;
+        let key = (message.topic().to_owned(), message.partition());
+        // The first message delivered of each partition; one past the offset asked
+        // for means that offset holds no message (a transaction marker, compaction).
+        if let Some(last) = wanted.remove(&key) {
+            let timestamp = message
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            if let (true, Some(timestamp)) = (message.offset() == last, timestamp) {
+                found.insert(key, timestamp);
+            }
+        }
+    }
+    client.unassign()?;
+    Ok(found)
+}
+
+/// The moves a reset makes: each partition of the source topics, from its committed
+/// offset to where `to` says.
+pub async fn plan_reset(config: &Config, to: ResetTo) -> anyhow::Result<Vec<Move>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = client(&config)?;
+        plan(&config, &client, to)
+    })
+    .await?
+}
+
+fn plan(config: &Config, client: &BaseConsumer, to: ResetTo) -> anyhow::Result<Vec<Move>> {
+    let partitions = source_partitions(config, client)?;
+    let committed = committed(client, &partitions)?;
+    let by_time = match to {
+        ResetTo::Time(time) => Some(
+            first_offsets_at(client, &partitions, time.timestamp_millis(), KAFKA_TIMEOUT)
+                .context("cannot find the offsets at that time")?,
+        ),
+        ResetTo::Earliest | ResetTo::Latest => None,
+    };
+    let mut moves = Vec::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        let (start, end) = client
+            .fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)
+            .with_context(|| format!("cannot read the log of {topic}[{partition}]"))?;
+        let key = (topic, partition);
+        let target = match to {
+            ResetTo::Earliest => start,
+            ResetTo::Latest => end,
+            // No message at or after the time: the end of the log.
+            ResetTo::Time(_) => by_time
+                .as_ref()
+                .and_then(|found| found.get(&key).copied().flatten())
+                .unwrap_or(end),
+        };
+        moves.push(Move {
+            from: committed.get(&key).copied(),
+            topic: key.0,
+            partition: key.1,
+            to: target.clamp(start, end),
+        });
+    }
+    Ok(moves)
+}
+
+/// The group's members, as the brokers describe it: `client_id@host` each.
+fn members(config: &Config, client: &BaseConsumer) -> anyhow::Result<Vec<String>> {
+    let group = &config.kafka.group_id;
+    let groups = client.fetch_group_list(Some(group), KAFKA_TIMEOUT).with_context(|| {
+        format!("cannot tell whether group {group:?} has active members (the brokers do not describe it)")
+    })?;
+    Ok(groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members())
+        .map(|m| format!("{}@{} ({})", m.client_id(), m.client_host(), m.id()))
+        .collect())
+}
+
+/// Moves the group's committed offsets to `to`. Refused while the group has members.
+pub async fn reset(config: &Config, to: ResetTo) -> anyhow::Result<Vec<Move>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = client(&config)?;
+        let members = members(&config, &client)?;
+        if !members.is_empty() {
+            bail!(
+                "group {:?} has active members ({}): stop every instance before resetting its offsets, as the members' own commits would undo the reset",
+                config.kafka.group_id,
+                members.join(", ")
+            );
+        }
+        let moves = plan(&config, &client, to)?;
+        let mut offsets = TopicPartitionList::new();
+        for m in &moves {
+            offsets.add_partition_offset(&m.topic, m.partition, Offset::Offset(m.to))?;
+        }
+        client
+            .commit(&offsets, CommitMode::Sync)
+            .context("cannot commit the new offsets")?;
+        Ok(moves)
+    })
+    .await?
+}

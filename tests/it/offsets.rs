@@ -1,0 +1,225 @@
+//! `cache-layer offsets` and `cache-layer offsets reset`, run as the operator runs them,
+//! against tansu and the mock cluster: the figures printed are the brokers' own, a reset
+//! is refused while the group has a member, and a reset to a time replays exactly the
+//! messages produced after it.
+
+use std::ops::Deref;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use cache_layer::metrics::MESSAGES_CONSUMED;
+use cache_layer_testkit::kafka::{Broker, MockKafka, GROUP, TRENDS, USERS, WINDOWS};
+use cache_layer_testkit::state::{assert_same_state, data_snapshot, expected_state, Scenario};
+use cache_layer_testkit::tansu::TansuKafka;
+use cache_layer_testkit::{connect, wait_until};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::support::spawn;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const PARTITIONS: i32 = 3;
+
+/// `cache-layer offsets ARGS` for the test group on `kafka`.
+fn offsets(kafka: &Broker, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cache-layer"))
+        .arg("offsets")
+        .args(args)
+        .env_remove("CACHE_LAYER_CONFIG")
+        .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap())
+        .env("CACHE_LAYER__KAFKA__GROUP_ID", GROUP)
+        .output()
+        .unwrap()
+}
+
+/// The JSON a successful command printed.
+fn json(output: Output) -> Value {
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The whole stream consumed by a daemon that then stopped, and 10 more trend alerts
+/// produced to each partition after it, for a lag.
+async fn consumed_then_more<K: Deref<Target = Broker>>(scenario: &Scenario<K>) {
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
+    scenario.assert_landed(DEADLINE).await;
+    assert!(daemon.stop().await.unwrap().success());
+    for partition in 0..PARTITIONS {
+        let records: Vec<(String, String)> = (0..10)
+            .map(|i| {
+                (
+                    format!("late-{i}"),
+                    cache_layer_testkit::fixtures::TREND.to_owned(),
+                )
+            })
+            .collect();
+        scenario
+            .kafka
+            .produce_to(TRENDS, Some(partition), &records)
+            .await;
+    }
+}
+
+/// Every partition's figures, as printed, against what the brokers say. `exact_end`: the
+/// broker's log end is the offset after the last record. tansu 0.6's is one past the
+/// first offset of the last record batch (10 records produced in one batch raise it by
+/// one), so there the lag is checked against the broker's figure only, and the committed
+/// message's time may be missing.
+async fn assert_figures_exact<K: Deref<Target = Broker>>(scenario: &Scenario<K>, exact_end: bool) {
+    let started = Utc::now();
+    let printed = json(offsets(&scenario.kafka, &["--json"]));
+    let committed = scenario.kafka.committed(GROUP).await;
+    let rows = printed.as_array().unwrap();
+    assert_eq!(rows.len(), 3 * PARTITIONS as usize, "{printed}");
+    for row in rows {
+        let topic = row["topic"].as_str().unwrap();
+        let partition = row["partition"].as_i64().unwrap() as i32;
+        let end = scenario.kafka.high_watermark(topic, partition).await;
+        assert_eq!(row["log_end"], end, "{row}");
+        // A partition without messages has no commit, and so no lag.
+        let Some(commit) = committed.get(&(topic.to_owned(), partition)) else {
+            assert!(row["committed"].is_null() && row["lag"].is_null(), "{row}");
+            continue;
+        };
+        assert_eq!(row["committed"], *commit, "{row}");
+        assert_eq!(row["lag"], (end - commit).max(0), "{row}");
+        if exact_end {
+            let late = if topic == TRENDS { 10 } else { 0 };
+            assert_eq!(row["lag"], late, "{row}");
+        }
+        // The stream was produced within the test, before the command. tansu serves no
+        // fetch from inside its last record batch, where that message may lie.
+        let Some(time) = row["committed_timestamp"].as_str() else {
+            assert!(!exact_end, "{row}");
+            continue;
+        };
+        let time: DateTime<Utc> = time.parse().unwrap();
+        assert!(
+            time <= started && started - time < chrono::TimeDelta::minutes(5),
+            "{row}"
+        );
+    }
+    // The text form shows the same figures.
+    let text = offsets(&scenario.kafka, &[]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with(&format!("group {GROUP}\n")), "{text}");
+    for topic in [TRENDS, USERS, WINDOWS] {
+        assert_eq!(text.matches(topic).count(), PARTITIONS as usize, "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_figures_printed_are_the_brokers_on_tansu() {
+    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 900, 41).await;
+    consumed_then_more(&scenario).await;
+    assert_figures_exact(&scenario, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_figures_printed_are_the_brokers_on_the_mock_cluster() {
+    let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 900, 42).await;
+    consumed_then_more(&scenario).await;
+    assert_figures_exact(&scenario, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_is_refused_while_the_group_has_a_member() {
+    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 300, 43).await;
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
+    scenario.assert_landed(DEADLINE).await;
+    let before = scenario.kafka.committed(GROUP).await;
+
+    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("has active members"), "{stderr}");
+    assert!(stderr.contains("stop every instance"), "{stderr}");
+    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+    assert!(daemon.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_cannot_describe_the_group_gets_no_reset() {
+    // librdkafka's mock cluster has no DescribeGroups: whether the group has members
+    // cannot be told, so the reset is refused rather than risked.
+    let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 300, 44).await;
+    consumed_then_more(&scenario).await;
+    let before = scenario.kafka.committed(GROUP).await;
+    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("cannot tell whether group"), "{stderr}");
+    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+    // A dry run needs no membership: it prints the moves.
+    let plan = json(offsets(
+        &scenario.kafka,
+        &["reset", "--to-earliest", "--dry-run", "--json"],
+    ));
+    assert_eq!(plan["dry_run"], true);
+    for m in plan["moves"].as_array().unwrap() {
+        assert_eq!(m["to"], 0, "{m}");
+    }
+    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
+    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 2_000, 45).await;
+    let (before, after) = scenario.stream.split_at(800);
+    scenario.kafka.produce_generated(before).await;
+    // The reset's time: after every message of the first part, before any of the second.
+    // tansu finds a time's offset by when it stored each record batch (not by the
+    // records' timestamps), a little after it acknowledged the batch; half a second on
+    // either side keeps the two parts apart.
+    let margin = chrono::TimeDelta::milliseconds(500);
+    let time = Utc::now() + margin;
+    wait_until(DEADLINE, "the clock past the reset's time", || async {
+        Utc::now() > time + margin
+    })
+    .await;
+    scenario.kafka.produce_generated(after).await;
+    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
+    scenario.assert_landed(DEADLINE).await;
+    assert!(daemon.stop().await.unwrap().success());
+    let mut conn = connect(&scenario.redis);
+    redis::cmd("FLUSHDB").exec(&mut conn).unwrap();
+
+    let at = time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let committed = scenario.kafka.committed(GROUP).await;
+    let plan = json(offsets(
+        &scenario.kafka,
+        &["reset", "--to-datetime", &at, "--dry-run", "--json"],
+    ));
+    assert_eq!(
+        scenario.kafka.committed(GROUP).await,
+        committed,
+        "a dry run commits nothing"
+    );
+    let done = json(offsets(
+        &scenario.kafka,
+        &["reset", "--to-datetime", &at, "--json"],
+    ));
+    assert_eq!(done["moves"], plan["moves"]);
+    assert_eq!(
+        scenario.kafka.committed_total(GROUP).await,
+        before.len() as i64,
+        "every partition back to its first message after the time"
+    );
+
+    // The next run reads exactly the second part again, and Redis holds what it writes.
+    // (Without its marker, the emptied Redis would be rebuilt from the TTL's start.)
+    let daemon = spawn(
+        &scenario.kafka,
+        &scenario.redis.url(),
+        &[("CACHE_LAYER__CACHE__REBUILD_ON_LOSS", "false")],
+    );
+    scenario
+        .kafka
+        .wait_committed(GROUP, scenario.stream.len() as i64, DEADLINE)
+        .await;
+    assert_eq!(daemon.metric(MESSAGES_CONSUMED).await, after.len() as f64);
+    assert_same_state(&data_snapshot(&mut conn), &expected_state(after).await);
+    assert!(daemon.stop().await.unwrap().success());
+}
