@@ -1,26 +1,79 @@
 //! `run(config, shutdown)`: the whole daemon, as `main` and the tests start it. It
 //! installs the metrics recorder, binds the HTTP listener, starts the background task and
 //! runs the consume loop; when the loop has drained, the listener and the background task
-//! stop too. [`drain_on_signals`] turns SIGTERM and SIGINT into that shutdown.
+//! stop too. [`drain_on_signals`] turns SIGTERM and SIGINT into that shutdown, and
+//! [`run_reloading`] makes SIGHUP reload the configuration: what can change in place goes
+//! to the pipeline, the HTTP listeners and the background task through one
+//! `watch` channel (`config::Settings`), each taking it for its next batch, request or round.
 
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::background;
 use crate::cache::CacheLayer;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Settings};
 use crate::http::{self, AppState, Listeners};
 use crate::metrics;
 use crate::pipeline;
 use crate::status::Status;
 
+/// Loads the configuration again, from where it was loaded at start-up.
+pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
 /// Runs the daemon until `shutdown` is cancelled and the drain is done.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with_status(config, shutdown, Arc::default()).await
+}
+
+/// [`run`], reloading the configuration with `load` at every SIGHUP.
+pub async fn run_reloading(
+    config: Config,
+    shutdown: CancellationToken,
+    load: Loader,
+) -> anyhow::Result<()> {
+    let (settings, updates) = watch::channel(Arc::new(config.clone()));
+    let mut hangups = signal(SignalKind::hangup())?;
+    let reloads = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            reload(&settings, &load);
+        }
+    });
+    let result = run_settings(config, shutdown, Arc::default(), updates).await;
+    reloads.abort();
+    result
+}
+
+/// One reload: a configuration that does not load or validate changes nothing; of a
+/// valid one, what can change in place is applied, and each key that needs a restart is
+/// named and kept as it runs.
+fn reload(settings: &watch::Sender<Arc<Config>>, load: &Loader) {
+    let new = match load() {
+        Ok(new) => new,
+        Err(e) => {
+            metrics::config_reloaded(false);
+            return error!("configuration not reloaded, nothing changed: {e}");
+        }
+    };
+    let current = settings.borrow().clone();
+    let reload = current.reload(&new);
+    if !reload.need_restart.is_empty() {
+        warn!(
+            keys = reload.need_restart.join(", "),
+            "configuration reloaded without these keys, which take a restart: they keep their running values"
+        );
+    }
+    crate::telemetry::reload(&reload.config.log);
+    metrics::config_reloaded(true);
+    info!(
+        applied = reload.applied.join(", "),
+        "configuration reloaded; the changes apply from the next batch, request and round"
+    );
+    settings.send_replace(Arc::new(reload.config));
 }
 
 /// [`run`], reporting its progress into `status`.
@@ -28,6 +81,16 @@ pub async fn run_with_status(
     config: Config,
     shutdown: CancellationToken,
     status: Arc<Status>,
+) -> anyhow::Result<()> {
+    let (_settings, updates) = watch::channel(Arc::new(config.clone()));
+    run_settings(config, shutdown, status, updates).await
+}
+
+async fn run_settings(
+    config: Config,
+    shutdown: CancellationToken,
+    status: Arc<Status>,
+    settings: Settings,
 ) -> anyhow::Result<()> {
     let handle = metrics::install();
     metrics::started();
@@ -51,16 +114,21 @@ pub async fn run_with_status(
     // the last batch is written.
     let tasks = CancellationToken::new();
     let state = AppState::new(cache.clone(), Arc::clone(&status), Arc::new(config.clone()));
-    let server = tokio::spawn(http::serve(listeners, state, tasks.clone()));
+    let server = tokio::spawn(http::serve(
+        listeners,
+        state,
+        settings.clone(),
+        tasks.clone(),
+    ));
     let background = tokio::spawn(background::run(
         cache.clone(),
-        config.clone(),
+        settings.clone(),
         Arc::clone(&status),
         handle,
         tasks.clone(),
     ));
 
-    let result = pipeline::consume(&config, cache, status, &shutdown).await;
+    let result = pipeline::consume(&config, cache, status, settings, &shutdown).await;
 
     // The listener and the background task stop within what the drain left of
     // kafka.shutdown_timeout_ms; a Redis call that hangs does not hold the exit.

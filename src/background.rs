@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, ServerInfo, SweepReport};
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::metrics;
 use crate::status::Status;
 
@@ -128,21 +128,29 @@ pub async fn sweep_once(
 }
 
 /// Runs the statistics and sweep loops, and the metrics upkeep, until `shutdown`.
+/// The intervals follow a reload (`settings`) from their next round.
 pub async fn run(
     cache: CacheLayer,
-    config: Config,
+    settings: Settings,
     status: Arc<Status>,
     handle: PrometheusHandle,
     shutdown: CancellationToken,
 ) {
+    let config = settings.borrow().clone();
     let stats = async {
         // The first round at once, so that the stats gauges are in the first scrape.
         let mut policy = None;
+        let mut settings = settings.clone();
         let mut tick = tokio::time::interval(config.stats.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(config) = reloaded(&mut settings) => {
+                    if config.stats.interval != tick.period() {
+                        tick = ticker(config.stats.interval);
+                    }
+                }
                 _ = tick.tick() => {
                     let stats = stats_once(&cache).await;
                     if let Ok(stats) = &stats {
@@ -157,12 +165,18 @@ pub async fn run(
     };
     let sweeps = async {
         let token = lock_token();
+        let mut settings = settings.clone();
         let mut tick = ticker(config.sweep.interval);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(config) = reloaded(&mut settings) => {
+                    if config.sweep.interval != tick.period() {
+                        tick = ticker(config.sweep.interval);
+                    }
+                }
                 _ = tick.tick() => {
-                    let _ = sweep_once(&cache, config.cache.active_user_window, config.sweep.interval, &token).await;
+                    let _ = sweep_once(&cache, config.cache.active_user_window, tick.period(), &token).await;
                 }
             }
         }
@@ -184,6 +198,14 @@ pub async fn run(
         }
     };
     tokio::join!(stats, sweeps, upkeep);
+}
+
+/// The configuration a reload sent; pending forever once no reload can come.
+async fn reloaded(settings: &mut Settings) -> Option<Arc<Config>> {
+    match settings.changed().await {
+        Ok(()) => Some(settings.borrow_and_update().clone()),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// An interval whose first tick comes after one period, and which does not burst after a

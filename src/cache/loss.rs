@@ -19,6 +19,7 @@
 //! next owner: no partition is left half-replayed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,8 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Marker {
     key: String,
-    ttl: Duration,
+    /// In seconds; a reload of the TTLs changes it.
+    ttl_secs: AtomicU64,
     /// When the last `SET` of the marker was answered; `None` before the first, and once
     /// a loss was found, until the marker is set again.
     set_at: Mutex<Option<Instant>>,
@@ -45,7 +47,7 @@ impl Marker {
     pub fn new(cache: &CacheLayer, group: &str, ttl: Duration) -> Self {
         Self {
             key: cache.keys().marker(group),
-            ttl: ttl.max(Duration::from_secs(1)),
+            ttl_secs: AtomicU64::new(ttl.as_secs().max(1)),
             set_at: Mutex::new(None),
         }
     }
@@ -54,14 +56,28 @@ impl Marker {
         &self.key
     }
 
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs.load(Ordering::Relaxed))
+    }
+
+    /// Sets the TTL of the next writes (a reload of the TTLs). A marker set under the
+    /// old one is not judged: it may expire before the new TTL is over.
+    pub fn set_ttl(&self, ttl: Duration) {
+        let secs = ttl.as_secs().max(1);
+        if self.ttl_secs.swap(secs, Ordering::Relaxed) != secs {
+            *self.set_at.lock().expect("not poisoned") = None;
+        }
+    }
+
     /// Judges a reply: `present` is whether Redis held the marker when it answered a
     /// command sent at `sent`. A loss is a missing marker that this instance set, before
     /// `sent`, less than its TTL ago. Found once: the loss forgets the last write.
     fn judge(&self, present: bool, sent: Instant, set_now: bool) -> bool {
         let mut set_at = self.set_at.lock().expect("not poisoned");
         let lost = !present
-            && set_at
-                .is_some_and(|at| at <= sent && sent.duration_since(at) + EXPIRY_SLACK < self.ttl);
+            && set_at.is_some_and(|at| {
+                at <= sent && sent.duration_since(at) + EXPIRY_SLACK < self.ttl()
+            });
         if set_now {
             *set_at = Some(Instant::now());
         } else if lost {
@@ -98,7 +114,7 @@ impl CacheLayer {
             .arg(&marker.key)
             .arg(chrono::Utc::now().timestamp_millis())
             .arg("EX")
-            .arg(marker.ttl.as_secs())
+            .arg(marker.ttl().as_secs())
             .arg("GET")
             .query_async(&mut self.conn.clone())
             .await?;
@@ -184,7 +200,7 @@ mod tests {
     fn marker(ttl: Duration) -> Marker {
         Marker {
             key: "markers:test".into(),
-            ttl,
+            ttl_secs: AtomicU64::new(ttl.as_secs()),
             set_at: Mutex::new(None),
         }
     }

@@ -15,6 +15,8 @@ mod stats;
 mod sweep;
 mod writes;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -40,6 +42,10 @@ use crate::schema::Keys;
 /// The default of `cache.active_user_window`.
 const DEFAULT_ACTIVE_USER_WINDOW: Duration = Duration::from_secs(900);
 
+fn skew_ms(skew: Duration) -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(skew.as_millis() as u64))
+}
+
 /// The default of `batch.max_future_skew_secs`.
 const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(300);
 
@@ -62,9 +68,10 @@ pub struct CacheLayer {
     keys: Keys,
     /// Users last seen longer ago than this are not returned as active.
     active_user_window: Duration,
-    /// How far ahead of this clock an event time may be (`batch.max_future_skew_secs`):
-    /// writes replace, and reads skip, a stored value further ahead.
-    max_future_skew: Duration,
+    /// How far ahead of this clock an event time may be (`batch.max_future_skew_secs`),
+    /// in milliseconds: writes replace, and reads skip, a stored value further ahead.
+    /// Shared by every clone, so that a reload reaches them all.
+    max_future_skew_ms: Arc<AtomicU64>,
     /// `redis.wait_replicas` and `redis.wait_timeout_ms`, when replicas must confirm.
     wait: Option<(u32, Duration)>,
 }
@@ -91,7 +98,7 @@ impl CacheLayer {
                 conn: Conn::Cluster(conn),
                 keys: Keys::new(config.key_prefix.clone()),
                 active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
-                max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+                max_future_skew_ms: skew_ms(DEFAULT_MAX_FUTURE_SKEW),
                 wait: wait(config),
             });
         }
@@ -113,7 +120,7 @@ impl CacheLayer {
             conn,
             keys: Keys::new(config.key_prefix.clone()),
             active_user_window: DEFAULT_ACTIVE_USER_WINDOW,
-            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+            max_future_skew_ms: skew_ms(DEFAULT_MAX_FUTURE_SKEW),
             wait: wait(config),
         })
     }
@@ -126,14 +133,21 @@ impl CacheLayer {
 
     /// Sets how far ahead of the clock a stored event time is still believed
     /// (`batch.max_future_skew_secs`).
-    pub fn with_max_future_skew(mut self, skew: Duration) -> Self {
-        self.max_future_skew = skew;
+    pub fn with_max_future_skew(self, skew: Duration) -> Self {
+        self.set_max_future_skew(skew);
         self
+    }
+
+    /// Changes `batch.max_future_skew_secs` for this handle and every clone of it.
+    pub fn set_max_future_skew(&self, skew: Duration) {
+        let ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+        self.max_future_skew_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The latest event time believed now: the clock plus `batch.max_future_skew_secs`.
     pub(crate) fn not_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        chrono::TimeDelta::from_std(self.max_future_skew)
+        let skew = Duration::from_millis(self.max_future_skew_ms.load(Ordering::Relaxed));
+        chrono::TimeDelta::from_std(skew)
             .ok()
             .and_then(|skew| now.checked_add_signed(skew))
             .unwrap_or(DateTime::<Utc>::MAX_UTC)

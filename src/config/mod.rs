@@ -42,6 +42,9 @@ pub use kafka::{
 pub use log::{LogConfig, LogFormat};
 pub use secret::REDACTED;
 
+/// The running configuration, as the last reload (SIGHUP) left it.
+pub type Settings = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+
 /// Where the configuration is read from when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/cache-layer.toml";
 
@@ -352,4 +355,142 @@ mod printing {
         }
         assert!(printed.contains("SASL_SSL") && printed.contains(REDACTED));
     }
+}
+
+/// The keys a reload (SIGHUP) applies in place, for the next batch or request; any other
+/// key takes a restart.
+pub const RELOADABLE_KEYS: [&str; 18] = [
+    "cache.default_ttl",
+    "cache.trends_ttl",
+    "cache.users_ttl",
+    "cache.windows_ttl",
+    "cache.ttl_from",
+    "batch.max_messages",
+    "batch.max_wait_ms",
+    "batch.max_message_bytes",
+    "batch.max_future_skew_secs",
+    "log.level",
+    "log.format",
+    "http.admin_token",
+    "http.request_timeout_ms",
+    "http.max_body_bytes",
+    "http.max_concurrent_requests",
+    "http.max_response_bytes",
+    "sweep.interval_secs",
+    "stats.interval_secs",
+];
+
+/// What a reload makes of the running configuration and a new one.
+#[derive(Debug)]
+pub struct Reload {
+    /// The running configuration with the new values of the reloadable keys.
+    pub config: Config,
+    /// The reloadable keys whose values changed.
+    pub applied: Vec<String>,
+    /// The keys whose values changed but take a restart; kept as they run.
+    pub need_restart: Vec<String>,
+}
+
+impl Config {
+    /// Takes from `new` what can change in place, keeps the rest, and names the keys of
+    /// each kind that changed. Both are valid configurations.
+    pub fn reload(&self, new: &Config) -> Reload {
+        let mut config = self.clone();
+        config.cache.default_ttl = new.cache.default_ttl;
+        config.cache.trends_ttl = new.cache.trends_ttl;
+        config.cache.users_ttl = new.cache.users_ttl;
+        config.cache.windows_ttl = new.cache.windows_ttl;
+        config.cache.ttl_from = new.cache.ttl_from;
+        config.batch.max_messages = new.batch.max_messages;
+        config.batch.max_wait = new.batch.max_wait;
+        config.batch.max_message_bytes = new.batch.max_message_bytes;
+        config.batch.max_future_skew = new.batch.max_future_skew;
+        config.log = new.log.clone();
+        config.http.admin_token = new.http.admin_token.clone();
+        config.http.request_timeout = new.http.request_timeout;
+        config.http.max_body_bytes = new.http.max_body_bytes;
+        config.http.max_concurrent_requests = new.http.max_concurrent_requests;
+        config.http.max_response_bytes = new.http.max_response_bytes;
+        config.sweep.interval = new.sweep.interval;
+        config.stats.interval = new.stats.interval;
+        let (applied, need_restart) = changed_keys(self, new)
+            .into_iter()
+            .partition(|key| RELOADABLE_KEYS.contains(&key.as_str()));
+        Reload {
+            config,
+            applied,
+            need_restart,
+        }
+    }
+}
+
+/// The keys whose values differ between two configurations. Secrets print masked, so
+/// they are compared by their values here.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    fn leaves(prefix: &str, value: serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match value {
+            serde_json::Value::Object(map) if prefix != "kafka.properties" => {
+                for (key, value) in map {
+                    let path = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(&path, value, out);
+                }
+            }
+            value => out.push((prefix.to_owned(), value)),
+        }
+    }
+    let flat = |config: &Config| {
+        let mut out = Vec::new();
+        leaves(
+            "",
+            serde_json::to_value(config).unwrap_or_default(),
+            &mut out,
+        );
+        out.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (before, after) = (flat(old), flat(new));
+    let mut changed: Vec<String> = before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+        .filter(|key| before.get(*key) != after.get(*key))
+        .cloned()
+        .collect();
+    let secret =
+        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
+    let secrets = [
+        (
+            "redis.url",
+            secret(&old.redis.url) != secret(&new.redis.url),
+        ),
+        (
+            "redis.password",
+            secret(&old.redis.password) != secret(&new.redis.password),
+        ),
+        (
+            "redis.sentinel_password",
+            secret(&old.redis.sentinel_password) != secret(&new.redis.sentinel_password),
+        ),
+        (
+            "http.admin_token",
+            old.http.admin_token.expose_secret() != new.http.admin_token.expose_secret(),
+        ),
+    ];
+    for (key, differs) in secrets {
+        if differs && !changed.iter().any(|k| k == key) {
+            changed.push(key.to_owned());
+        }
+    }
+    changed.retain(|k| k != "kafka.properties");
+    let (a, b) = (&old.kafka.properties.0, &new.kafka.properties.0);
+    for name in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+        if a.get(name) != b.get(name) {
+            changed.push(format!("kafka.properties.{name}"));
+        }
+    }
+    changed
 }

@@ -32,6 +32,7 @@ use axum::BoxError;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
@@ -41,7 +42,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::cache::{CacheError, CacheLayer};
-use crate::config::{Config, HttpConfig};
+use crate::config::{Config, HttpConfig, Settings};
 use crate::metrics;
 use crate::status::Status;
 use server::Limits;
@@ -107,9 +108,12 @@ impl Listeners {
 }
 
 /// Serves both listeners until `shutdown` is cancelled and their connections have closed.
+/// A reload (`settings`) rebuilds both routers with the new configuration: the admin
+/// token and the request limits apply from the next request.
 pub async fn serve(
     listeners: Listeners,
     state: AppState,
+    mut settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let http = &state.config.http;
@@ -123,16 +127,29 @@ pub async fn serve(
         max_connections: http.max_connections,
         header_read_timeout: http.header_read_timeout,
     };
-    tokio::try_join!(
-        server::serve(
-            listeners.operator,
-            operator_router(state.clone()),
-            operator,
-            shutdown.clone()
-        ),
-        server::serve(listeners.api, api_router(state), api, shutdown),
-    )?;
-    Ok(())
+    let (operator_routes, operator_router_rx) = watch::channel(operator_router(state.clone()));
+    let (api_routes, api_router_rx) = watch::channel(api_router(state.clone()));
+    let rebuild = async {
+        while settings.changed().await.is_ok() {
+            let state = AppState {
+                config: settings.borrow_and_update().clone(),
+                ..state.clone()
+            };
+            let _ = operator_routes.send(operator_router(state.clone()));
+            let _ = api_routes.send(api_router(state));
+        }
+        // No reload can come any more: serve on.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        served = async {
+            tokio::try_join!(
+                server::serve(listeners.operator, operator_router_rx, operator, shutdown.clone()),
+                server::serve(listeners.api, api_router_rx, api, shutdown),
+            )
+        } => served.map(drop),
+        () = rebuild => Ok(()),
+    }
 }
 
 /// `/metrics`, `/healthz` and `/readyz`.

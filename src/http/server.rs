@@ -16,8 +16,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 use tracing::{debug, error};
 
 use crate::metrics;
@@ -32,10 +34,12 @@ pub(super) struct Limits {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets the open
-/// connections finish their requests and close.
+/// connections finish their requests and close. Each request is served by the router
+/// `router` holds when it arrives: a reload's limits apply from the next request on, on
+/// connections already open too.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: watch::Receiver<Router>,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -59,10 +63,10 @@ pub(super) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        let routers = router.clone();
+        let service = tower::service_fn(move |request| routers.borrow().clone().oneshot(request));
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let shutdown = shutdown.clone();
         metrics::http_connections(limits.name, 1.0);
         tokio::spawn(async move {

@@ -349,6 +349,18 @@ impl Batch {
         std::mem::replace(self, next)
     }
 
+    /// Applies reloaded `[batch]` limits and TTLs: to what this batch takes from now on,
+    /// and to the batches after it.
+    pub(crate) fn set_limits(&mut self, config: &BatchConfig, ttls: Ttls) {
+        let limits = Self::new(config, ttls).limits;
+        self.limits = limits;
+    }
+
+    /// The TTLs the batch's writes get.
+    pub(crate) fn ttls(&self) -> &Ttls {
+        &self.limits.ttls
+    }
+
     pub(crate) fn writes(&self) -> &WriteSet {
         &self.writes
     }

@@ -59,7 +59,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::cache::{CacheLayer, Marker, MemoryUse};
-use crate::config::{AutoOffsetReset, Config};
+use crate::config::{AutoOffsetReset, Config, Settings};
 use crate::metrics;
 use crate::status::{MemoryPressure, Status};
 use batch::{Batch, Incoming, Pushed, TopicKinds};
@@ -98,6 +98,7 @@ pub(crate) async fn consume(
     config: &Config,
     cache: CacheLayer,
     status: Arc<Status>,
+    settings: Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Instant> {
     let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
@@ -135,20 +136,13 @@ pub(crate) async fn consume(
         marker: Arc::clone(&marker),
         consumer: Arc::downgrade(&consumer),
         topics: kinds.names().into_iter().map(str::to_owned).collect(),
-        ttls,
+        ttls: std::sync::RwLock::new(ttls),
         rebuild_on_loss: config.cache.rebuild_on_loss,
         watch_memory: config.redis.pause_above_memory_ratio.is_some(),
     });
     // Before the first write sets the marker.
     housekeeper.check_at_startup().await;
-    let sink = Arc::new(Sink::new(
-        cache,
-        dead_letter,
-        ttls,
-        kinds.clone(),
-        retry,
-        marker,
-    ));
+    let sink = Arc::new(Sink::new(cache, dead_letter, kinds.clone(), retry, marker));
     let mut pipeline = Pipeline {
         consumer,
         sink,
@@ -169,6 +163,7 @@ pub(crate) async fn consume(
         ttls,
         pause_above: config.redis.pause_above_memory_ratio,
         pressure: None,
+        settings,
     };
     pipeline.consume(shutdown).await;
     watch_stop.cancel();
@@ -212,6 +207,8 @@ struct Pipeline {
     pause_above: Option<f64>,
     /// Redis's memory use while it is at or above `pause_above`: consuming stays paused.
     pressure: Option<MemoryUse>,
+    /// The configuration as the last reload (SIGHUP) left it.
+    settings: Settings,
 }
 
 /// What the loop gathered for the next round of housekeeping.
@@ -271,6 +268,12 @@ impl Pipeline {
                     }
                 }
                 _ = housekeeping.tick() => self.start_housekeeping(),
+                changed = self.settings.changed(), if self.settings.has_changed().is_ok() => {
+                    if changed.is_ok() {
+                        let config = self.settings.borrow_and_update().clone();
+                        self.reloaded(&config);
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() && self.in_flight.is_none() => {
                     self.start_write();
                 }
@@ -624,6 +627,24 @@ impl Pipeline {
         if resumes && self.in_flight.is_none() {
             self.resume().await;
         }
+    }
+
+    /// Takes a reloaded configuration: the TTLs and the batch limits apply from the batch
+    /// being collected on (the write in flight keeps its own), and so does
+    /// `batch.max_future_skew_secs`, for the reads too.
+    fn reloaded(&mut self, config: &Config) {
+        self.ttls = config.cache.ttls();
+        self.batch.set_limits(&config.batch, self.ttls);
+        *self.housekeeper.ttls.write().expect("not poisoned") = self.ttls;
+        self.housekeeper.marker.set_ttl(self.ttls.longest());
+        self.housekeeper
+            .cache
+            .set_max_future_skew(config.batch.max_future_skew);
+        info!(
+            max_messages = config.batch.max_messages,
+            max_wait_ms = config.batch.max_wait.as_millis() as u64,
+            "reloaded settings taken by the consume loop"
+        );
     }
 
     /// Tells readiness and the metrics where the rebuilds stand.

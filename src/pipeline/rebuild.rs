@@ -334,13 +334,18 @@ pub(super) struct Housekeeper {
     /// blocking task that its Kafka timeout bounds.
     pub consumer: Weak<GroupConsumer>,
     pub topics: Vec<String>,
-    pub ttls: Ttls,
+    /// The TTLs, as the last reload left them.
+    pub ttls: std::sync::RwLock<Ttls>,
     pub rebuild_on_loss: bool,
     /// Whether a round reads Redis's memory use, for `redis.pause_above_memory_ratio`.
     pub watch_memory: bool,
 }
 
 impl Housekeeper {
+    pub(super) fn ttls(&self) -> Ttls {
+        *self.ttls.read().expect("not poisoned")
+    }
+
     /// One round: reads Redis's memory use if asked to, deletes the finished requests,
     /// reports a loss (and requests its rebuild), and reads the requests for the
     /// partitions assigned.
@@ -416,7 +421,8 @@ impl Housekeeper {
             );
             return;
         }
-        let since = Utc::now() - self.ttls.longest();
+        let longest = self.ttls().longest();
+        let since = Utc::now() - longest;
         warn!(
             redis_marker = self.marker.key(),
             since = %since.to_rfc3339(),
@@ -430,7 +436,7 @@ impl Housekeeper {
             &self.cache,
             &self.topics,
             since.timestamp_millis(),
-            self.ttls.longest(),
+            longest,
         )
         .await
         {
@@ -453,7 +459,7 @@ impl Housekeeper {
                 return;
             }
         }
-        let since = (Utc::now() - self.ttls.longest()).timestamp_millis();
+        let since = (Utc::now() - self.ttls().longest()).timestamp_millis();
         let Some(consumer) = self.consumer.upgrade() else {
             return;
         };

@@ -20,7 +20,6 @@ use super::batch::{Batch, Rejected, TopicKinds};
 use super::dead_letter::{DeadLetter, Fate};
 use super::retry::RetryLogic;
 use crate::cache::{CacheError, CacheLayer, Marker};
-use crate::config::Ttls;
 
 /// Why one write attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +49,6 @@ pub(crate) struct Written {
 pub(crate) struct Sink {
     cache: CacheLayer,
     dead_letter: Option<DeadLetter>,
-    ttls: Ttls,
     kinds: TopicKinds,
     retry: RetryLogic,
     /// Set with every batch, to tell that Redis lost what was written before.
@@ -74,7 +72,6 @@ impl Sink {
     pub(crate) fn new(
         cache: CacheLayer,
         dead_letter: Option<DeadLetter>,
-        ttls: Ttls,
         kinds: TopicKinds,
         retry: RetryLogic,
         marker: Arc<Marker>,
@@ -82,7 +79,6 @@ impl Sink {
         Self {
             cache,
             dead_letter,
-            ttls,
             kinds,
             retry,
             marker,
@@ -143,7 +139,7 @@ impl Sink {
             let started = Instant::now();
             let report = self
                 .cache
-                .write(batch.writes(), &self.ttls, Utc::now())
+                .write(batch.writes(), batch.ttls(), Utc::now())
                 .await;
             (report, started.elapsed())
         };

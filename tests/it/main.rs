@@ -29,6 +29,7 @@ mod offsets;
 mod poison;
 mod prometheus;
 mod rebuild;
+mod reload;
 mod resume;
 mod sentinel;
 mod support;

@@ -197,9 +197,10 @@ async fn an_outage_skips_rounds_and_never_kills_the_background_task() {
         Config::from_toml("[stats]\ninterval_secs = 1\n[sweep]\ninterval_secs = 1\n").unwrap();
     let status = Arc::new(Status::default());
     let shutdown = CancellationToken::new();
+    let (_settings, updates) = tokio::sync::watch::channel(Arc::new(config));
     let task = tokio::spawn(background::run(
         redis.cache.clone(),
-        config,
+        updates,
         Arc::clone(&status),
         cache_layer::metrics::install(),
         shutdown.clone(),

@@ -28,8 +28,16 @@ pub async fn serve(cache: CacheLayer, mut config: Config) -> Served {
     let status = Arc::new(Status::default());
     let listeners = http::Listeners::bind(&config.http).await.unwrap();
     let (operator, api) = listeners.addrs().unwrap();
-    let state = AppState::new(cache, Arc::clone(&status), Arc::new(config));
-    tokio::spawn(http::serve(listeners, state, CancellationToken::new()));
+    let config = Arc::new(config);
+    let state = AppState::new(cache, Arc::clone(&status), Arc::clone(&config));
+    // No reload: the sender goes, and the listeners serve on as configured.
+    let (_, settings) = tokio::sync::watch::channel(config);
+    tokio::spawn(http::serve(
+        listeners,
+        state,
+        settings,
+        CancellationToken::new(),
+    ));
     Served {
         operator,
         api,

@@ -38,6 +38,27 @@ impl DaemonProcess {
         dir: &Path,
         env: impl IntoIterator<Item = (K, V)>,
     ) -> io::Result<Self> {
+        Self::start(binary, args, dir, env, Stdio::inherit())
+    }
+
+    /// [`DaemonProcess::spawn_with`], its logs (stderr) written to `log`.
+    pub fn spawn_logging_to<K: AsRef<str>, V: AsRef<str>>(
+        binary: &Path,
+        args: &[&str],
+        dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+        log: &Path,
+    ) -> io::Result<Self> {
+        Self::start(binary, args, dir, env, std::fs::File::create(log)?.into())
+    }
+
+    fn start<K: AsRef<str>, V: AsRef<str>>(
+        binary: &Path,
+        args: &[&str],
+        dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+        stderr: Stdio,
+    ) -> io::Result<Self> {
         let (http_port, api_port) = (free_port(), free_port());
         let mut command = Command::new(binary);
         command
@@ -58,7 +79,7 @@ impl DaemonProcess {
         let child = command
             .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -96,6 +117,13 @@ impl DaemonProcess {
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum()
+    }
+
+    /// Sends the process a signal and lets it run on (SIGHUP: reload the configuration).
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            kill(Pid::from_raw(pid as i32), signal).expect("the process takes signals");
+        }
     }
 
     /// The process id, while it runs.
@@ -138,15 +166,15 @@ impl DaemonProcess {
 
     /// SIGTERM, as an orchestrator stops it; returns how it exited after the drain.
     pub async fn stop(self) -> io::Result<ExitStatus> {
-        self.signal(Signal::SIGTERM).await
+        self.end_with(Signal::SIGTERM).await
     }
 
     /// SIGKILL: no drain, no final commit.
     pub async fn kill(self) -> io::Result<ExitStatus> {
-        self.signal(Signal::SIGKILL).await
+        self.end_with(Signal::SIGKILL).await
     }
 
-    async fn signal(mut self, signal: Signal) -> io::Result<ExitStatus> {
+    async fn end_with(mut self, signal: Signal) -> io::Result<ExitStatus> {
         if let Some(pid) = self.child.id() {
             kill(Pid::from_raw(pid as i32), signal).map_err(io::Error::from)?;
         }

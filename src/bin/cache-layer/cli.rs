@@ -15,6 +15,7 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use cache_layer::app::Loader;
 use cache_layer::background::{sweep_once, SweepOutcome};
 use cache_layer::cache::{lock_token, CacheLayer};
 use cache_layer::config::{self, Config};
@@ -159,21 +160,29 @@ pub struct Output {
 impl Cli {
     /// Loads the configuration the command line points at.
     pub fn load_config(&self) -> Result<Config, config::ConfigError> {
-        match &self.config {
+        self.loader()()
+    }
+
+    /// Loads it again, as a SIGHUP asks: the same file, the environment as it is then.
+    pub fn loader(&self) -> Loader {
+        let path = self.config.clone();
+        Box::new(move || match &path {
             Some(path) => Config::load(path, true),
             None => Config::load(&config::default_path(), false),
-        }
+        })
     }
 }
 
-/// Runs a command. `shutdown` stops the daemon; the others ignore it.
+/// Runs a command. `shutdown` stops the daemon, and `reload` loads its configuration
+/// again at a SIGHUP; the others ignore both.
 pub async fn dispatch(
     command: Command,
     config: Config,
     shutdown: CancellationToken,
+    reload: Loader,
 ) -> anyhow::Result<()> {
     match command {
-        Command::Run => cache_layer::run(config, shutdown).await,
+        Command::Run => cache_layer::app::run_reloading(config, shutdown, reload).await,
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "cache-layer", &mut std::io::stdout());

@@ -58,6 +58,7 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let reload = cli.loader();
     let command = cli.command.unwrap_or(Command::Run);
     if !matches!(command, Command::Run) {
         end_quietly_on_a_closed_stdout();
@@ -71,7 +72,7 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match cli::dispatch(command, config, shutdown).await {
+    match cli::dispatch(command, config, shutdown, reload).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
