@@ -133,12 +133,14 @@ impl CacheLayer {
 
     /// Sets how far ahead of the clock a stored event time is still believed
     /// (`batch.max_future_skew_secs`).
-    pub fn with_max_future_skew(self, skew: Duration) -> Self {
-        self.set_max_future_skew(skew);
+    /// This handle, and the clones made of it from now on, have a skew of their own.
+    pub fn with_max_future_skew(mut self, skew: Duration) -> Self {
+        self.max_future_skew_ms = skew_ms(skew);
         self
     }
 
-    /// Changes `batch.max_future_skew_secs` for this handle and every clone of it.
+    /// Changes `batch.max_future_skew_secs` for this handle and every clone that shares
+    /// its skew (made since the last [`CacheLayer::with_max_future_skew`]).
     pub fn set_max_future_skew(&self, skew: Duration) {
         let ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
         self.max_future_skew_ms.store(ms, Ordering::Relaxed);

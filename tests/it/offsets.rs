@@ -161,6 +161,20 @@ async fn a_broker_that_cannot_describe_the_group_gets_no_reset() {
     for m in plan["moves"].as_array().unwrap() {
         assert_eq!(m["to"], 0, "{m}");
     }
+    let plan = json(offsets(
+        &scenario.kafka,
+        &["reset", "--to-latest", "--dry-run", "--json"],
+    ));
+    for m in plan["moves"].as_array().unwrap() {
+        let end = scenario
+            .kafka
+            .high_watermark(
+                m["topic"].as_str().unwrap(),
+                m["partition"].as_i64().unwrap() as i32,
+            )
+            .await;
+        assert_eq!(m["to"], end, "{m}");
+    }
     assert_eq!(scenario.kafka.committed(GROUP).await, before);
 }
 
@@ -207,6 +221,14 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
         before.len() as i64,
         "every partition back to its first message after the time"
     );
+    // Everything was produced within the last 15 minutes: back to the logs' start.
+    let plan = json(offsets(
+        &scenario.kafka,
+        &["reset", "--by-duration", "-15m", "--dry-run", "--json"],
+    ));
+    for m in plan["moves"].as_array().unwrap() {
+        assert_eq!(m["to"], 0, "{m}");
+    }
 
     // The next run reads exactly the second part again, and Redis holds what it writes.
     // (Without its marker, the emptied Redis would be rebuilt from the TTL's start.)
