@@ -1,5 +1,7 @@
-//! Live counters of one daemon instance. The daemon updates them once per batch; tests
-//! and the readiness check read them. Prometheus metrics are process-wide; these are per
+//! Live state of one daemon instance: counters the write path updates per batch (and,
+//! for consumed messages, per message), and what readiness needs (Redis, Kafka, failing
+//! writes, rebuilds, memory pressure, the assignment), set where each happens; tests and
+//! the readiness check read them. Prometheus metrics are process-wide; these are per
 //! instance, which is what a test running two daemons in one process needs.
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The daemon's /metrics, scraped over HTTP and parsed: counters move by exactly the
 //! right amounts for a known input, every metric has HELP text, and promtool accepts
-//! the exposition. Alone in its binary, because the recorder is process-wide.
+//! the exposition. The recorder is process-wide: cargo-nextest runs each test in a
+//! process of its own, so no other test's counts reach these.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
