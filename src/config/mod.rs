@@ -214,6 +214,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reload_takes_every_reloadable_key_and_keeps_every_other() {
+        let running = Config::default();
+        let toml = r#"
+            [kafka]
+            bootstrap_servers = "elsewhere:9092"
+            [redis]
+            password = "new-password"
+            [cache]
+            default_ttl = 61
+            trends_ttl = 62
+            users_ttl = 63
+            windows_ttl = 64
+            ttl_from = "event"
+            [batch]
+            max_messages = 7
+            max_wait_ms = 8
+            max_message_bytes = 9000
+            max_future_skew_secs = 10
+            [log]
+            level = "debug"
+            format = "json"
+            [http]
+            admin_token = "new-token"
+            request_timeout_ms = 11
+            max_body_bytes = 12
+            max_concurrent_requests = 13
+            max_response_bytes = 14000
+            [sweep]
+            interval_secs = 15
+            [stats]
+            interval_secs = 16
+        "#;
+        let new = Config::from_toml(toml).unwrap();
+        let reload = running.reload(&new);
+        let mut applied = reload.applied.clone();
+        applied.sort();
+        let mut all: Vec<String> = RELOADABLE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+        all.sort();
+        assert_eq!(applied, all, "every reloadable key is seen changed");
+        assert_eq!(
+            reload.need_restart,
+            ["kafka.bootstrap_servers", "redis.password"]
+        );
+        // What is applied is what the new configuration says, secrets included; the rest
+        // is what runs.
+        let shown = |c: &Config| serde_json::to_value(c).unwrap();
+        let mut expected = shown(&new);
+        expected["kafka"]["bootstrap_servers"] =
+            shown(&running)["kafka"]["bootstrap_servers"].clone();
+        expected["redis"]["password"] = shown(&running)["redis"]["password"].clone();
+        assert_eq!(shown(&reload.config), expected);
+        use secrecy::ExposeSecret;
+        assert_eq!(reload.config.http.admin_token.expose_secret(), "new-token");
+        assert!(reload.config.redis.password.is_none());
+    }
+
+    #[test]
     fn defaults_are_valid_and_ttls_inherit_default_ttl() {
         let config = Config::from_toml("[cache]\ndefault_ttl = 120\nusers_ttl = 30\n").unwrap();
         let ttls = config.cache.ttls();
