@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::background;
 use crate::cache::CacheLayer;
 use crate::config::{Config, ConfigError, Settings};
+use crate::events;
 use crate::http::{self, AppState, Listeners};
 use crate::metrics;
 use crate::pipeline;
@@ -55,7 +56,7 @@ fn reload(settings: &watch::Sender<Arc<Config>>, load: &Loader) {
     let new = match load() {
         Ok(new) => new,
         Err(e) => {
-            metrics::config_reloaded(false);
+            events::config_reloaded(false);
             return error!("configuration not reloaded, nothing changed: {e}");
         }
     };
@@ -68,7 +69,7 @@ fn reload(settings: &watch::Sender<Arc<Config>>, load: &Loader) {
         );
     }
     crate::telemetry::reload(&reload.config.log);
-    metrics::config_reloaded(true);
+    events::config_reloaded(true);
     info!(
         applied = reload.applied.join(", "),
         "configuration reloaded; the changes apply from the next batch, request and round"
@@ -93,7 +94,7 @@ async fn run_settings(
     settings: Settings,
 ) -> anyhow::Result<()> {
     let handle = metrics::install();
-    metrics::started();
+    events::started();
     metrics::zeroed(&[
         &config.topics.trends,
         &config.topics.user_metrics,
@@ -128,7 +129,7 @@ async fn run_settings(
         tasks.clone(),
     ));
 
-    let result = pipeline::consume(&config, cache, status, settings, &shutdown).await;
+    let result = pipeline::run(&config, cache, status, settings, &shutdown).await;
 
     // The listener and the background task stop within what the drain left of
     // kafka.shutdown_timeout_ms; a Redis call that hangs does not hold the exit.
@@ -153,7 +154,7 @@ async fn run_settings(
         aborts.iter().for_each(AbortHandle::abort);
         warn!("the listener and the background task did not stop in time; stopped them");
     }
-    metrics::stopped();
+    events::stopped();
     result.map(drop)
 }
 

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, ServerInfo, SweepReport};
 use crate::config::{Config, Settings};
-use crate::metrics;
+use crate::events;
 use crate::status::Status;
 
 /// The name of the sweep lock (`{p}locks:sweep`).
@@ -37,10 +37,10 @@ pub enum SweepOutcome {
 
 /// Gathers the statistics, updates the gauges and logs the summary line.
 pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
-    metrics::redis_failovers(cache.failovers());
+    events::redis_failovers(cache.failovers());
     match cache.get_cache_stats().await {
         Ok(stats) => {
-            metrics::cache_stats(&stats);
+            events::cache_stats(&stats);
             info!(
                 trends_keys = stats.trends_keys,
                 users_keys = stats.users_keys,
@@ -52,8 +52,8 @@ pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
             Ok(stats)
         }
         Err(e) => {
-            metrics::stats_failed();
-            metrics::redis_error(e.kind_label());
+            events::stats_failed();
+            events::redis_error(e.kind_label());
             warn!(error = %e, "cache stats skipped this round");
             Err(e)
         }
@@ -67,7 +67,7 @@ fn memory_policy(known: &mut Option<String>, server: &ServerInfo) {
     if policy.is_empty() || known.as_deref() == Some(policy) {
         return;
     }
-    metrics::memory_policy(known.as_deref(), policy);
+    events::memory_policy(known.as_deref(), policy);
     if server.evicts_any_key() {
         warn!(
             policy,
@@ -95,7 +95,7 @@ pub async fn sweep_once(
         }
         let started = Instant::now();
         let report = cache.sweep(active_user_window).await?;
-        metrics::swept(&report, started.elapsed());
+        events::swept(&report, started.elapsed());
         Ok(SweepOutcome::Swept(report))
     }
     .await;
@@ -115,12 +115,12 @@ pub async fn sweep_once(
             );
         }
         Ok(SweepOutcome::Skipped) => {
-            metrics::sweep_skipped();
+            events::sweep_skipped();
             info!("sweep skipped: another instance holds the lock for this interval");
         }
         Err(e) => {
-            metrics::sweep_failed();
-            metrics::redis_error(e.kind_label());
+            events::sweep_failed();
+            events::redis_error(e.kind_label());
             warn!(error = %e, "sweep skipped this round");
         }
     }
@@ -157,8 +157,8 @@ pub async fn run(
                         memory_policy(&mut policy, &stats.server);
                     }
                     let ok = stats.is_ok();
-                    status.set_redis_ok(ok);
-                    metrics::ready(ok && status.readiness(config.batch.unready_after).ok());
+                    events::redis_state(&status, ok);
+                    events::ready(ok && status.readiness(config.batch.unready_after).ok());
                 }
             }
         }

@@ -10,7 +10,6 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cache::MemoryUse;
-use crate::metrics;
 
 #[derive(Debug)]
 pub struct Status {
@@ -233,10 +232,10 @@ impl Status {
     }
 
     pub(crate) fn set_rebuilding(&self, progress: Vec<RebuildProgress>) {
-        metrics::rebuild_partitions(progress.len());
         *self.rebuilding.lock().expect("not poisoned") = progress;
     }
 
+    /// Only `events::redis_state` tells it.
     pub(crate) fn set_redis_ok(&self, ok: bool) {
         self.redis_ok.store(ok, Ordering::Relaxed);
     }
@@ -270,7 +269,6 @@ impl Status {
             .fetch_add(messages as u64, Ordering::Relaxed);
         self.dead_lettered
             .fetch_add(dead_lettered as u64, Ordering::Relaxed);
-        self.redis_ok.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_assigned(&self, partitions: usize) {

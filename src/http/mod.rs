@@ -43,6 +43,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::cache::{CacheError, CacheLayer};
 use crate::config::{Config, HttpConfig, Settings};
+use crate::events;
 use crate::metrics;
 use crate::status::Status;
 use server::Limits;
@@ -230,7 +231,7 @@ fn too_large(max: usize) -> ApiError {
 /// A request over `http.max_concurrent_requests`: 503, to be tried again in a second.
 async fn shed(error: BoxError) -> Response {
     if error.is::<Overloaded>() {
-        metrics::http_shed();
+        events::http_shed();
         let busy = ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many requests at once; retry".into(),
@@ -285,7 +286,7 @@ impl From<CacheError> for ApiError {
                 ApiError(StatusCode::BAD_REQUEST, e.to_string())
             }
             CacheError::Unavailable(_) => {
-                metrics::redis_error(e.kind_label());
+                events::redis_error(e.kind_label());
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             CacheError::Rejected(_) | CacheError::Refused(_) | CacheError::InvalidValue(_) => {
@@ -320,7 +321,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     // while Redis answers PING.
     let readiness = state.status.readiness(state.config.batch.unready_after);
     let ready = redis.is_ok() && readiness.ok();
-    metrics::ready(ready);
+    events::ready(ready);
     let body = json!({
         "ready": ready,
         "checks": {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tracing::{debug, error};
 
-use crate::metrics;
+use crate::events;
 
 /// What bounds one listener.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ pub(super) async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let shutdown = shutdown.clone();
-        metrics::http_connections(limits.name, 1.0);
+        events::http_connections(limits.name, 1.0);
         tokio::spawn(async move {
             let mut connection = pin!(connection);
             let result = tokio::select! {
@@ -81,7 +81,7 @@ pub(super) async fn serve(
             if let Err(e) = result {
                 debug!(error = %e, "connection ended");
             }
-            metrics::http_connections(limits.name, -1.0);
+            events::http_connections(limits.name, -1.0);
             drop(slot);
         });
     }

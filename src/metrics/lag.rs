@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::CONSUMER_LAG;
+use super::catalog::{ALL, CONSUMER_LAG};
 
 /// The consumer lag of each assigned partition, by topic and partition.
 static LAG: Mutex<BTreeMap<(String, i32), i64>> = Mutex::new(BTreeMap::new());
@@ -16,7 +16,8 @@ pub(super) fn render(text: &mut String) {
     let lag = LAG.lock().expect("not poisoned");
     let _ = writeln!(
         text,
-        "# HELP {CONSUMER_LAG} Messages behind the partition's high watermark, by topic and partition (librdkafka statistics).\n# TYPE {CONSUMER_LAG} gauge"
+        "# HELP {CONSUMER_LAG} {}\n# TYPE {CONSUMER_LAG} gauge",
+        help()
     );
     for ((topic, partition), messages) in lag.iter() {
         let _ = writeln!(
@@ -25,6 +26,13 @@ pub(super) fn render(text: &mut String) {
             escape_label(topic)
         );
     }
+}
+
+/// The HELP text of the catalog's row.
+fn help() -> &'static str {
+    ALL.iter()
+        .find(|metric| metric.name == CONSUMER_LAG)
+        .map_or("", |metric| metric.help)
 }
 
 /// A label value in the text exposition: backslash, quote and newline escaped.
@@ -36,13 +44,13 @@ fn escape_label(value: &str) -> String {
 }
 
 /// librdkafka's statistics reported this partition's lag.
-pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+pub(crate) fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     let mut partitions = LAG.lock().expect("not poisoned");
     partitions.insert((topic.to_owned(), partition), lag);
 }
 
 /// These partitions were revoked: their lag is no longer this instance's to report.
-pub fn lag_revoked<'a>(partitions: impl Iterator<Item = (&'a str, i32)>) {
+pub(crate) fn lag_revoked<'a>(partitions: impl Iterator<Item = (&'a str, i32)>) {
     let mut lag = LAG.lock().expect("not poisoned");
     for (topic, partition) in partitions {
         lag.remove(&(topic.to_owned(), partition));

@@ -341,7 +341,7 @@ impl Batch {
     /// Hands the collected batch over and starts an empty one with the same limits, its
     /// buffers sized as this one's were: the next batch does not grow them again by
     /// doubling, copy after copy.
-    pub(crate) fn take(&mut self) -> Batch {
+    pub(crate) fn seal(&mut self) -> Batch {
         let mut next = Self::empty(self.limits);
         next.kept.reserve(self.kept.len());
         next.kept_bytes.reserve(self.kept_bytes.len());
@@ -571,7 +571,7 @@ mod tests {
             Some(start + BatchConfig::default().max_wait)
         );
         assert!(batch.is_full());
-        let taken = batch.take();
+        let taken = batch.seal();
         assert_eq!((taken.len(), batch.len()), (2, 0));
         assert_eq!(batch.deadline(), None);
         assert!(!batch.is_full());

@@ -35,10 +35,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::health::ErrorReporter;
-use super::kafka;
 use super::position::Positions;
 use crate::config::{AutoOffsetReset, Config};
-use crate::metrics;
+use crate::events;
+use crate::kafka;
 use crate::status::Status;
 
 pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
@@ -137,7 +137,7 @@ impl ClientContext for GroupContext {
             for (partition, stats) in &stats.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a negative lag is unknown.
                 if *partition >= 0 && stats.consumer_lag >= 0 {
-                    metrics::consumer_lag(topic, *partition, stats.consumer_lag);
+                    events::consumer_lag(topic, *partition, stats.consumer_lag);
                 }
                 let end = if stats.ls_offset >= 0 {
                     stats.ls_offset
@@ -223,7 +223,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 info!(partitions = %describe(partitions), "partitions revoked; committing their stored offsets");
-                metrics::lag_revoked(
+                events::lag_revoked(
                     partitions
                         .elements()
                         .iter()
@@ -268,7 +268,7 @@ impl ConsumerContext for GroupContext {
             Ok(assignment) => {
                 if !matches!(rebalance, Rebalance::Error(_)) {
                     let revoke = matches!(rebalance, Rebalance::Revoke(_));
-                    metrics::rebalanced(revoke, assignment.count());
+                    events::rebalanced(revoke, assignment.count());
                 }
                 self.status.set_assigned(assignment.count());
             }
@@ -280,12 +280,12 @@ impl ConsumerContext for GroupContext {
         match result {
             Ok(()) => {
                 self.errors.recovered();
-                metrics::offsets_committed(true);
+                events::offsets_committed(true);
                 debug!(offsets = %describe(offsets), "offsets committed")
             }
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
-                metrics::offsets_committed(false);
+                events::offsets_committed(false);
                 warn!(error = %e, offsets = %describe(offsets), "offset commit failed; retried at the next interval")
             }
         }

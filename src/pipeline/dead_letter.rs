@@ -25,9 +25,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use tracing::{error, warn};
 
 use super::batch::Rejected;
-use super::kafka;
 use crate::config::Config;
-use crate::metrics;
+use crate::events;
+use crate::kafka;
 
 pub const HEADER_REASON: &str = "cache-layer-error-reason";
 pub const HEADER_DETAIL: &str = "cache-layer-error-detail";
@@ -124,7 +124,7 @@ impl DeadLetter {
             match self.produce(letter, truncate_to).await {
                 Ok(()) => {
                     if fate == Fate::Truncated {
-                        metrics::dead_letter_truncated(&letter.origin.topic);
+                        events::dead_letter_truncated(&letter.origin.topic);
                         log_refusal(letter, refusal.as_ref(), "sent it truncated");
                     }
                     return Ok(fate);
@@ -133,7 +133,7 @@ impl DeadLetter {
                 Err(e) => return Err(e),
             }
         }
-        metrics::dead_letter_dropped(&letter.origin.topic);
+        events::dead_letter_dropped(&letter.origin.topic);
         log_refusal(letter, refusal.as_ref(), "skipped it, even truncated");
         Ok(Fate::Dropped)
     }

@@ -21,9 +21,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::batch::TopicKinds;
-use super::kafka;
 use super::rebuild::{first_offsets_at, list, partitions};
 use crate::config::Config;
+use crate::kafka;
 
 /// How long each request to the brokers may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);

@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 
 use super::batch::TopicKinds;
 use super::consumer::GroupConsumer;
-use super::kafka;
 use crate::cache::{CacheLayer, Marker, MemoryUse};
 use crate::config::{Config, Ttls};
-use crate::metrics;
+use crate::events;
+use crate::kafka;
 use crate::models::MessageKind;
 use crate::status::RebuildProgress;
 
@@ -205,7 +205,7 @@ impl Rebuilds {
     pub(super) fn report(&mut self) {
         for rebuild in &mut self.active {
             if rebuild.unreported > 0 {
-                metrics::rebuild_messages(&rebuild.request.topic, rebuild.unreported);
+                events::rebuild_messages(&rebuild.request.topic, rebuild.unreported);
                 rebuild.unreported = 0;
             }
         }
@@ -413,7 +413,7 @@ impl Housekeeper {
 
     /// Reports a loss, and requests the rebuild of every partition unless turned off.
     pub(super) async fn lost(&self, why: &str) {
-        metrics::redis_data_loss();
+        events::redis_data_loss();
         if !self.rebuild_on_loss {
             warn!(
                 redis_marker = self.marker.key(),

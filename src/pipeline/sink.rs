@@ -19,19 +19,10 @@ use tracing::{error, warn};
 use super::batch::{Batch, Rejected, TopicKinds};
 use super::dead_letter::{DeadLetter, Fate};
 use super::retry::RetryLogic;
-use crate::cache::{CacheError, CacheLayer, Marker};
-
-/// Why one write attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SinkError {
-    #[error(transparent)]
-    Redis(#[from] CacheError),
-    #[error("dead-letter topic {topic:?} unavailable: {source}")]
-    DeadLetter {
-        topic: String,
-        source: rdkafka::error::KafkaError,
-    },
-}
+use super::SinkError;
+use crate::cache::{CacheLayer, Marker};
+use crate::events;
+use crate::status::Status;
 
 /// What writing a batch took.
 #[derive(Debug)]
@@ -55,6 +46,8 @@ pub(crate) struct Sink {
     marker: Arc<Marker>,
     /// Whether setting the marker failed last time, not to log it per batch.
     marker_failing: AtomicBool,
+    /// Readiness reads from here that writes are failing.
+    status: Arc<Status>,
 }
 
 /// What the attempts at one batch have done so far.
@@ -75,6 +68,7 @@ impl Sink {
         kinds: TopicKinds,
         retry: RetryLogic,
         marker: Arc<Marker>,
+        status: Arc<Status>,
     ) -> Self {
         Self {
             cache,
@@ -83,6 +77,7 @@ impl Sink {
             retry,
             marker,
             marker_failing: AtomicBool::new(false),
+            status,
         }
     }
 
@@ -109,7 +104,6 @@ impl Sink {
             attempts += 1;
             match self.attempt(batch, &mut progress).await {
                 Ok(pipeline) => {
-                    self.retry.succeeded();
                     return Written {
                         attempts,
                         pipeline,
@@ -118,9 +112,10 @@ impl Sink {
                     };
                 }
                 Err(e) => {
-                    let wait = self.retry.failed(attempts, &e, batch.len());
+                    let failure = RetryLogic::failure(&e);
+                    events::batch_failed(&self.status, attempts, batch.len(), &e, failure);
                     on_failure();
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(self.retry.backoff(attempts)).await;
                 }
             }
         }

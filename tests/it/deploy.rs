@@ -111,7 +111,7 @@ fn the_dashboard_and_alerts_name_only_exported_metrics() {
         })
         .collect();
     let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
-    let known: BTreeSet<&str> = cache_layer::metrics::ALL.into_iter().collect();
+    let known: BTreeSet<&str> = cache_layer::metrics::ALL.iter().map(|m| m.name).collect();
     for name in exprs
         .iter()
         .flat_map(|e| metric_names_in(e))

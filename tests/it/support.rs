@@ -26,7 +26,7 @@ pub fn metric_names_in(text: &str) -> Vec<String> {
             .iter()
             .find_map(|suffix| {
                 name.strip_suffix(suffix)
-                    .filter(|b| cache_layer::metrics::ALL.contains(b))
+                    .filter(|b| cache_layer::metrics::ALL.iter().any(|m| m.name == *b))
             })
             .unwrap_or(name);
         names.push(base.to_owned());

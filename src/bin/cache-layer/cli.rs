@@ -19,8 +19,9 @@ use cache_layer::app::Loader;
 use cache_layer::background::{sweep_once, SweepOutcome};
 use cache_layer::cache::{lock_token, CacheLayer};
 use cache_layer::config::{self, Config};
+use cache_layer::kafka;
 use cache_layer::pipeline::offsets::{self, Move, PartitionOffsets, ResetTo};
-use cache_layer::pipeline::{kafka, request_rebuild};
+use cache_layer::pipeline::request_rebuild;
 use cache_layer::telemetry;
 
 use crate::produce;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
+use cache_layer::kafka::CONSUMER_DEFAULTS;
 use cache_layer::models::MessageKind;
-use cache_layer::pipeline::kafka::CONSUMER_DEFAULTS;
 use cache_layer_testkit::generate::Generated;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
