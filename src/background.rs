@@ -36,7 +36,7 @@ pub enum SweepOutcome {
 }
 
 /// Gathers the statistics, updates the gauges and logs the summary line.
-pub async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
+pub(crate) async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheError> {
     events::redis_failovers(cache.failovers());
     match cache.get_cache_stats().await {
         Ok(stats) => {

@@ -22,9 +22,9 @@ use crate::status::{RebuildProgress, Status};
 /// Where a message came from, for its log line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct At<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
 }
 
 /// A message was received and added to the batch.
@@ -69,17 +69,17 @@ pub(crate) fn batch_taken<'a>(per_topic: impl Iterator<Item = (&'a str, u64)>) {
 /// What a written batch did, for [`batch_written`].
 pub(crate) struct BatchWritten<'a, L, R> {
     /// Messages in the batch, every one of them acknowledged.
-    pub messages: usize,
+    pub(crate) messages: usize,
     /// How long the successful Redis pipeline took.
-    pub pipeline: Duration,
+    pub(crate) pipeline: Duration,
     /// How late each message was, in seconds from its Kafka timestamp.
-    pub latencies: L,
+    pub(crate) latencies: L,
     /// The rejected messages, per topic.
-    pub rejected: R,
+    pub(crate) rejected: R,
     /// The topic of each message Redis refused for its data.
-    pub refused: &'a [&'a str],
+    pub(crate) refused: &'a [&'a str],
     /// Whether the rejected and refused messages went to a dead-letter topic.
-    pub dead_letters: bool,
+    pub(crate) dead_letters: bool,
 }
 
 /// A batch was written and its offsets stored: writes are not failing (any more), and

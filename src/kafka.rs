@@ -72,7 +72,7 @@ pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
 /// What a Kafka client error is, for the operator: the `kind` label it is counted by,
 /// and whether it keeps the consumer from fetching until it is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KafkaErrorKind {
+pub(crate) enum KafkaErrorKind {
     AllBrokersDown,
     Transport,
     Authentication,
@@ -85,7 +85,7 @@ pub enum KafkaErrorKind {
 
 impl KafkaErrorKind {
     /// Every kind, for metrics that start at 0.
-    pub const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::AllBrokersDown,
         Self::Transport,
         Self::Authentication,
@@ -98,7 +98,7 @@ impl KafkaErrorKind {
 
     /// The kind of a client error. librdkafka reports a failed TLS handshake or SASL
     /// exchange as a transport failure, so its text decides then.
-    pub fn of(error: &KafkaError, reason: &str) -> Self {
+    pub(crate) fn of(error: &KafkaError, reason: &str) -> Self {
         use RDKafkaErrorCode as Code;
         let text = format!("{error} {reason}");
         if text.contains("SSL") || text.contains("certificate") {
@@ -135,7 +135,7 @@ impl KafkaErrorKind {
     }
 
     /// The `kind` label of `cache_layer_kafka_errors_total`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::AllBrokersDown => "all_brokers_down",
             Self::Transport => "transport",
@@ -150,7 +150,7 @@ impl KafkaErrorKind {
 
     /// Whether an error of this kind keeps the consumer from fetching until it is
     /// resolved: no broker reachable, or the brokers refusing who the daemon is.
-    pub fn stops_fetching(self) -> bool {
+    pub(crate) fn stops_fetching(self) -> bool {
         matches!(
             self,
             Self::AllBrokersDown | Self::Authentication | Self::Authorization | Self::Ssl

@@ -18,6 +18,8 @@
 //! Only production code lives here: the throwaway redis-server, the mock broker, the
 //! stream generator, the demo and the benchmark are in the `cache-layer-testkit` crate.
 
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod background;
 pub mod cache;

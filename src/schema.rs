@@ -20,16 +20,16 @@ use crate::models::{format_timestamp, normalize_keyword, MAX_RANK};
 
 /// The three namespaces, which are also the categories of the statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Category {
+pub(crate) enum Category {
     Trends,
     Users,
     Windows,
 }
 
 impl Category {
-    pub const ALL: [Category; 3] = [Self::Trends, Self::Users, Self::Windows];
+    pub(crate) const ALL: [Category; 3] = [Self::Trends, Self::Users, Self::Windows];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Trends => "trends",
             Self::Users => "users",
@@ -40,10 +40,10 @@ impl Category {
 
 /// The fixed keys of the `windows:` namespace, by their suffix. A window id is data that
 /// becomes the suffix of `windows:{window_id}`, so it must never be one of these.
-pub const FIXED_WINDOW_SUFFIXES: [&str; 1] = ["index"];
+pub(crate) const FIXED_WINDOW_SUFFIXES: [&str; 1] = ["index"];
 
 /// Whether a window id would name a fixed key of the schema.
-pub fn is_reserved_window_id(id: &str) -> bool {
+pub(crate) fn is_reserved_window_id(id: &str) -> bool {
     FIXED_WINDOW_SUFFIXES.contains(&id)
 }
 
@@ -60,12 +60,8 @@ impl Keys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The detail key of a keyword, normalising it first.
-    pub fn trend(&self, keyword: &str) -> String {
+    pub(crate) fn trend(&self, keyword: &str) -> String {
         self.trend_normalized(&normalize_keyword(keyword))
     }
 
@@ -78,7 +74,7 @@ impl Keys {
         format!("{}trends:current", self.prefix)
     }
 
-    pub fn trends_last_update(&self) -> String {
+    pub(crate) fn trends_last_update(&self) -> String {
         format!("{}trends:last_update", self.prefix)
     }
 
@@ -90,7 +86,7 @@ impl Keys {
         format!("{}users:active", self.prefix)
     }
 
-    pub fn users_last_update(&self) -> String {
+    pub(crate) fn users_last_update(&self) -> String {
         format!("{}users:last_update", self.prefix)
     }
 
@@ -103,7 +99,8 @@ impl Keys {
     }
 
     /// Every key of the schema whose name is fixed, not built from message data.
-    pub fn fixed(&self) -> [String; 6] {
+    #[cfg(test)]
+    fn fixed(&self) -> [String; 6] {
         [
             self.trends_current(),
             self.trends_last_update(),
@@ -115,34 +112,34 @@ impl Keys {
     }
 
     /// A coordination lock between instances, outside the data namespaces.
-    pub fn lock(&self, name: &str) -> String {
+    pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}locks:{name}", self.prefix)
     }
 
     /// The marker of a consumer group, by which its instances find that Redis lost its data
     /// (`cache::Marker`), outside the data namespaces.
-    pub fn marker(&self, group: &str) -> String {
+    pub(crate) fn marker(&self, group: &str) -> String {
         format!("{}markers:{group}", self.prefix)
     }
 
     /// The hash of the rebuilds asked for, partition to the time to replay from.
-    pub fn rebuild_requests(&self) -> String {
+    pub(crate) fn rebuild_requests(&self) -> String {
         format!("{}rebuild:requests", self.prefix)
     }
 
     /// The literal start of every key in a namespace: `{p}trends:`.
-    pub fn namespace(&self, category: Category) -> String {
+    pub(crate) fn namespace(&self, category: Category) -> String {
         format!("{}{}:", self.prefix, category.as_str())
     }
 
     /// A SCAN pattern matching exactly the keys of one namespace.
-    pub fn namespace_pattern(&self, category: Category) -> String {
+    pub(crate) fn namespace_pattern(&self, category: Category) -> String {
         format!("{}*", escape_glob(&self.namespace(category)))
     }
 
     /// Whether a SCAN pattern can only match keys inside the service's namespaces: its
     /// literal start, before any glob syntax, must begin with one namespace.
-    pub fn owns_pattern(&self, pattern: &str) -> bool {
+    pub(crate) fn owns_pattern(&self, pattern: &str) -> bool {
         let literal = literal_prefix(pattern);
         Category::ALL
             .iter()
@@ -151,7 +148,7 @@ impl Keys {
 }
 
 /// Escapes Redis glob syntax (`* ? [ ] \`) so that the text matches only itself.
-pub fn escape_glob(text: &str) -> String {
+pub(crate) fn escape_glob(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -193,7 +190,7 @@ pub fn trend_score(window_end: &DateTime<Utc>, rank: i64) -> f64 {
 /// The version of a trend alert that its detail key and its ranking both compare: its
 /// `window_end` to the second (`YYYY-MM-DDTHH:MM:SS`), because that is what a
 /// [`trend_score`] holds. Within one second the later write wins in both places.
-pub fn trend_version(window_end: &DateTime<Utc>) -> String {
+pub(crate) fn trend_version(window_end: &DateTime<Utc>) -> String {
     let mut version = format_timestamp(window_end);
     version.truncate(TREND_VERSION_LEN);
     version
@@ -203,7 +200,8 @@ pub fn trend_version(window_end: &DateTime<Utc>) -> String {
 const TREND_VERSION_LEN: usize = 19;
 
 /// The `window_end` seconds encoded in a [`trend_score`].
-pub fn window_of_score(score: f64) -> i64 {
+#[cfg(test)]
+pub(crate) fn window_of_score(score: f64) -> i64 {
     ((-score + MAX_RANK as f64) / 1_000_000.0).floor() as i64
 }
 

@@ -38,7 +38,7 @@ pub struct Status {
 
 /// Redis nearly full: consuming is paused until its memory use is below the ratio.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MemoryPressure {
+pub(crate) struct MemoryPressure {
     /// The fullest master's `used_memory` and `maxmemory`.
     pub memory: MemoryUse,
     /// `redis.pause_above_memory_ratio`.
@@ -47,7 +47,7 @@ pub struct MemoryPressure {
 
 /// Where the replay of one partition stands, in a rebuild of the cache.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RebuildProgress {
+pub(crate) struct RebuildProgress {
     pub topic: String,
     pub partition: i32,
     /// The first offset replayed.
@@ -62,27 +62,27 @@ pub struct RebuildProgress {
 
 /// The checks of readiness that the instance answers from its own state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Why the consumer cannot fetch, if it cannot.
-    pub kafka_problem: Option<String>,
+    pub(crate) kafka_problem: Option<String>,
     /// Subscribed topics the brokers do not know.
     pub missing_topics: Vec<String>,
     /// How long a batch has been failing, and why, once that is past the threshold.
-    pub failing_writes: Option<(Duration, String)>,
+    pub(crate) failing_writes: Option<(Duration, String)>,
     /// The partitions being replayed to rebuild the cache.
-    pub rebuilding: Vec<RebuildProgress>,
+    pub(crate) rebuilding: Vec<RebuildProgress>,
     /// Redis's memory use, while it keeps consuming paused.
-    pub memory_pressure: Option<MemoryPressure>,
+    pub(crate) memory_pressure: Option<MemoryPressure>,
 }
 
 impl Readiness {
     /// Whether Kafka is fine: a broker answers and every subscribed topic exists.
-    pub fn kafka_ok(&self) -> bool {
+    pub(crate) fn kafka_ok(&self) -> bool {
         self.kafka_problem.is_none() && self.missing_topics.is_empty()
     }
 
     /// Whether every check is fine; Redis's answer is the caller's to add.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.kafka_ok()
             && self.failing_writes.is_none()
             && self.rebuilding.is_empty()
@@ -134,7 +134,7 @@ impl Status {
     }
 
     /// Why the consumer cannot fetch, if it cannot.
-    pub fn kafka_problem(&self) -> Option<String> {
+    pub(crate) fn kafka_problem(&self) -> Option<String> {
         self.kafka_problem.lock().expect("not poisoned").clone()
     }
 
@@ -157,7 +157,7 @@ impl Status {
     }
 
     /// Subscribed topics that the brokers do not know (yet).
-    pub fn missing_topics(&self) -> Vec<String> {
+    pub(crate) fn missing_topics(&self) -> Vec<String> {
         self.missing_topics.lock().expect("not poisoned").clone()
     }
 
@@ -195,7 +195,7 @@ impl Status {
     }
 
     /// How long writes have been failing, and why, if they are.
-    pub fn failing_writes(&self) -> Option<(Duration, String)> {
+    pub(crate) fn failing_writes(&self) -> Option<(Duration, String)> {
         let failing = self.failing.lock().expect("not poisoned");
         failing
             .as_ref()
@@ -205,7 +205,7 @@ impl Status {
     /// What this instance knows of its readiness, Redis's answer to a PING aside: the
     /// `/readyz` handler and the stats round both judge by it, so that the
     /// `cache_layer_ready` gauge and `/readyz` never disagree.
-    pub fn readiness(&self, unready_after: Duration) -> Readiness {
+    pub(crate) fn readiness(&self, unready_after: Duration) -> Readiness {
         Readiness {
             kafka_problem: self.kafka_problem(),
             missing_topics: self.missing_topics(),
@@ -218,7 +218,7 @@ impl Status {
     }
 
     /// Redis's memory use, while it keeps consuming paused.
-    pub fn memory_pressure(&self) -> Option<MemoryPressure> {
+    pub(crate) fn memory_pressure(&self) -> Option<MemoryPressure> {
         *self.memory_pressure.lock().expect("not poisoned")
     }
 
@@ -227,7 +227,7 @@ impl Status {
     }
 
     /// The partitions being replayed to rebuild the cache.
-    pub fn rebuilding(&self) -> Vec<RebuildProgress> {
+    pub(crate) fn rebuilding(&self) -> Vec<RebuildProgress> {
         self.rebuilding.lock().expect("not poisoned").clone()
     }
 

@@ -71,7 +71,7 @@ where
 
 /// Applies a reloaded `[log]`: the level (unless `RUST_LOG` is set, which still wins)
 /// and the format, from the next line on.
-pub fn reload(config: &LogConfig) {
+pub(crate) fn reload(config: &LogConfig) {
     let Some(reloader) = RELOADER.get() else {
         return;
     };

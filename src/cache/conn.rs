@@ -237,7 +237,7 @@ impl CommandSink for Writes {
 
 impl Conn {
     /// An empty set of writes, grouped as this connection sends them.
-    pub fn writes(&self) -> Writes {
+    pub(super) fn writes(&self) -> Writes {
         match self {
             Self::Single(_) | Self::Sentinel(_) => Writes::Single(replying_pipeline()),
             Self::Cluster(_) => Writes::Cluster(HashMap::new()),
@@ -253,7 +253,7 @@ impl Conn {
     /// part is its `WAIT` (see [`Writes::wait_for`]): fewer replicas than asked is such a
     /// failure too, so the caller retries rather than acknowledge a write that a failover
     /// could lose.
-    pub async fn exec_writes(
+    pub(crate) async fn exec_writes(
         &self,
         writes: &Writes,
         replicas: Option<u32>,
@@ -276,7 +276,7 @@ impl Conn {
     /// Runs every command of `pipe` and returns each one's reply, in order (ignored
     /// commands included). On a cluster the commands are grouped by hash slot, one
     /// pipeline per slot, sent concurrently.
-    pub async fn exec_pipeline(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn exec_pipeline(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         let conn = match self {
             Self::Single(_) | Self::Sentinel(_) => {
                 return pipe.query_async(&mut self.clone()).await
@@ -306,7 +306,7 @@ impl Conn {
     }
 
     /// [`Conn::exec_pipeline`], each reply converted.
-    pub async fn exec_pipeline_as<T: redis::FromRedisValue>(
+    pub(crate) async fn exec_pipeline_as<T: redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
     ) -> RedisResult<Vec<T>> {
@@ -318,7 +318,7 @@ impl Conn {
     }
 
     /// The nodes that hold data: the one server, or every cluster master.
-    pub async fn masters(&self) -> RedisResult<Vec<Node>> {
+    pub(super) async fn masters(&self) -> RedisResult<Vec<Node>> {
         let Self::Cluster(conn) = self else {
             return Ok(vec![Node::Only]);
         };
@@ -345,7 +345,7 @@ impl Conn {
     }
 
     /// Runs a command on one node.
-    pub async fn on_node<T: redis::FromRedisValue>(
+    pub(crate) async fn on_node<T: redis::FromRedisValue>(
         &self,
         node: &Node,
         cmd: &Cmd,

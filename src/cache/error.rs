@@ -89,7 +89,7 @@ impl CacheError {
     }
 
     /// A short, stable label for metrics: `io`, `timeout`, `loading`, `readonly`, ...
-    pub fn kind_label(&self) -> &'static str {
+    pub(crate) fn kind_label(&self) -> &'static str {
         match self {
             Self::Unavailable(e) | Self::Rejected(e) => redis_kind_label(e),
             Self::Refused(_) => "refused",
@@ -101,7 +101,7 @@ impl CacheError {
 }
 
 /// Every label [`CacheError::kind_label`] gives a Redis error, for metrics that start at 0.
-pub const REDIS_ERROR_KINDS: [&str; 13] = [
+pub(crate) const REDIS_ERROR_KINDS: [&str; 13] = [
     "timeout",
     "oom",
     "busy",

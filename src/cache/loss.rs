@@ -33,7 +33,7 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(2);
 
 /// A daemon instance's marker: the key, and when the instance last set it.
 #[derive(Debug)]
-pub struct Marker {
+pub(crate) struct Marker {
     key: String,
     /// In seconds; a reload of the TTLs changes it.
     ttl_secs: AtomicU64,
@@ -44,7 +44,7 @@ pub struct Marker {
 
 impl Marker {
     /// The marker of consumer group `group`, living `ttl` (the longest category TTL) from each write.
-    pub fn new(cache: &CacheLayer, group: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(cache: &CacheLayer, group: &str, ttl: Duration) -> Self {
         Self {
             key: cache.keys().marker(group),
             ttl_secs: AtomicU64::new(ttl.as_secs().max(1)),
@@ -52,7 +52,7 @@ impl Marker {
         }
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
@@ -62,7 +62,7 @@ impl Marker {
 
     /// Sets the TTL of the next writes (a reload of the TTLs). A marker set under the
     /// old one is not judged: it may expire before the new TTL is over.
-    pub fn set_ttl(&self, ttl: Duration) {
+    pub(crate) fn set_ttl(&self, ttl: Duration) {
         let secs = ttl.as_secs().max(1);
         if self.ttl_secs.swap(secs, Ordering::Relaxed) != secs {
             *self.set_at.lock().expect("not poisoned") = None;
@@ -108,7 +108,7 @@ fn field(topic: &str, partition: i32) -> String {
 impl CacheLayer {
     /// Sets the marker, with a batch; returns whether it found that Redis lost what this
     /// instance wrote (see [`Marker`]).
-    pub async fn touch_marker(&self, marker: &Marker) -> Result<bool> {
+    pub(crate) async fn touch_marker(&self, marker: &Marker) -> Result<bool> {
         let sent = Instant::now();
         let old: Option<String> = redis::cmd("SET")
             .arg(&marker.key)
@@ -123,14 +123,14 @@ impl CacheLayer {
 
     /// Looks at the marker without setting it, while no batch does; returns whether Redis
     /// lost what this instance wrote.
-    pub async fn check_marker(&self, marker: &Marker) -> Result<bool> {
+    pub(crate) async fn check_marker(&self, marker: &Marker) -> Result<bool> {
         let sent = Instant::now();
         let present: bool = self.conn.clone().exists(&marker.key).await?;
         Ok(marker.judge(present, sent, false))
     }
 
     /// Whether Redis holds the marker at all, whoever set it.
-    pub async fn has_marker(&self, marker: &Marker) -> Result<bool> {
+    pub(crate) async fn has_marker(&self, marker: &Marker) -> Result<bool> {
         Ok(self.conn.clone().exists(&marker.key).await?)
     }
 
@@ -162,7 +162,7 @@ impl CacheLayer {
 
     /// The rebuilds asked for: partition to the Kafka timestamp to replay from. A field
     /// that does not parse (written by something else) is left out.
-    pub async fn rebuild_requests(&self) -> Result<HashMap<(String, i32), i64>> {
+    pub(crate) async fn rebuild_requests(&self) -> Result<HashMap<(String, i32), i64>> {
         let fields: HashMap<String, String> = self
             .conn
             .clone()
@@ -182,7 +182,12 @@ impl CacheLayer {
 
     /// A partition was replayed from `since_ms`: its request is done, unless a newer one
     /// replaced it.
-    pub async fn rebuild_done(&self, topic: &str, partition: i32, since_ms: i64) -> Result<()> {
+    pub(crate) async fn rebuild_done(
+        &self,
+        topic: &str,
+        partition: i32,
+        since_ms: i64,
+    ) -> Result<()> {
         DELETE_IF_SAME
             .key(self.keys.rebuild_requests())
             .arg(field(topic, partition))

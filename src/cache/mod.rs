@@ -28,12 +28,15 @@ use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 use sentinel::SentinelConn;
 
-pub use error::{CacheError, Refusal, REDIS_ERROR_KINDS};
-pub use loss::Marker;
-pub use reads::{RankedWindow, TrendEntry};
-pub use stats::{CacheStats, MemoryUse, ServerInfo};
-pub use sweep::{lock_token, Lock, SweepReport};
-pub use writes::{touched_keys, CommandSink, WriteSet};
+pub use error::CacheError;
+
+pub(crate) use error::{Refusal, REDIS_ERROR_KINDS};
+pub(crate) use loss::Marker;
+pub(crate) use reads::TrendEntry;
+pub(crate) use stats::{CacheStats, MemoryUse, ServerInfo};
+pub use sweep::{lock_token, SweepReport};
+pub(crate) use writes::touched_keys;
+pub use writes::WriteSet;
 
 use crate::config::{RedisConfig, Ttls};
 use crate::models::{TrendAlert, UserMetrics, WindowedKeywordCount};
@@ -88,7 +91,7 @@ impl CacheLayer {
     /// itself unready) while Redis is still down. Fails only on a bad configuration, or,
     /// with `redis.cluster`, when no seed node answers (the cluster client needs the
     /// slot map to start).
-    pub async fn connect_lazy(config: &RedisConfig) -> Result<Self> {
+    pub(crate) async fn connect_lazy(config: &RedisConfig) -> Result<Self> {
         let url = config
             .connection_url()
             .map_err(|e| CacheError::Config(e.to_string()))?;
@@ -141,7 +144,7 @@ impl CacheLayer {
 
     /// Changes `batch.max_future_skew_secs` for this handle and every clone that shares
     /// its skew (made since the last [`CacheLayer::with_max_future_skew`]).
-    pub fn set_max_future_skew(&self, skew: Duration) {
+    pub(crate) fn set_max_future_skew(&self, skew: Duration) {
         let ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
         self.max_future_skew_ms.store(ms, Ordering::Relaxed);
     }
@@ -155,7 +158,7 @@ impl CacheLayer {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    pub fn keys(&self) -> &Keys {
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
@@ -217,7 +220,7 @@ impl CacheLayer {
     }
 
     /// Loads every script into the script cache of every master.
-    pub async fn load_scripts(&self) -> Result<()> {
+    pub(crate) async fn load_scripts(&self) -> Result<()> {
         for node in self.conn.masters().await? {
             for source in scripts::sources() {
                 let _: String = self
@@ -264,16 +267,11 @@ impl CacheLayer {
     }
 
     /// How many times the sentinels named another master; 0 without Sentinel.
-    pub fn failovers(&self) -> u64 {
+    pub(crate) fn failovers(&self) -> u64 {
         match &self.conn {
             Conn::Sentinel(conn) => conn.failovers(),
             _ => 0,
         }
-    }
-
-    /// Closes this handle. The connection closes when its last clone is dropped.
-    pub async fn close(self) {
-        drop(self);
     }
 }
 

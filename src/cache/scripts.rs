@@ -12,7 +12,7 @@ use redis::Script;
 /// The argument that makes a script keep a key's TTL when the key already lives longer
 /// than the one given (an aggregate whose members expire with their events, with
 /// `cache.ttl_from = "event"`); `""` sets the TTL given in every case.
-pub const KEEP_LONGER: &str = "keep_longer";
+pub(crate) const KEEP_LONGER: &str = "keep_longer";
 
 /// `expire(key, ttl, keep)`: `EXPIRE key ttl`, unless `keep` is [`KEEP_LONGER`] and the
 /// key already lives longer. `TTL` is -1 for a key without one, which is always set.
@@ -47,7 +47,8 @@ end
 /// flat array of (position in KEYS from 1, Redis's error), empty when all were handled.
 /// Whether an error is about the key or about Redis's state (OOM, READONLY) is the
 /// caller's to say, as for a command's own error (`conn::sort_replies`).
-pub static SET_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
+pub(crate) static SET_IF_NOT_OLDER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(SET_IF_NOT_OLDER_SRC));
 const SET_IF_NOT_OLDER_SRC: &str = r#"
 local field, ceiling = '"' .. ARGV[1] .. '":"', ARGV[2]
 local refused = {}
@@ -92,7 +93,7 @@ return refused
 /// member once (a `WriteSet` holds one alert per keyword): every member is compared with
 /// the score it had before the call. Returns how many members were written. One ZMSCORE
 /// and one ZADD per chunk of members rather than two commands per member.
-pub static ZADD_IF_NOT_OLDER: LazyLock<Script> =
+pub(crate) static ZADD_IF_NOT_OLDER: LazyLock<Script> =
     LazyLock::new(|| Script::new(ZADD_IF_NOT_OLDER_SRC));
 const ZADD_IF_NOT_OLDER_SRC: &str = concat!(
     expire_lua!(),
@@ -131,7 +132,7 @@ return written
 ///
 /// KEYS[1]: the hash. ARGV[1]: TTL in seconds; ARGV[2]: [`KEEP_LONGER`] or ''; then
 /// (field, value) pairs.
-pub static HSET_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(HSET_EXPIRE_SRC));
+pub(crate) static HSET_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(HSET_EXPIRE_SRC));
 const HSET_EXPIRE_SRC: &str = concat!(
     expire_lua!(),
     r#"
@@ -148,7 +149,7 @@ return 1
 /// KEYS[1]: the sorted set. ARGV[1]: TTL in seconds; ARGV[2]: `GT` or ''; ARGV[3]:
 /// [`KEEP_LONGER`] or ''; then (score, member) pairs. Chunked, because Lua's `unpack`
 /// takes a bounded number of values.
-pub static ZADD_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ZADD_EXPIRE_SRC));
+pub(crate) static ZADD_EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ZADD_EXPIRE_SRC));
 const ZADD_EXPIRE_SRC: &str = concat!(
     expire_lua!(),
     r#"
@@ -167,7 +168,7 @@ return 1
 
 /// The source of every script the writer uses, for `SCRIPT LOAD` on every master (at
 /// start-up, and again after a NOSCRIPT).
-pub fn sources() -> [&'static str; 4] {
+pub(super) fn sources() -> [&'static str; 4] {
     [
         SET_IF_NOT_OLDER_SRC,
         ZADD_IF_NOT_OLDER_SRC,

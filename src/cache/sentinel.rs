@@ -45,7 +45,7 @@ impl SentinelConn {
     /// with the data nodes' credentials and database of `redis.username`, `redis.password`
     /// and `redis.db`, and the `redis.tls_*` files for `rediss://` sentinels (and then
     /// TLS to the data nodes too). Connects on first use.
-    pub(crate) fn new(config: &RedisConfig, manager: ConnectionManagerConfig) -> Result<Self> {
+    pub(super) fn new(config: &RedisConfig, manager: ConnectionManagerConfig) -> Result<Self> {
         let bad = |e: RedisError| CacheError::Config(format!("redis.sentinel_nodes: {e}"));
         let data = config
             .connection_url()

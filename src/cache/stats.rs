@@ -11,7 +11,7 @@ use super::{CacheLayer, Result};
 use crate::schema::Category;
 
 /// SCAN steps one statistics run may spend per category (about 100,000 keys).
-pub const SCAN_BUDGET: usize = 100;
+pub(crate) const SCAN_BUDGET: usize = 100;
 
 /// A snapshot of the cache, as `get_cache_stats` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,18 +41,18 @@ pub struct ServerInfo {
     pub maxmemory: u64,
     /// What Redis does at the limit (`noeviction`, `volatile-ttl`, `allkeys-lru`, ...);
     /// on a cluster whose masters differ, their policies joined by commas.
-    pub maxmemory_policy: String,
+    pub(crate) maxmemory_policy: String,
 }
 
 /// How full Redis is: the fullest master with a `maxmemory`, `used_memory` against it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MemoryUse {
+pub(crate) struct MemoryUse {
     pub used_memory: u64,
     pub maxmemory: u64,
 }
 
 impl MemoryUse {
-    pub fn ratio(&self) -> f64 {
+    pub(crate) fn ratio(&self) -> f64 {
         self.used_memory as f64 / self.maxmemory as f64
     }
 }
@@ -60,7 +60,7 @@ impl MemoryUse {
 impl ServerInfo {
     /// Adds another node's figures to these (a cluster's stats are the sum of its
     /// masters'); the hit ratio is recomputed.
-    pub fn add(&mut self, other: &ServerInfo) {
+    pub(crate) fn add(&mut self, other: &ServerInfo) {
         self.used_memory += other.used_memory;
         self.connected_clients += other.connected_clients;
         self.keyspace_hits += other.keyspace_hits;
@@ -91,7 +91,7 @@ impl ServerInfo {
     }
 
     /// Parses the `field:value` lines of INFO.
-    pub fn parse(info: &str) -> Self {
+    pub(crate) fn parse(info: &str) -> Self {
         let fields: HashMap<&str, &str> = info
             .lines()
             .filter_map(|line| line.trim_end().split_once(':'))
@@ -118,7 +118,7 @@ impl ServerInfo {
     }
 
     /// Whether the policy evicts keys without regard to their TTL.
-    pub fn evicts_any_key(&self) -> bool {
+    pub(crate) fn evicts_any_key(&self) -> bool {
         self.maxmemory_policy
             .split(',')
             .any(|p| p.starts_with("allkeys-"))
@@ -161,7 +161,7 @@ impl CacheLayer {
     /// `INFO memory` of every master: the fullest of those with a `maxmemory`, or `None`
     /// when none has a limit. One round trip a master (and one `CLUSTER NODES` on a
     /// cluster), for the memory pressure check.
-    pub async fn memory_use(&self) -> Result<Option<MemoryUse>> {
+    pub(crate) async fn memory_use(&self) -> Result<Option<MemoryUse>> {
         let mut fullest: Option<MemoryUse> = None;
         for node in &self.conn.masters().await? {
             let info: String = self

@@ -33,7 +33,7 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
-    pub fn removed(&self) -> [(Category, u64); 3] {
+    pub(crate) fn removed(&self) -> [(Category, u64); 3] {
         [
             (Category::Trends, self.trends_removed),
             (Category::Users, self.users_removed),
@@ -41,7 +41,7 @@ impl SweepReport {
         ]
     }
 
-    pub fn without_ttl(&self) -> [(Category, u64); 3] {
+    pub(crate) fn without_ttl(&self) -> [(Category, u64); 3] {
         [
             (Category::Trends, self.trends_without_ttl),
             (Category::Users, self.users_without_ttl),
@@ -158,7 +158,7 @@ impl CacheLayer {
     }
 
     /// Removes `users:active` members last seen before `now - window`.
-    pub async fn remove_inactive_users(&self, window: Duration) -> Result<u64> {
+    pub(crate) async fn remove_inactive_users(&self, window: Duration) -> Result<u64> {
         let cutoff = Utc::now().timestamp() - window.as_secs() as i64;
         Ok(redis::cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.users_active())
@@ -169,7 +169,7 @@ impl CacheLayer {
     }
 
     /// Removes `windows:index` members whose window hash expired.
-    pub async fn invalidate_expired_windows(&self) -> Result<u64> {
+    pub(crate) async fn invalidate_expired_windows(&self) -> Result<u64> {
         let keys = self.keys.clone();
         self.remove_members_without_data(&self.keys.windows_index(), &keys.window(""))
             .await
@@ -224,7 +224,7 @@ impl CacheLayer {
 
     /// Deletes every key of the three namespaces that has no TTL. Returns the count per
     /// category (trends, users, windows).
-    pub async fn delete_keys_without_ttl(&self) -> Result<[u64; 3]> {
+    pub(crate) async fn delete_keys_without_ttl(&self) -> Result<[u64; 3]> {
         let mut deleted = [0u64; 3];
         let nodes = self.conn.masters().await?;
         for (count, category) in deleted.iter_mut().zip(Category::ALL) {

@@ -65,7 +65,7 @@ const KEYS_PER_SCRIPT: usize = 500;
 /// The keys that writing `message` touches: the data key of each item and its category's
 /// shared keys (index, ranking, last update). When Redis refuses a write to one of these
 /// for its data, the message is the one to set aside.
-pub fn touched_keys(message: &Message, keys: &Keys) -> Vec<String> {
+pub(crate) fn touched_keys(message: &Message, keys: &Keys) -> Vec<String> {
     match message {
         Message::Trends(alerts) => alerts
             .iter()
@@ -110,7 +110,7 @@ impl WriteSet {
         self.items
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.trends.is_empty() && self.user_metrics.is_none() && self.windows.is_empty()
     }
 

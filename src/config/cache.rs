@@ -99,7 +99,12 @@ impl Ttls {
     /// `event`: the whole TTL when it counts from the write (or the event has no time);
     /// what is left of it when it counts from the event, at least a second (a message
     /// past its expiry is not written, see [`Ttls::expired`]).
-    pub fn seconds(&self, ttl: Duration, event: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
+    pub(crate) fn seconds(
+        &self,
+        ttl: Duration,
+        event: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> u64 {
         match (self.from, event) {
             (TtlFrom::Event, Some(event)) => {
                 let left_ms = (event - now).num_milliseconds() + ttl.as_millis() as i64;
@@ -111,7 +116,12 @@ impl Ttls {
 
     /// Whether a key of TTL `ttl` for an event at `event` has expired already: only
     /// when TTLs count from the event.
-    pub fn expired(&self, ttl: Duration, event: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    pub(crate) fn expired(
+        &self,
+        ttl: Duration,
+        event: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> bool {
         match (self.from, event) {
             (TtlFrom::Event, Some(event)) => {
                 chrono::TimeDelta::from_std(ttl).is_ok_and(|ttl| event + ttl <= now)
@@ -121,7 +131,7 @@ impl Ttls {
     }
 
     /// The longest of them: the most that any key written now can live.
-    pub fn longest(&self) -> Duration {
+    pub(crate) fn longest(&self) -> Duration {
         self.trends.max(self.users).max(self.windows)
     }
 

@@ -11,7 +11,7 @@ use serde_with::{serde_as, DurationMilliSeconds};
 use super::{not_zero, positive, secret, ConfigError};
 
 /// The most `http.max_connections` can be: far more files than a process may open.
-pub const MAX_CONNECTIONS: usize = 1_000_000;
+pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
 
 #[serde_as]
 #[derive(Debug, Clone, Deserialize, Serialize)]

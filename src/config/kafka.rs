@@ -115,7 +115,7 @@ fn valid_instance_id(id: &str) -> Result<(), ConfigError> {
 /// librdkafka properties that cache-layer sets itself, because its delivery guarantee
 /// depends on them, and what to use instead. Setting one under `kafka.properties` is a
 /// configuration error that names both.
-pub const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
+pub(crate) const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
     ("bootstrap.servers", "use kafka.bootstrap_servers"),
     ("group.id", "use kafka.group_id"),
     ("group.instance.id", "use kafka.group_instance_id"),
@@ -147,7 +147,7 @@ pub enum AutoOffsetReset {
 }
 
 impl AutoOffsetReset {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Earliest => "earliest",
             Self::Latest => "latest",
@@ -169,7 +169,7 @@ pub struct KafkaProperties(pub BTreeMap<String, String>);
 /// has some 200 properties, marks a dozen as credentials (and adds more with new
 /// releases), and a name such as `sasl.oauthbearer.config` does not say that it holds
 /// one. So masking is the default, and showing the exception.
-pub const SHOWN_KAFKA_PROPERTIES: [&str; 39] = [
+pub(crate) const SHOWN_KAFKA_PROPERTIES: [&str; 39] = [
     "allow.auto.create.topics",
     "api.version.request",
     "broker.address.family",
@@ -213,11 +213,11 @@ pub const SHOWN_KAFKA_PROPERTIES: [&str; 39] = [
 
 impl KafkaProperties {
     /// Whether a property is masked when printed: all but [`SHOWN_KAFKA_PROPERTIES`].
-    pub fn is_secret(name: &str) -> bool {
+    pub(crate) fn is_secret(name: &str) -> bool {
         !SHOWN_KAFKA_PROPERTIES.contains(&name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 

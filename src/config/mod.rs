@@ -33,23 +33,22 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisConfig;
 use self::redis::RedisParts;
-pub use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig, TtlFrom, Ttls};
+pub(crate) use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig};
+pub use cache::{TtlFrom, Ttls};
 pub use http::HttpConfig;
-pub use kafka::{
-    AutoOffsetReset, KafkaConfig, KafkaProperties, TopicsConfig, MANAGED_KAFKA_PROPERTIES,
-    SHOWN_KAFKA_PROPERTIES,
-};
-pub use log::{LogConfig, LogFormat};
-pub use secret::REDACTED;
+pub use kafka::AutoOffsetReset;
+pub(crate) use kafka::{KafkaConfig, TopicsConfig};
+pub(crate) use log::LogConfig;
+pub use log::LogFormat;
 
 /// The running configuration, as the last reload (SIGHUP) left it.
-pub type Settings = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+pub(crate) type Settings = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
 
 /// Where the configuration is read from when no `--config` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "config/cache-layer.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/cache-layer.toml";
 
 /// Prefix of the generic environment overrides (`CACHE_LAYER__REDIS__PORT`).
-pub const ENV_PREFIX: &str = "CACHE_LAYER__";
+pub(crate) const ENV_PREFIX: &str = "CACHE_LAYER__";
 
 /// The previous service's variables and the key each one sets.
 const LEGACY_ENV: [(&str, &str); 6] = [
@@ -351,6 +350,8 @@ mod tests {
 
 #[cfg(test)]
 mod printing {
+    use super::kafka::{KafkaProperties, SHOWN_KAFKA_PROPERTIES};
+    use super::secret::REDACTED;
     use super::*;
 
     /// The properties librdkafka itself marks sensitive (`_RK_SENSITIVE` in
@@ -416,7 +417,7 @@ mod printing {
 
 /// The keys a reload (SIGHUP) applies in place, for the next batch or request; any other
 /// key takes a restart.
-pub const RELOADABLE_KEYS: [&str; 18] = [
+pub(crate) const RELOADABLE_KEYS: [&str; 18] = [
     "cache.default_ttl",
     "cache.trends_ttl",
     "cache.users_ttl",
@@ -439,7 +440,7 @@ pub const RELOADABLE_KEYS: [&str; 18] = [
 
 /// What a reload makes of the running configuration and a new one.
 #[derive(Debug)]
-pub struct Reload {
+pub(crate) struct Reload {
     /// The running configuration with the new values of the reloadable keys.
     pub config: Config,
     /// The reloadable keys whose values changed.
@@ -451,7 +452,7 @@ pub struct Reload {
 impl Config {
     /// Takes from `new` what can change in place, keeps the rest, and names the keys of
     /// each kind that changed. Both are valid configurations.
-    pub fn reload(&self, new: &Config) -> Reload {
+    pub(crate) fn reload(&self, new: &Config) -> Reload {
         let mut config = self.clone();
         config.cache.default_ttl = new.cache.default_ttl;
         config.cache.trends_ttl = new.cache.trends_ttl;

@@ -215,13 +215,13 @@ impl RedisConfig {
     }
 
     /// Whether the master is found through Sentinel.
-    pub fn sentinel(&self) -> bool {
+    pub(crate) fn sentinel(&self) -> bool {
         !self.sentinel_master.is_empty()
     }
 
     /// Whether every sentinel is reached over TLS (`rediss://`, in any case); the data
     /// nodes then are too.
-    pub fn sentinel_tls(&self) -> bool {
+    pub(crate) fn sentinel_tls(&self) -> bool {
         self.sentinel_nodes
             .iter()
             .all(|n| url::Url::parse(n).is_ok_and(|u| u.scheme() == "rediss"))

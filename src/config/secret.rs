@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Serializer;
 
 /// What a secret prints as.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// A secret as [`REDACTED`]; an empty one as empty, so that "not set" stays visible.
 pub(super) fn redact<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

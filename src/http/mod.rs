@@ -50,7 +50,7 @@ use server::Limits;
 use snapshot::TrendsSnapshot;
 
 /// The largest `limit` a list endpoint accepts.
-pub const MAX_LIMIT: usize = 1_000;
+pub(crate) const MAX_LIMIT: usize = 1_000;
 /// How long readiness waits for Redis to answer PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connections open at once on the operator listener: Prometheus and the probes need a
@@ -154,7 +154,7 @@ pub async fn serve(
 }
 
 /// `/metrics`, `/healthz` and `/readyz`.
-pub fn operator_router(state: AppState) -> Router {
+pub(crate) fn operator_router(state: AppState) -> Router {
     let timeout = state.config.http.request_timeout;
     Router::new()
         .route("/metrics", get(metrics_text))
@@ -173,7 +173,7 @@ pub fn operator_router(state: AppState) -> Router {
 /// `http.max_body_bytes` is refused (413), a request over `http.request_timeout_ms` is
 /// answered 408 and dropped, requests past `http.max_concurrent_requests` are shed (503)
 /// and an answer over `http.max_response_bytes` is refused (400).
-pub fn api_router(state: AppState) -> Router {
+pub(crate) fn api_router(state: AppState) -> Router {
     let limits = &state.config.http;
     let (timeout, max_body) = (limits.request_timeout, limits.max_body_bytes);
     let max_response = limits.max_response_bytes;
@@ -271,7 +271,7 @@ async fn json_errors(response: Response) -> Response {
 
 /// An error answer: a status and a message.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -28,9 +28,9 @@ use crate::events;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     /// The metric label of the listener: `operator` or `api`.
-    pub name: &'static str,
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
+    pub(crate) name: &'static str,
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets the open

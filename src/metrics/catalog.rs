@@ -22,7 +22,7 @@ pub struct Metric {
     pub unit: Option<Unit>,
     /// The series a first scrape already has, so that `rate()` or `absent()` in an
     /// alert work for a fresh or idle instance.
-    pub zero: Zero,
+    pub(crate) zero: Zero,
     pub help: &'static str,
 }
 
@@ -38,7 +38,7 @@ pub enum Kind {
 
 /// The series of a metric set at start-up.
 #[derive(Debug, Clone, Copy)]
-pub enum Zero {
+pub(crate) enum Zero {
     /// None: the metric appears once it happens.
     No,
     /// The series without labels, at 0.

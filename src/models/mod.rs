@@ -13,9 +13,13 @@ mod validate;
 mod window;
 
 pub use keyword::{normalize_keyword, MAX_KEYWORD_BYTES};
-pub use time::{format_timestamp, parse_timestamp};
+pub(crate) use time::format_timestamp;
+#[cfg(test)]
+pub(crate) use time::parse_timestamp;
 pub use trend::{TrendAlert, MAX_RANK};
 pub use user::{Contributor, UserMetrics};
-pub use validate::{decode, Message, MessageKind, RejectReason, ValidationError};
+pub(crate) use validate::ValidationError;
+pub use validate::{decode, Message, MessageKind, RejectReason};
 pub(crate) use window::check_window_id;
-pub use window::{default_window_id, WindowEntry, WindowedKeywordCount};
+pub(crate) use window::WindowEntry;
+pub use window::WindowedKeywordCount;

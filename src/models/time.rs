@@ -16,7 +16,7 @@ const MIN_UNIX: i64 = 0;
 const MAX_UNIX: i64 = 7_258_118_400; // 2200-01-01T00:00:00Z
 
 /// Parses a timestamp, truncated to microseconds.
-pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     let parsed = match parse_utc_fast(text.as_bytes()) {
         Some(parsed) => parsed,
@@ -81,7 +81,7 @@ fn parse_utc_fast(text: &[u8]) -> Option<DateTime<Utc>> {
 ///
 /// Written digit by digit: chrono's `format` parses its format string on every call,
 /// which showed up at 8% of the daemon's CPU profile, and `write!` was most of the rest.
-pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
     // The fields of a `DateTime<Utc>` each add its (zero) offset first; these do not.
     let t = t.naive_utc();
     let mut out = String::with_capacity(27);

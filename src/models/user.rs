@@ -7,7 +7,7 @@ use super::validate::{check, Reject, Validate};
 use super::RejectReason;
 
 /// User ids are DIDs or handles: bounded, printable.
-pub const MAX_USER_ID_BYTES: usize = 256;
+pub(crate) const MAX_USER_ID_BYTES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contributor {
@@ -34,7 +34,7 @@ pub struct UserMetrics {
 
 impl UserMetrics {
     /// Every user id this snapshot saw active: the explicit list, then the contributors.
-    pub fn seen_user_ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn seen_user_ids(&self) -> impl Iterator<Item = &str> {
         self.active_users
             .iter()
             .flatten()

@@ -61,7 +61,7 @@ impl RejectReason {
         Self::RedisRefused,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::NotJson => "not_json",
             Self::WrongShape => "wrong_shape",
@@ -190,16 +190,6 @@ pub enum MessageKind {
     Windows,
 }
 
-impl MessageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Trends => "trends",
-            Self::UserMetrics => "user_metrics",
-            Self::Windows => "windows",
-        }
-    }
-}
-
 /// One decoded, validated Kafka message: never empty of meaning, possibly empty of items
 /// (an empty array is valid and writes nothing).
 #[derive(Debug, Clone, PartialEq)]
@@ -210,7 +200,7 @@ pub enum Message {
 }
 
 impl Message {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Self::Trends(v) => v.len(),
             Self::UserMetrics(v) => v.len(),
@@ -218,7 +208,7 @@ impl Message {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -226,7 +216,7 @@ impl Message {
     /// `timestamp` of user metrics) is after `not_after`, the daemon's clock plus
     /// `batch.max_future_skew_secs`. Writes keep the newest event time, so one item from
     /// a clock in the future would shadow every correct one until its key expires.
-    pub fn check_not_after(&self, not_after: DateTime<Utc>) -> Result<(), ValidationError> {
+    pub(crate) fn check_not_after(&self, not_after: DateTime<Utc>) -> Result<(), ValidationError> {
         let after = |times: &mut dyn Iterator<Item = Option<DateTime<Utc>>>| {
             times
                 .enumerate()

@@ -9,7 +9,7 @@ use super::RejectReason;
 use crate::schema;
 
 /// Window ids become part of a key and of an HTTP path, so they are short and plain.
-pub const MAX_WINDOW_ID_BYTES: usize = 128;
+pub(crate) const MAX_WINDOW_ID_BYTES: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowedKeywordCount {
@@ -37,7 +37,7 @@ impl WindowedKeywordCount {
 
     /// Where a validated count is stored, its window id and normalised keyword, and what
     /// is stored there; its strings are moved, not copied.
-    pub fn into_entry(self) -> (String, String, WindowEntry) {
+    pub(crate) fn into_entry(self) -> (String, String, WindowEntry) {
         let entry = WindowEntry {
             keyword: self.keyword,
             count: self.count,
@@ -57,7 +57,7 @@ impl WindowedKeywordCount {
 ///
 /// Written digit by digit: with `format!` it was 11% of the consume loop's CPU, one in
 /// every window count.
-pub fn default_window_id(window_start: &DateTime<Utc>) -> String {
+pub(crate) fn default_window_id(window_start: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let window_start = window_start.naive_utc();
     let mut id = String::with_capacity(23);

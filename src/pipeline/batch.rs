@@ -27,7 +27,7 @@ use crate::schema::Keys;
 pub(crate) struct TopicKinds(Vec<(String, MessageKind)>);
 
 impl TopicKinds {
-    pub(crate) fn new(topics: &TopicsConfig) -> Self {
+    pub(super) fn new(topics: &TopicsConfig) -> Self {
         Self(vec![
             (topics.trends.clone(), MessageKind::Trends),
             (topics.user_metrics.clone(), MessageKind::UserMetrics),
@@ -58,33 +58,33 @@ impl TopicKinds {
 /// Where a message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Origin {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
 }
 
 /// A message that failed decoding or validation, kept whole for the dead-letter topic.
 #[derive(Debug, Clone)]
 pub(crate) struct Rejected {
-    pub origin: Origin,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub error: ValidationError,
+    pub(crate) origin: Origin,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) error: ValidationError,
 }
 
 /// One consumed message, borrowed from the consumer for as long as it is pushed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Incoming<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: Option<&'a [u8]>,
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
     /// The Kafka message timestamp, when it has one.
-    pub timestamp: Option<DateTime<Utc>>,
+    pub(crate) timestamp: Option<DateTime<Utc>>,
     /// Replayed by a rebuild: its offset is behind the partition's and not stored, and
     /// if it is invalid, it was dead-lettered when it was first read.
-    pub replay: bool,
+    pub(crate) replay: bool,
 }
 
 /// What a push did with the message, for the caller to log and count.
@@ -153,7 +153,7 @@ struct Limits {
 }
 
 impl Batch {
-    pub(crate) fn new(config: &BatchConfig, ttls: Ttls) -> Self {
+    pub(super) fn new(config: &BatchConfig, ttls: Ttls) -> Self {
         Self::empty(Limits {
             max_messages: config.max_messages,
             max_wait: config.max_wait,
@@ -357,7 +357,7 @@ impl Batch {
     }
 
     /// The TTLs the batch's writes get.
-    pub(crate) fn ttls(&self) -> &Ttls {
+    pub(super) fn ttls(&self) -> &Ttls {
         &self.limits.ttls
     }
 

@@ -27,7 +27,7 @@ pub(crate) struct ErrorReporter {
 }
 
 impl ErrorReporter {
-    pub(crate) fn new(status: Arc<Status>, brokers: String) -> Self {
+    pub(super) fn new(status: Arc<Status>, brokers: String) -> Self {
         Self {
             status,
             brokers,

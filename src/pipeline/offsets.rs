@@ -36,7 +36,7 @@ pub struct PartitionOffsets {
     /// The group's committed offset, the next message it reads; `None` without a commit.
     pub committed: Option<i64>,
     /// The first offset the log still holds, and the offset after its last message.
-    pub log_start: i64,
+    pub(crate) log_start: i64,
     pub log_end: i64,
     /// `log_end - committed`; `None` without a commit.
     pub lag: Option<i64>,

@@ -42,17 +42,17 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 /// A partition to replay from `since_ms`, a Kafka timestamp in unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Request {
-    pub topic: String,
-    pub partition: i32,
-    pub since_ms: i64,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) since_ms: i64,
 }
 
 /// A request of an assigned partition, with where its replay starts: `None` when the
 /// partition holds no message at or after the request's time.
 #[derive(Debug)]
 pub(super) struct Start {
-    pub request: Request,
-    pub from: Option<i64>,
+    pub(crate) request: Request,
+    pub(crate) from: Option<i64>,
 }
 
 /// What a message of a partition is to the rebuilds.
@@ -305,40 +305,40 @@ impl Rebuilds {
 /// and what the loop knows of its partitions.
 pub(super) struct Chores {
     /// A write found the marker gone.
-    pub lost: bool,
+    pub(crate) lost: bool,
     /// No write is on its way to set the marker: look at it.
-    pub check_marker: bool,
-    pub assigned: Vec<(String, i32)>,
-    pub rebuilds: Vec<Request>,
-    pub finished: Vec<Request>,
+    pub(crate) check_marker: bool,
+    pub(crate) assigned: Vec<(String, i32)>,
+    pub(crate) rebuilds: Vec<Request>,
+    pub(crate) finished: Vec<Request>,
 }
 
 /// What a round of housekeeping found.
 #[derive(Debug, Default)]
 pub(super) struct Found {
     /// Requests of assigned partitions not being replayed yet, with where each starts.
-    pub starts: Vec<Start>,
+    pub(crate) starts: Vec<Start>,
     /// The finished requests whose deletion failed, to try again.
-    pub not_deleted: Vec<Request>,
+    pub(crate) not_deleted: Vec<Request>,
     /// Redis's memory use, when it was read (`redis.pause_above_memory_ratio` set, and
     /// INFO answered); inside, `None` is a Redis without a memory limit.
-    pub memory: Option<Option<MemoryUse>>,
+    pub(crate) memory: Option<Option<MemoryUse>>,
 }
 
 /// The loss detection and the rebuild requests of one consumer loop.
 pub(super) struct Housekeeper {
-    pub cache: CacheLayer,
-    pub marker: Arc<Marker>,
+    pub(crate) cache: CacheLayer,
+    pub(crate) marker: Arc<Marker>,
     /// Not an owner: after the drain, `consumer::close` waits for every other holder
     /// before it closes the consumer, so a round holds it only where it must, inside a
     /// blocking task that its Kafka timeout bounds.
-    pub consumer: Weak<GroupConsumer>,
-    pub topics: Vec<String>,
+    pub(crate) consumer: Weak<GroupConsumer>,
+    pub(crate) topics: Vec<String>,
     /// The TTLs, as the last reload left them.
-    pub ttls: std::sync::RwLock<Ttls>,
-    pub rebuild_on_loss: bool,
+    pub(crate) ttls: std::sync::RwLock<Ttls>,
+    pub(crate) rebuild_on_loss: bool,
     /// Whether a round reads Redis's memory use, for `redis.pause_above_memory_ratio`.
-    pub watch_memory: bool,
+    pub(crate) watch_memory: bool,
 }
 
 impl Housekeeper {

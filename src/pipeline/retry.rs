@@ -24,7 +24,7 @@ pub(crate) struct RetryLogic {
 }
 
 impl RetryLogic {
-    pub(crate) fn new(config: &BatchConfig) -> Self {
+    pub(super) fn new(config: &BatchConfig) -> Self {
         Self {
             initial: config.retry_initial,
             max: config.retry_max,

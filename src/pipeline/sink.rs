@@ -27,14 +27,14 @@ use crate::status::Status;
 /// What writing a batch took.
 #[derive(Debug)]
 pub(crate) struct Written {
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// How long the successful Redis pipeline took.
-    pub pipeline: Duration,
+    pub(crate) pipeline: Duration,
     /// The valid messages whose writes Redis refused for their data.
-    pub refused: Vec<Rejected>,
+    pub(crate) refused: Vec<Rejected>,
     /// Whether setting the group's marker with the batch found that Redis lost what
     /// this instance wrote before.
-    pub data_lost: bool,
+    pub(crate) data_lost: bool,
 }
 
 pub(crate) struct Sink {
@@ -62,7 +62,7 @@ struct Progress {
 }
 
 impl Sink {
-    pub(crate) fn new(
+    pub(super) fn new(
         cache: CacheLayer,
         dead_letter: Option<DeadLetter>,
         kinds: TopicKinds,
