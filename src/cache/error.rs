@@ -100,6 +100,9 @@ impl CacheError {
     }
 }
 
+/// A result whose error is a [`CacheError`].
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
 /// Every label [`CacheError::kind_label`] gives a Redis error, for metrics that start at 0.
 pub(crate) const REDIS_ERROR_KINDS: [&str; 13] = [
     "timeout",

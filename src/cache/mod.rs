@@ -13,6 +13,7 @@ mod scripts;
 mod sentinel;
 mod stats;
 mod sweep;
+mod tls;
 mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +28,9 @@ use redis::cluster_async::ClusterConnection;
 use conn::Conn;
 use redis::{ErrorKind, ServerErrorKind};
 use sentinel::SentinelConn;
+use tls::{certificates, client};
 
-pub use error::CacheError;
+pub use error::{CacheError, Result};
 
 pub(crate) use error::{Refusal, REDIS_ERROR_KINDS};
 pub(crate) use loss::Marker;
@@ -51,8 +53,6 @@ fn skew_ms(skew: Duration) -> Arc<AtomicU64> {
 
 /// The default of `batch.max_future_skew_secs`.
 const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(300);
-
-pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 
 /// What a [`CacheLayer::write`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -306,44 +306,6 @@ async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection> {
         .build()
         .map_err(|e| CacheError::Config(e.to_string()))?;
     Ok(client.get_async_connection().await?)
-}
-
-/// A client for the URL: plain, TLS with the system's roots, or TLS with the configured
-/// CA and client certificate.
-fn client(config: &RedisConfig, url: &str) -> Result<redis::Client> {
-    let bad = |e: redis::RedisError| CacheError::Config(e.to_string());
-    match certificates(config)? {
-        None => redis::Client::open(url).map_err(bad),
-        Some(certificates) => redis::Client::build_with_tls(url, certificates).map_err(bad),
-    }
-}
-
-/// The CA and the client certificate of `redis.tls_*`, read from their files; `None` when
-/// none is set (TLS, if the URL asks for it, then trusts the system's roots).
-fn certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>> {
-    let read = |path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>> {
-        path.as_ref()
-            .map(|p| {
-                std::fs::read(p)
-                    .map_err(|e| CacheError::Config(format!("cannot read {}: {e}", p.display())))
-            })
-            .transpose()
-    };
-    let root_cert = read(&config.tls_ca_file)?;
-    let client_tls = match (read(&config.tls_cert_file)?, read(&config.tls_key_file)?) {
-        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
-        _ => None,
-    };
-    if root_cert.is_none() && client_tls.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(redis::TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
 }
 
 /// One TTL for every category, refusing what Redis would refuse (`EX 0`) with a clear error.

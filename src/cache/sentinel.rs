@@ -18,7 +18,8 @@ use redis::{
 use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
-use super::{certificates, CacheError, Result};
+use super::error::{CacheError, Result};
+use super::tls::certificates;
 use crate::config::RedisConfig;
 
 #[derive(Clone)]

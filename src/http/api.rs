@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState, MAX_LIMIT};
+use super::error::{ApiError, MAX_LIMIT};
+use super::state::AppState;
 use crate::background::{sweep_once, SweepOutcome};
 use crate::cache::lock_token;
 use crate::models::MAX_KEYWORD_BYTES;

@@ -14,11 +14,14 @@
 //! answers of at most `http.max_response_bytes`; and `/v1/trends` from a shared snapshot.
 
 mod api;
+mod error;
 mod server;
 mod snapshot;
+mod state;
+
+pub use state::AppState;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,43 +44,17 @@ use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::cache::{CacheError, CacheLayer};
-use crate::config::{Config, HttpConfig, Settings};
+use crate::config::{HttpConfig, Settings};
 use crate::events;
 use crate::metrics;
-use crate::status::Status;
+use error::{too_large, ApiError};
 use server::Limits;
-use snapshot::TrendsSnapshot;
 
-/// The largest `limit` a list endpoint accepts.
-pub(crate) const MAX_LIMIT: usize = 1_000;
 /// How long readiness waits for Redis to answer PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connections open at once on the operator listener: Prometheus and the probes need a
 /// few; the header-read timeout frees what a stray client holds.
 const OPERATOR_MAX_CONNECTIONS: usize = 64;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub cache: CacheLayer,
-    pub status: Arc<Status>,
-    pub config: Arc<Config>,
-    trends: Arc<TrendsSnapshot>,
-}
-
-impl AppState {
-    pub fn new(cache: CacheLayer, status: Arc<Status>, config: Arc<Config>) -> Self {
-        let http = &config.http;
-        let trends = TrendsSnapshot::new(http.trends_snapshot, http.max_response_bytes);
-        Self {
-            cache,
-            status,
-            config,
-            trends: Arc::new(trends),
-        }
-    }
-}
 
 /// The two bound listeners.
 pub struct Listeners {
@@ -218,16 +195,6 @@ async fn capped(State(max): State<usize>, response: Response) -> Response {
     }
 }
 
-fn too_large(max: usize) -> ApiError {
-    ApiError(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "the answer would be larger than http.max_response_bytes = {max}; \
-             ask for fewer entries with ?limit="
-        ),
-    )
-}
-
 /// A request over `http.max_concurrent_requests`: 503, to be tried again in a second.
 async fn shed(error: BoxError) -> Response {
     if error.is::<Overloaded>() {
@@ -267,33 +234,6 @@ async fn json_errors(response: Response) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
     (parts, Json(json!({ "error": message }))).into_response()
-}
-
-/// An error answer: a status and a message.
-#[derive(Debug)]
-pub(crate) struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<CacheError> for ApiError {
-    fn from(e: CacheError) -> Self {
-        match e {
-            CacheError::ForeignPattern { .. } | CacheError::Config(_) => {
-                ApiError(StatusCode::BAD_REQUEST, e.to_string())
-            }
-            CacheError::Unavailable(_) => {
-                events::redis_error(e.kind_label());
-                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
-            CacheError::Rejected(_) | CacheError::Refused(_) | CacheError::InvalidValue(_) => {
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
-        }
-    }
 }
 
 async fn metrics_text() -> impl IntoResponse {

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Mutex;
 
-use super::{too_large, ApiError, MAX_LIMIT};
+use super::error::{too_large, ApiError, MAX_LIMIT};
 use crate::cache::{CacheError, CacheLayer, TrendEntry};
 
 /// The rendered ranking, shared by the readers of one period.

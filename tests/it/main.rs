@@ -21,6 +21,7 @@ mod http;
 mod http_limits;
 mod kafka;
 mod kafka_security;
+mod layers;
 mod maintenance;
 mod membership;
 mod memory;

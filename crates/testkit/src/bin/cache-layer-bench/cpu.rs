@@ -9,8 +9,6 @@ use cache_layer_testkit::process::{cpu_secs_of, cpu_secs_of_file};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use crate::scenarios::redis_cpu_secs;
-
 /// The processes to account for besides this one and Redis.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Processes {
@@ -144,4 +142,14 @@ fn machine_secs() -> anyhow::Result<(f64, f64)> {
     let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
     let per_sec = cache_layer_testkit::process::clock_ticks_per_sec();
     Ok((busy as f64 / per_sec, ticks[7] as f64 / per_sec))
+}
+
+/// The CPU Redis has used since it started, user and system, in seconds.
+pub async fn redis_cpu_secs(conn: &mut MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum())
 }

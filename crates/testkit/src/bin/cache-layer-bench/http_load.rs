@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::broker::topics_by_kind;
 use crate::daemon::{Daemon, Target};
-use crate::report::quantile;
+use crate::latency::quantile;
 
 /// How hard to push.
 pub struct Load {

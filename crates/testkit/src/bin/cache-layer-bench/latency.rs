@@ -41,8 +41,7 @@ use serde::Serialize;
 use crate::broker::{blocking, delete_topics, topic_name, topics_by_kind};
 use crate::cpu::{Cores, Processes, Sample};
 use crate::daemon::{Daemon, Target};
-use crate::observers::{Observer, RawObserver, Reads, RedisObserver};
-use crate::report::quantile;
+use crate::observers::{Observer, RawObserver, Reads, RedisObserver, WARM_UP_KEY};
 use crate::scenarios::connect;
 
 /// The load before the first probe.
@@ -237,8 +236,6 @@ async fn done_with(target: &Target, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub const WARM_UP_KEY: &str = "latency-warmup";
-
 /// A probe sent, and its latency for each observer that has seen it.
 struct Probe {
     keyword: String,
@@ -409,4 +406,12 @@ async fn drive(
         ms: latencies,
         cpu,
     })
+}
+
+/// The q-quantile of sorted values; NaN when there are none.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
 }

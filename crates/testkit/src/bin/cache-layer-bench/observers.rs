@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{blocking, raw_consumer_config, topic_name, topic_names};
 use crate::daemon::Target;
-use crate::latency::WARM_UP_KEY;
+
+/// The key of the message every observer must have seen before the clock starts; a raw
+/// observer records it beside the `probe-` keys.
+pub const WARM_UP_KEY: &str = "latency-warmup";
 
 /// Where a probe is looked for.
 pub enum Observer {

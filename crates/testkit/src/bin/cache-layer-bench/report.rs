@@ -247,11 +247,3 @@ impl RebuildReport {
         );
     }
 }
-
-/// The q-quantile of sorted values; NaN when there are none.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(f64::NAN)
-}

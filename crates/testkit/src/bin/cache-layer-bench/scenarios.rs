@@ -19,6 +19,7 @@ use rdkafka::message::Message as _;
 use redis::aio::MultiplexedConnection;
 
 use crate::broker::{self, blocking, raw_consumer_config, topic_names, OffsetsReader};
+use crate::cpu::redis_cpu_secs;
 use crate::daemon::{Daemon, Target};
 
 /// The TTL of every key the scenarios write, in seconds: longer than any run.
@@ -137,16 +138,6 @@ pub struct Throughput {
     /// The time the daemon's batches took to write, all together: what the run spent
     /// with a write in flight.
     pub write_secs: f64,
-}
-
-/// The CPU Redis has used since it started, user and system, in seconds.
-pub async fn redis_cpu_secs(conn: &mut MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
-    Ok(info
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
-        .sum())
 }
 
 /// Commands Redis ran since its statistics were reset, the benchmark's own excluded.
