@@ -151,7 +151,7 @@ async fn with_rebuild_on_loss_off_a_loss_is_counted_and_the_rebuild_command_rest
     assert_eq!(daemon.metric(REBUILD_MESSAGES).await, 0.0);
     wait_rebuilt_and_ready(&daemon).await;
 
-    // The operator asks for it, as the README shows.
+    // The operator asks for it, as docs/operations.md shows.
     let output = Command::new(env!("CARGO_BIN_EXE_cache-layer"))
         .args(["rebuild", "--since", "15m"])
         .env_remove("CACHE_LAYER_CONFIG")

@@ -1,6 +1,6 @@
-//! The commands of README.md's code blocks, run exactly as written (with the environment
-//! pointing them at this test's Kafka and Redis). The first block's two scripts are run
-//! by `.ci/run`.
+//! The commands of the documentation's code blocks (README.md and docs/), run exactly
+//! as written (with the environment pointing them at this test's Kafka and Redis). The
+//! README's first block, its two scripts, is run by `.ci/run`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,11 +17,26 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The command lines of README.md's `sh` code blocks, comments removed.
-fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    readme
-        .split("```sh\n")
+/// README.md and every document under docs/, by path.
+fn documents() -> Vec<(PathBuf, String)> {
+    let mut paths = vec![workspace().join("README.md")];
+    for entry in std::fs::read_dir(workspace().join("docs")).unwrap() {
+        paths.push(entry.unwrap().path());
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            (path, text)
+        })
+        .collect()
+}
+
+/// The command lines of the documentation's `sh` code blocks, comments removed.
+fn documented_commands() -> Vec<String> {
+    documents()
+        .iter()
+        .flat_map(|(_, text)| text.split("```sh\n").skip(1))
         .skip(1)
         .flat_map(|block| block.split("```").next().unwrap_or_default().lines())
         .map(|line| {
@@ -41,23 +56,51 @@ fn words(command: &str) -> Vec<&str> {
 }
 
 #[test]
-fn every_command_in_the_readme_is_run_by_this_file_or_by_ci() {
+fn every_command_in_the_documentation_is_run_by_this_file_or_by_ci() {
     let here = include_str!("readme.rs");
     let ci = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
-    for command in readme_commands() {
+    for command in documented_commands() {
         let program = words(&command)[0];
         let covered = match program {
             "scripts/demo.sh" | "scripts/test.sh" => ci.contains(program),
             _ => here.contains(&format!("{command:?}")),
         };
-        assert!(covered, "README.md shows `{command}`, which nothing runs");
+        assert!(
+            covered,
+            "the documentation shows `{command}`, which nothing runs"
+        );
+    }
+}
+
+#[test]
+fn the_readme_is_a_short_front_door_whose_links_lead_somewhere() {
+    let (_, readme) = &documents()[0];
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 200,
+        "README.md has {lines} lines; the rest belongs in docs/"
+    );
+    for (path, text) in documents() {
+        let dir = path.parent().unwrap();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or_default();
+            let target = target.split('#').next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            assert!(
+                dir.join(target).exists(),
+                "{} links to {target}, which does not exist",
+                path.display()
+            );
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_command_starts_the_daemon_on_the_shipped_configuration() {
     let command = "cache-layer run --config config/cache-layer.toml";
-    assert!(readme_commands().contains(&command.to_owned()));
+    assert!(documented_commands().contains(&command.to_owned()));
     let kafka = MockKafka::start(1);
     let redis = RedisServer::start().await.unwrap();
     let env = [
@@ -84,7 +127,7 @@ async fn the_run_command_starts_the_daemon_on_the_shipped_configuration() {
 async fn the_stream_tools_generate_a_stream_and_produce_it() {
     let generate = "cache-layer-dev generate --out generated --messages 100000 --malformed 0.001";
     let produce = "cache-layer produce --topic trend-alerts --file generated/trend-alerts.jsonl";
-    let commands = readme_commands();
+    let commands = documented_commands();
     assert!(commands.contains(&generate.to_owned()) && commands.contains(&produce.to_owned()));
     let dir = tempfile::tempdir().unwrap();
     let kafka = MockKafka::start(1);
