@@ -13,7 +13,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::cache::{lock_token, CacheError, CacheLayer, CacheStats, ServerInfo, SweepReport};
 use crate::config::{Config, Settings};
@@ -41,20 +40,10 @@ pub(crate) async fn stats_once(cache: &CacheLayer) -> Result<CacheStats, CacheEr
     match cache.get_cache_stats().await {
         Ok(stats) => {
             events::cache_stats(&stats);
-            info!(
-                trends_keys = stats.trends_keys,
-                users_keys = stats.users_keys,
-                windows_keys = stats.windows_keys,
-                used_memory = %stats.server.used_memory_human,
-                hit_ratio = format!("{:.3}", stats.server.hit_ratio),
-                "cache stats"
-            );
             Ok(stats)
         }
         Err(e) => {
-            events::stats_failed();
-            events::redis_error(e.kind_label());
-            warn!(error = %e, "cache stats skipped this round");
+            events::stats_failed(&e);
             Err(e)
         }
     }
@@ -67,18 +56,7 @@ fn memory_policy(known: &mut Option<String>, server: &ServerInfo) {
     if policy.is_empty() || known.as_deref() == Some(policy) {
         return;
     }
-    events::memory_policy(known.as_deref(), policy);
-    if server.evicts_any_key() {
-        warn!(
-            policy,
-            maxmemory = server.maxmemory,
-            "Redis's maxmemory-policy evicts keys regardless of their TTL: at its memory limit \
-             it drops cache keys that are still current, which the cache only gets back from \
-             their next message; volatile-ttl drops those closest to expiry first"
-        );
-    } else if known.is_some() {
-        info!(policy, "Redis's maxmemory-policy changed");
-    }
+    events::memory_policy(known.as_deref(), server);
     *known = Some(policy.to_owned());
 }
 
@@ -100,29 +78,9 @@ pub async fn sweep_once(
     }
     .await;
     match &result {
-        Ok(SweepOutcome::Swept(report)) => {
-            let anomalies =
-                report.trends_without_ttl + report.users_without_ttl + report.windows_without_ttl;
-            if anomalies > 0 {
-                warn!(?report, "sweep deleted keys that had no TTL; every write sets one, so something else wrote them");
-            }
-            info!(
-                trends_removed = report.trends_removed,
-                users_removed = report.users_removed,
-                windows_removed = report.windows_removed,
-                keys_without_ttl = anomalies,
-                "sweep done"
-            );
-        }
-        Ok(SweepOutcome::Skipped) => {
-            events::sweep_skipped();
-            info!("sweep skipped: another instance holds the lock for this interval");
-        }
-        Err(e) => {
-            events::sweep_failed();
-            events::redis_error(e.kind_label());
-            warn!(error = %e, "sweep skipped this round");
-        }
+        Ok(SweepOutcome::Swept(_)) => {}
+        Ok(SweepOutcome::Skipped) => events::sweep_skipped(),
+        Err(e) => events::sweep_failed(e),
     }
     result
 }

@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::cache::{CacheStats, SweepReport};
+use crate::cache::{CacheError, CacheStats, ServerInfo, SweepReport};
 use crate::kafka::KafkaErrorKind;
 use crate::metrics::*;
 use crate::models::ValidationError;
@@ -229,14 +229,30 @@ pub(crate) fn offsets_committed(ok: bool) {
     }
 }
 
-/// A partition delivered past the offset it was expected to deliver next.
-pub(crate) fn offset_gap(topic: &str) {
+/// A partition delivered past the offset it was expected to deliver next (`received`),
+/// or stopped short of its high watermark (`None`): it is refetched.
+pub(crate) fn offset_gap(topic: &str, partition: i32, expected: i64, received: Option<i64>) {
     counter!(OFFSET_GAPS, "topic" => topic.to_owned()).increment(1);
+    warn!(
+        topic,
+        partition,
+        expected,
+        received,
+        "offset gap: the daemon never received the message expected next; refetching"
+    );
 }
 
-/// A gap delivered again after seeking back: no message is missing.
-pub(crate) fn offset_gap_in_log(topic: &str) {
+/// A gap delivered again after seeking back: the log itself has no message there, so
+/// none is missing.
+pub(crate) fn offset_gap_in_log(topic: &str, partition: i32, expected: i64, received: i64) {
     counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.to_owned()).increment(1);
+    warn!(
+        topic,
+        partition,
+        expected,
+        received,
+        "offset gap is the log's own (compaction, transaction markers or retention): read without a break, it holds no message in between"
+    );
 }
 
 /// Redis was found to have lost what this instance wrote.
@@ -266,6 +282,14 @@ pub(crate) fn cache_stats(stats: &CacheStats) {
     gauge!(REDIS_MAXMEMORY).set(stats.server.maxmemory as f64);
     gauge!(CACHE_HIT_RATIO).set(stats.server.hit_ratio);
     counter!(STATS_RUNS, "outcome" => "ok").increment(1);
+    info!(
+        trends_keys = stats.trends_keys,
+        users_keys = stats.users_keys,
+        windows_keys = stats.windows_keys,
+        used_memory = %stats.server.used_memory_human,
+        hit_ratio = format!("{:.3}", stats.server.hit_ratio),
+        "cache stats"
+    );
 }
 
 /// The sentinels named another master `failovers` times since the start.
@@ -273,16 +297,32 @@ pub(crate) fn redis_failovers(failovers: u64) {
     counter!(REDIS_FAILOVERS).absolute(failovers);
 }
 
-/// Redis's memory policy is `policy` now, and was `before`.
-pub(crate) fn memory_policy(before: Option<&str>, policy: &str) {
+/// Redis's memory policy is the server's now, and was `before`: a warning at the first
+/// statistics and at every change if it evicts keys regardless of their TTL.
+pub(crate) fn memory_policy(before: Option<&str>, server: &ServerInfo) {
+    let policy = server.maxmemory_policy.as_str();
     if let Some(before) = before {
         gauge!(REDIS_MAXMEMORY_POLICY, "policy" => before.to_owned()).set(0.0);
     }
     gauge!(REDIS_MAXMEMORY_POLICY, "policy" => policy.to_owned()).set(1.0);
+    if server.evicts_any_key() {
+        warn!(
+            policy,
+            maxmemory = server.maxmemory,
+            "Redis's maxmemory-policy evicts keys regardless of their TTL: at its memory limit \
+             it drops cache keys that are still current, which the cache only gets back from \
+             their next message; volatile-ttl drops those closest to expiry first"
+        );
+    } else if before.is_some() {
+        info!(policy, "Redis's maxmemory-policy changed");
+    }
 }
 
-pub(crate) fn stats_failed() {
+/// A statistics round failed; the next one tries again.
+pub(crate) fn stats_failed(error: &CacheError) {
     counter!(STATS_RUNS, "outcome" => "failed").increment(1);
+    redis_error(error.kind_label());
+    warn!(%error, "cache stats skipped this round");
 }
 
 /// A sweep ran: what it removed and how long it took.
@@ -295,14 +335,31 @@ pub(crate) fn swept(report: &SweepReport, elapsed: Duration) {
     }
     histogram!(SWEEP_DURATION).record(elapsed.as_secs_f64());
     counter!(SWEEP_RUNS, "outcome" => "swept").increment(1);
+    let anomalies =
+        report.trends_without_ttl + report.users_without_ttl + report.windows_without_ttl;
+    if anomalies > 0 {
+        warn!(?report, "sweep deleted keys that had no TTL; every write sets one, so something else wrote them");
+    }
+    info!(
+        trends_removed = report.trends_removed,
+        users_removed = report.users_removed,
+        windows_removed = report.windows_removed,
+        keys_without_ttl = anomalies,
+        "sweep done"
+    );
 }
 
+/// Another instance holds the sweep lock for this interval.
 pub(crate) fn sweep_skipped() {
     counter!(SWEEP_RUNS, "outcome" => "skipped").increment(1);
+    info!("sweep skipped: another instance holds the lock for this interval");
 }
 
-pub(crate) fn sweep_failed() {
+/// A sweep failed; the next round tries again.
+pub(crate) fn sweep_failed(error: &CacheError) {
     counter!(SWEEP_RUNS, "outcome" => "failed").increment(1);
+    redis_error(error.kind_label());
+    warn!(%error, "sweep skipped this round");
 }
 
 pub(crate) fn ready(ready: bool) {

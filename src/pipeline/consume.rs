@@ -294,14 +294,7 @@ impl Pipeline {
                 return;
             }
             Checked::GapInLog { expected } => {
-                events::offset_gap_in_log(topic);
-                warn!(
-                    topic,
-                    partition,
-                    expected,
-                    received = offset,
-                    "offset gap is the log's own (compaction, transaction markers or retention): read without a break, it holds no message in between"
-                );
+                events::offset_gap_in_log(topic, partition, expected, offset);
             }
         }
         let replay = if self.rebuilds.is_empty() {
@@ -341,14 +334,7 @@ impl Pipeline {
             return;
         };
         if first {
-            events::offset_gap(topic);
-            warn!(
-                topic,
-                partition,
-                expected,
-                received,
-                "offset gap: the daemon never received the message expected next; refetching"
-            );
+            events::offset_gap(topic, partition, expected, received);
         } else {
             debug!(
                 topic,
