@@ -1,8 +1,10 @@
 //! Live state of one daemon instance: counters the write path updates per batch (and,
 //! for consumed messages, per message), and what readiness needs (Redis, Kafka, failing
-//! writes, rebuilds, memory pressure, the assignment), set where each happens; tests and
-//! the readiness check read them. Prometheus metrics are process-wide; these are per
-//! instance, which is what a test running two daemons in one process needs.
+//! writes, rebuilds, memory pressure, the assignment). The write path's counters,
+//! Redis's state and the rebuilds are told through `events`, beside their metrics; the
+//! rest is set where it happens. Tests and the readiness check read them. Prometheus
+//! metrics are process-wide; these are per instance, which is what a test running two
+//! daemons in one process needs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -15,12 +15,11 @@ use cache_layer::config::HttpConfig;
 
 use cli::{Cli, Command};
 
-/// jemalloc, as Vector and TiKV use it. Measured with `scripts/bench.sh` (BENCHMARKS.md):
-/// glibc's malloc kept the memory of a crowd of HTTP readers long after they left, where
+/// jemalloc, as Vector and TiKV use it; BENCHMARKS.md has the measurements. glibc's
+/// malloc kept the memory of a crowd of HTTP readers long after they left, where
 /// jemalloc's background thread returns pages unused for a second to the system; and one
 /// arena rather than one per thread and core keeps librdkafka's buffers, allocated on its
-/// threads and freed on the daemon's, from fragmenting the heap (peak RSS over a million
-/// messages 82 → 61 MiB at the same throughput).
+/// threads and freed on the daemon's, from fragmenting the heap.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
