@@ -124,6 +124,38 @@ fn the_dashboard_and_alerts_name_only_exported_metrics() {
     }
 }
 
+#[test]
+fn every_metric_is_documented_and_the_documents_name_only_real_ones() {
+    let operations = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let known: BTreeSet<&str> = cache_layer::metrics::ALL.iter().map(|m| m.name).collect();
+    for name in &known {
+        assert!(
+            operations.contains(&format!("`{name}`")),
+            "docs/operations.md does not document {name}"
+        );
+    }
+    let mut documents = vec![root().join("README.md")];
+    documents.extend(
+        std::fs::read_dir(root().join("docs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path()),
+    );
+    for path in documents {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The prefix alone, where the conventions are told, names no metric.
+        for name in metric_names_in(&text)
+            .into_iter()
+            .filter(|n| n != "cache_layer_")
+        {
+            assert!(
+                known.contains(name.as_str()),
+                "{} names {name}, which is not a metric of cache-layer",
+                path.display()
+            );
+        }
+    }
+}
+
 /// The compose file, as JSON, through PyYAML.
 fn compose() -> serde_json::Value {
     let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
