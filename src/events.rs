@@ -67,7 +67,7 @@ pub(crate) fn batch_taken<'a>(per_topic: impl Iterator<Item = (&'a str, u64)>) {
 }
 
 /// What a written batch did, for [`batch_written`].
-pub(crate) struct BatchWritten<'a, L, R> {
+pub(crate) struct BatchWritten<L, R, F> {
     /// Messages in the batch, every one of them acknowledged.
     pub(crate) messages: usize,
     /// How long the successful Redis pipeline took.
@@ -77,23 +77,24 @@ pub(crate) struct BatchWritten<'a, L, R> {
     /// The rejected messages, per topic.
     pub(crate) rejected: R,
     /// The topic of each message Redis refused for its data.
-    pub(crate) refused: &'a [&'a str],
+    pub(crate) refused: F,
     /// Whether the rejected and refused messages went to a dead-letter topic.
     pub(crate) dead_letters: bool,
 }
 
 /// A batch was written and its offsets stored: writes are not failing (any more), and
 /// Redis answers.
-pub(crate) fn batch_written<'a, L, R>(status: &Status, batch: BatchWritten<'a, L, R>)
+pub(crate) fn batch_written<'a, L, R, F>(status: &Status, batch: BatchWritten<L, R, F>)
 where
     L: Iterator<Item = f64>,
     R: Iterator<Item = (&'a str, u64)>,
+    F: Iterator<Item = &'a str>,
 {
     let mut dead_lettered = 0;
     for topic in batch.refused {
-        counter!(MESSAGES_REFUSED, "topic" => (*topic).to_owned()).increment(1);
+        counter!(MESSAGES_REFUSED, "topic" => topic.to_owned()).increment(1);
         if batch.dead_letters {
-            counter!(MESSAGES_DEAD_LETTERED, "topic" => (*topic).to_owned()).increment(1);
+            counter!(MESSAGES_DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
             dead_lettered += 1;
         }
     }

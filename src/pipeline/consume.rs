@@ -686,11 +686,6 @@ fn add_to_batch(
 
 /// A written batch whose offsets were stored, told to the metrics and the status.
 fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &Status) {
-    let refused: Vec<&str> = written
-        .refused
-        .iter()
-        .map(|refused| refused.origin.topic.as_str())
-        .collect();
     events::batch_written(
         status,
         BatchWritten {
@@ -698,7 +693,10 @@ fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &S
             pipeline: written.pipeline,
             latencies: batch.latencies(Utc::now()),
             rejected: batch.rejected_per_topic(),
-            refused: &refused,
+            refused: written
+                .refused
+                .iter()
+                .map(|refused| refused.origin.topic.as_str()),
             dead_letters,
         },
     );
