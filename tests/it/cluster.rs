@@ -13,14 +13,12 @@ use cache_layer::config::{Config, RedisConfig};
 use cache_layer::CacheLayer;
 use cache_layer_testkit::certs::certificates;
 use cache_layer_testkit::cluster::RedisCluster;
-use cache_layer_testkit::kafka::{
-    daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS,
-};
+use cache_layer_testkit::kafka::{daemon_config, Broker, RunningDaemon, TestKafka};
 use cache_layer_testkit::{trend_records, wait_until, window_json};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn cluster_config(kafka: &MockKafka, cluster: &RedisCluster) -> Config {
+fn cluster_config(kafka: &Broker, cluster: &RedisCluster) -> Config {
     let mut config = daemon_config(kafka, &cluster.url(0));
     config.redis = RedisConfig::from_url(&cluster.url(0));
     config.redis.cluster = true;
@@ -31,7 +29,7 @@ fn cluster_config(kafka: &MockKafka, cluster: &RedisCluster) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_and_the_library_work_across_the_masters_of_a_cluster() {
     let cluster = RedisCluster::start(3, 0).await;
-    let kafka = MockKafka::start(3);
+    let kafka = TestKafka::start(3).await;
     let trends = trend_records("t", 100, 9);
     let windows: Vec<_> = (0..150)
         .map(|i| {
@@ -44,12 +42,12 @@ async fn the_daemon_and_the_library_work_across_the_masters_of_a_cluster() {
     let users: Vec<_> = (0..10)
         .map(|i| ("u".to_owned(), format!(r#"{{"total_active_users":{i},"posts_per_minute":1,"active_users":["did:plc:{i}"]}}"#)))
         .collect();
-    kafka.produce(TRENDS, &trends).await;
-    kafka.produce(WINDOWS, &windows).await;
-    kafka.produce(USERS, &users).await;
+    kafka.produce(&kafka.trends, &trends).await;
+    kafka.produce(&kafka.windows, &windows).await;
+    kafka.produce(&kafka.users, &users).await;
     let config = cluster_config(&kafka, &cluster);
     let daemon = RunningDaemon::spawn(config.clone());
-    kafka.wait_committed(GROUP, 260, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 260, DEADLINE).await;
 
     // Every key is on exactly one master, and the keys are spread over all three.
     let keys = cluster.keys_by_master();
@@ -103,7 +101,7 @@ async fn the_daemon_and_the_library_work_across_the_masters_of_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_failover_in_the_middle_of_the_stream_loses_nothing() {
     let mut cluster = RedisCluster::start(3, 2).await;
-    let kafka = MockKafka::start(3);
+    let kafka = TestKafka::start(3).await;
     let mut config = cluster_config(&kafka, &cluster);
     // A batch counts as written once a replica has it too: the failover cannot lose it.
     config.redis.wait_replicas = 1;
@@ -114,13 +112,13 @@ async fn a_master_failover_in_the_middle_of_the_stream_loses_nothing() {
         .collect();
     let producing = async {
         for chunk in records.chunks(100) {
-            kafka.produce(WINDOWS, chunk).await;
+            kafka.produce(&kafka.windows, chunk).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let failing_over = async {
         wait_until(DEADLINE, "some progress", || async {
-            kafka.committed_total(GROUP).await > 500
+            kafka.committed_total(&kafka.group).await > 500
         })
         .await;
         let victim = cluster.masters()[0];
@@ -129,7 +127,7 @@ async fn a_master_failover_in_the_middle_of_the_stream_loses_nothing() {
     tokio::join!(producing, failing_over);
 
     kafka
-        .wait_committed(GROUP, 3_000, Duration::from_secs(120))
+        .wait_committed(&kafka.group, 3_000, Duration::from_secs(120))
         .await;
     // Read back through a fresh client once every live node agrees on the new topology.
     wait_until(DEADLINE, "the failover to complete", || async {
@@ -154,8 +152,10 @@ async fn the_daemon_writes_to_a_cluster_over_mutual_tls() {
     let certs = tempfile::tempdir().unwrap();
     certificates(certs.path());
     let cluster = RedisCluster::start_tls(3, 0, certs.path()).await;
-    let kafka = MockKafka::start(3);
-    kafka.produce(TRENDS, &trend_records("t", 60, 9)).await;
+    let kafka = TestKafka::start(3).await;
+    kafka
+        .produce(&kafka.trends, &trend_records("t", 60, 9))
+        .await;
     let mut config = daemon_config(&kafka, &cluster.url(0));
     config.redis = RedisConfig::from_url(&cluster.tls_seeds()[0]);
     config.redis.cluster = true;
@@ -165,7 +165,7 @@ async fn the_daemon_writes_to_a_cluster_over_mutual_tls() {
     config.redis.tls_key_file = Some(certs.path().join("client.key"));
     config.validate().unwrap();
     let daemon = RunningDaemon::spawn(config.clone());
-    kafka.wait_committed(GROUP, 60, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 60, DEADLINE).await;
 
     // Checked through the nodes' plain ports, which the daemon was not given.
     let keys = cluster.keys_by_master();

@@ -10,9 +10,7 @@ use cache_layer::models::TrendAlert;
 use cache_layer::pipeline::dead_letter::{HEADER_DETAIL, HEADER_REASON};
 use cache_layer_testkit::fixtures::trend_alert_json;
 use cache_layer_testkit::http::{get, parse_metrics, value};
-use cache_layer_testkit::kafka::{
-    daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS,
-};
+use cache_layer_testkit::kafka::{daemon_config, record, RunningDaemon, TestKafka};
 use cache_layer_testkit::{connect, trend, RedisServer, TestRedis};
 use chrono::{SecondsFormat, Utc};
 use redis::Commands;
@@ -32,7 +30,7 @@ fn stored_alert(conn: &mut redis::Connection, keyword: &str) -> TrendAlert {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_from_a_clock_in_the_future_is_refused_and_pins_nothing() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let now = just_now();
     let alerts = [
@@ -41,9 +39,9 @@ async fn an_alert_from_a_clock_in_the_future_is_refused_and_pins_nothing() {
         ("honest", trend_alert_json("honest", &now, 1)),
         ("honest2", trend_alert_json("honest2", &now, 3)),
     ];
-    kafka.produce(TRENDS, &alerts).await;
+    kafka.produce(&kafka.trends, &alerts).await;
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 4, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 4, DEADLINE).await;
 
     let mut conn = connect(&redis);
     let skewed = stored_alert(&mut conn, "skewed");
@@ -55,7 +53,7 @@ async fn an_alert_from_a_clock_in_the_future_is_refused_and_pins_nothing() {
     let ranking: Vec<String> = conn.zrange("trends:current", 0, -1).unwrap();
     assert_eq!(ranking, ["honest", "skewed", "honest2"]);
 
-    let dead = kafka.read(DEAD_LETTER, 1).await;
+    let dead = kafka.read(&kafka.dead_letter, 1).await;
     let refused = record(&dead, "skewed");
     assert_eq!(refused.headers[HEADER_REASON], "future_timestamp");
     assert!(
@@ -71,7 +69,10 @@ async fn an_alert_from_a_clock_in_the_future_is_refused_and_pins_nothing() {
         value(
             &samples,
             MESSAGES_REJECTED,
-            &[("topic", TRENDS), ("reason", "future_timestamp")]
+            &[
+                ("topic", kafka.trends.as_str()),
+                ("reason", "future_timestamp")
+            ]
         ),
         1.0
     );

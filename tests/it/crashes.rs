@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, WINDOWS};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::state::Scenario;
-use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{connect, wait_until, window_records, RedisServer};
 use redis::Commands;
 
@@ -26,12 +25,12 @@ async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
         kafka.produce_generated(chunk).await;
         let daemon = support::spawn(kafka, &redis.url(), support::QUICK_SESSION);
         wait_until(DEADLINE, "progress before the kill", || async {
-            kafka.committed_total(GROUP).await > before
+            kafka.committed_total(&kafka.group).await > before
         })
         .await;
         let status = daemon.kill().await.unwrap();
         assert!(!status.success(), "killed: {status}");
-        before = kafka.committed_total(GROUP).await;
+        before = kafka.committed_total(&kafka.group).await;
     }
     assert!(before < 12_000, "killed mid-stream, at {before}");
     for chunk in chunks {
@@ -44,20 +43,22 @@ async fn a_daemon_killed_mid_stream_again_and_again_leaves_the_exact_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_broker_back_without_traffic() {
-    let kafka = MockKafka::start(1);
-    kafka.produce(WINDOWS, &window_records("w", 10)).await;
+    let mut kafka = TestKafka::own(1).await;
+    kafka
+        .produce(&kafka.windows, &window_records("w", 10))
+        .await;
     let redis = RedisServer::start().await.unwrap();
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 10, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 10, DEADLINE).await;
     let ready = |code: u16| {
         let daemon = &daemon;
         move || async move { daemon.readyz().await.is_some_and(|(c, _)| c == code) }
     };
     wait_until(DEADLINE, "ready", ready(200)).await;
 
-    kafka.cluster.broker_down(1).unwrap();
+    kafka.apache_mut().kill().await;
     wait_until(DEADLINE, "unready while the broker is down", ready(503)).await;
-    kafka.cluster.broker_up(1).unwrap();
+    kafka.apache_mut().restart().await.unwrap();
     // Nothing is produced: only the broker's return can make it ready again.
     wait_until(Duration::from_secs(15), "ready again", ready(200)).await;
     daemon.stop().await;
@@ -71,19 +72,21 @@ async fn readiness_follows_the_broker_back_without_traffic() {
 /// in-process daemon's test never ended either).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigterm_while_the_broker_hangs_exits_once_the_shutdown_timeout_is_over() {
-    let kafka = TansuKafka::start(3).await;
+    let kafka = TestKafka::own(3).await;
     let redis = RedisServer::start().await.unwrap();
-    kafka.produce(WINDOWS, &window_records("w", 100)).await;
+    kafka
+        .produce(&kafka.windows, &window_records("w", 100))
+        .await;
     let daemon = support::spawn(
         &kafka,
         &redis.url(),
         &[("CACHE_LAYER__KAFKA__SHUTDOWN_TIMEOUT_MS", "2000")],
     );
-    kafka.wait_committed(GROUP, 100, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 100, DEADLINE).await;
 
-    kafka.tansu.freeze();
+    kafka.apache().freeze();
     let exited = tokio::time::timeout(DEADLINE, daemon.stop()).await;
-    kafka.tansu.thaw();
+    kafka.apache().thaw();
     let status = exited
         .expect("the daemon exits although the broker hangs")
         .unwrap();

@@ -1,5 +1,4 @@
-//! The streaming daemon end to end: librdkafka's mock cluster (the real Kafka protocol,
-//! consumer groups and fault injection) in, a real redis-server out.
+//! The streaming daemon end to end: Apache Kafka in, a real redis-server out.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,9 +6,7 @@ use std::time::Duration;
 use cache_layer::pipeline::dead_letter::{
     HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC,
 };
-use cache_layer_testkit::kafka::{
-    daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, USERS, WINDOWS,
-};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::RedisServer;
 use cache_layer_testkit::{connect, trend_json, trend_records, wait_until, window_records};
 use redis::Commands;
@@ -38,7 +35,7 @@ fn commandstat(conn: &mut redis::Connection, command: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_of_every_kind_lands_in_redis_with_ttls_and_its_offset_committed() {
-    let kafka = MockKafka::start(3);
+    let kafka = TestKafka::start(3).await;
     let redis = RedisServer::start().await.unwrap();
     let trends: Vec<_> = (0..60)
         .map(|i| {
@@ -52,13 +49,13 @@ async fn every_message_of_every_kind_lands_in_redis_with_ttls_and_its_offset_com
         .map(|i| ("users".to_owned(), users_json(&format!("did:plc:u{i}"), i)))
         .collect();
     let windows = window_records("w", 150);
-    kafka.produce(TRENDS, &trends).await;
-    kafka.produce(USERS, &users).await;
-    kafka.produce(WINDOWS, &windows).await;
+    kafka.produce(&kafka.trends, &trends).await;
+    kafka.produce(&kafka.users, &users).await;
+    kafka.produce(&kafka.windows, &windows).await;
 
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
     let mut conn = connect(&redis);
-    kafka.wait_committed(GROUP, 230, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 230, DEADLINE).await;
 
     let ranking: Vec<String> = conn.zrange("trends:current", 0, -1).unwrap();
     assert_eq!(ranking.len(), 60);
@@ -85,7 +82,10 @@ async fn every_message_of_every_kind_lands_in_redis_with_ttls_and_its_offset_com
     let keys: Vec<String> = conn.keys("*").unwrap();
     // The trends, users and windows keys, and the group's marker.
     assert_eq!(keys.len(), 60 + 2 + 3 + 2 + 1);
-    assert!(keys.contains(&format!("markers:{GROUP}")), "{keys:?}");
+    assert!(
+        keys.contains(&format!("markers:{}", kafka.group)),
+        "{keys:?}"
+    );
     for key in keys {
         let ttl: i64 = conn.ttl(&key).unwrap();
         assert!(ttl > 0 && ttl <= 300, "{key} has TTL {ttl}");
@@ -100,12 +100,14 @@ async fn every_message_of_every_kind_lands_in_redis_with_ttls_and_its_offset_com
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_batched_into_far_fewer_pipelines() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
-    kafka.produce(WINDOWS, &window_records("k", 3_000)).await;
+    kafka
+        .produce(&kafka.windows, &window_records("k", 3_000))
+        .await;
 
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 3_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 3_000, DEADLINE).await;
 
     let mut conn = connect(&redis);
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 3_000);
@@ -124,7 +126,7 @@ async fn messages_are_batched_into_far_fewer_pipelines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_message_is_written_without_waiting_for_the_batch_timer() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let mut config = daemon_config(&kafka, &redis.url());
     // A batch timer far longer than the deadline below: only the write made when the
@@ -132,7 +134,10 @@ async fn a_lone_message_is_written_without_waiting_for_the_batch_timer() {
     config.batch.max_wait = Duration::from_secs(600);
     let daemon = RunningDaemon::spawn(config);
     kafka
-        .produce(TRENDS, &[("lone".to_owned(), trend_json("Lone", 0, 1, 10))])
+        .produce(
+            &kafka.trends,
+            &[("lone".to_owned(), trend_json("Lone", 0, 1, 10))],
+        )
         .await;
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -158,22 +163,22 @@ async fn a_lone_message_is_written_without_waiting_for_the_batch_timer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_updates_to_one_key_in_a_batch_coalesce_and_the_last_wins() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let updates: Vec<_> = (1..=100)
         .map(|f| ("rust".to_owned(), trend_json("Rust", 0, 1, f)))
         .collect();
-    kafka.produce(TRENDS, &updates).await;
+    kafka.produce(&kafka.trends, &updates).await;
     let snapshots: Vec<_> = (0..50)
         .map(|s| ("users".to_owned(), users_json("did:plc:a", s)))
         .collect();
-    kafka.produce(USERS, &snapshots).await;
+    kafka.produce(&kafka.users, &snapshots).await;
 
     // A long linger, so that the batches are cut by size rather than by fetch timing.
     let mut config = daemon_config(&kafka, &redis.url());
     config.batch.max_wait = Duration::from_secs(1);
     let daemon = RunningDaemon::spawn(config);
-    kafka.wait_committed(GROUP, 150, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 150, DEADLINE).await;
 
     let mut conn = connect(&redis);
     let detail: String = conn.get("trends:keyword:rust").unwrap();
@@ -198,7 +203,7 @@ async fn many_updates_to_one_key_in_a_batch_coalesce_and_the_last_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_written() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let bad: Vec<(&str, String, &str)> = vec![
         ("b0", "{not json".into(), "not_json"),
@@ -230,17 +235,17 @@ async fn bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_written() {
     }
     assert_eq!(records.len(), 30 + bad.len() - 1);
     records.push(("b7".into(), bad[7].1.clone()));
-    kafka.produce(TRENDS, &records).await;
+    kafka.produce(&kafka.trends, &records).await;
 
     let mut config = daemon_config(&kafka, &redis.url());
     config.batch.max_message_bytes = 10_000;
     let daemon = RunningDaemon::spawn(config);
-    kafka.wait_committed(GROUP, 38, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 38, DEADLINE).await;
 
     let mut conn = connect(&redis);
     let ranking: Vec<String> = conn.zrange("trends:current", 0, -1).unwrap();
     assert_eq!(ranking.len(), 30, "every good message is written");
-    let dead = kafka.read(DEAD_LETTER, bad.len()).await;
+    let dead = kafka.read(&kafka.dead_letter, bad.len()).await;
     assert_eq!(dead.len(), bad.len());
     let by_key: HashMap<_, _> = dead.iter().map(|r| (r.key.clone().unwrap(), r)).collect();
     for (key, payload, reason) in &bad {
@@ -251,7 +256,7 @@ async fn bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_written() {
             "the original bytes of {key}"
         );
         assert_eq!(record.headers[HEADER_REASON], *reason, "{key}");
-        assert_eq!(record.headers[HEADER_TOPIC], TRENDS);
+        assert_eq!(record.headers[HEADER_TOPIC], kafka.trends);
         assert_eq!(record.headers[HEADER_PARTITION], "0");
         assert!(record.headers[HEADER_OFFSET].parse::<i64>().unwrap() < 38);
         assert!(
@@ -266,34 +271,43 @@ async fn bad_messages_go_to_the_dead_letter_topic_and_good_ones_are_written() {
         (38, 8, 8)
     );
     // Exactly one copy of each: the topic ends after them.
-    assert_eq!(kafka.high_watermark(DEAD_LETTER, 0).await, bad.len() as i64);
+    assert_eq!(
+        kafka.high_watermark(&kafka.dead_letter, 0).await,
+        bad.len() as i64
+    );
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_loses_nothing_and_advances_no_offset() {
-    let kafka = MockKafka::start(2);
+    let kafka = TestKafka::start(2).await;
     let mut redis = RedisServer::start_persistent().await.unwrap();
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.produce(WINDOWS, &window_records("before", 200)).await;
-    kafka.wait_committed(GROUP, 200, DEADLINE).await;
+    kafka
+        .produce(&kafka.windows, &window_records("before", 200))
+        .await;
+    kafka.wait_committed(&kafka.group, 200, DEADLINE).await;
 
     redis.stop();
-    kafka.produce(WINDOWS, &window_records("during", 300)).await;
+    kafka
+        .produce(&kafka.windows, &window_records("during", 300))
+        .await;
     wait_until(DEADLINE, "the daemon to notice the outage", || async {
         !daemon.status.redis_ok()
     })
     .await;
     // While Redis is down, every commit leaves the offsets where they were.
     for _ in 0..5 {
-        assert_eq!(kafka.committed_total(GROUP).await, 200);
+        assert_eq!(kafka.committed_total(&kafka.group).await, 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(daemon.status.snapshot().acknowledged, 200);
 
     redis.restart().await.unwrap();
-    kafka.produce(WINDOWS, &window_records("after", 100)).await;
-    kafka.wait_committed(GROUP, 600, DEADLINE).await;
+    kafka
+        .produce(&kafka.windows, &window_records("after", 100))
+        .await;
+    kafka.wait_committed(&kafka.group, 600, DEADLINE).await;
     let mut conn = connect(&redis);
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 600);
     daemon.stop().await;
@@ -301,15 +315,17 @@ async fn a_redis_outage_loses_nothing_and_advances_no_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_mid_stream_commits_and_a_second_daemon_writes_the_rest() {
-    let kafka = MockKafka::start(3);
+    let kafka = TestKafka::start(3).await;
     let redis = RedisServer::start().await.unwrap();
-    kafka.produce(WINDOWS, &window_records("k", 5_000)).await;
+    kafka
+        .produce(&kafka.windows, &window_records("k", 5_000))
+        .await;
     let mut config = daemon_config(&kafka, &redis.url());
     config.batch.max_messages = 10;
 
     let first = RunningDaemon::spawn(config.clone());
     wait_until(DEADLINE, "a first commit", || async {
-        kafka.committed_total(GROUP).await > 0
+        kafka.committed_total(&kafka.group).await > 0
     })
     .await;
     let acknowledged = {
@@ -322,7 +338,7 @@ async fn a_shutdown_mid_stream_commits_and_a_second_daemon_writes_the_rest() {
             .unwrap();
         status.snapshot().acknowledged
     };
-    let committed = kafka.committed_total(GROUP).await;
+    let committed = kafka.committed_total(&kafka.group).await;
     assert_eq!(
         committed as u64, acknowledged,
         "the drain commits everything it wrote"
@@ -335,7 +351,7 @@ async fn a_shutdown_mid_stream_commits_and_a_second_daemon_writes_the_rest() {
     );
 
     let second = RunningDaemon::spawn(config);
-    kafka.wait_committed(GROUP, 5_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 5_000, DEADLINE).await;
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 5_000);
     let resumed = second.status.snapshot().consumed;
     assert_eq!(
@@ -348,7 +364,7 @@ async fn a_shutdown_mid_stream_commits_and_a_second_daemon_writes_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_in_one_group_split_the_partitions_and_write_everything() {
-    let kafka = MockKafka::start(4);
+    let kafka = TestKafka::start(4).await;
     let redis = RedisServer::start().await.unwrap();
     let config = daemon_config(&kafka, &redis.url());
     let a = RunningDaemon::spawn(config.clone());
@@ -359,9 +375,13 @@ async fn two_daemons_in_one_group_split_the_partitions_and_write_everything() {
     })
     .await;
 
-    kafka.produce(WINDOWS, &window_records("k", 2_000)).await;
-    kafka.produce(TRENDS, &trend_records("t", 200, 3)).await;
-    kafka.wait_committed(GROUP, 2_200, DEADLINE).await;
+    kafka
+        .produce(&kafka.windows, &window_records("k", 2_000))
+        .await;
+    kafka
+        .produce(&kafka.trends, &trend_records("t", 200, 3))
+        .await;
+    kafka.wait_committed(&kafka.group, 2_200, DEADLINE).await;
 
     let mut conn = connect(&redis);
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 2_000);
@@ -378,26 +398,29 @@ async fn two_daemons_in_one_group_split_the_partitions_and_write_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_survived_without_loss() {
-    let kafka = MockKafka::start(2);
+    let mut kafka = TestKafka::own(2).await;
     let redis = RedisServer::start().await.unwrap();
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.produce(WINDOWS, &window_records("before", 100)).await;
-    kafka.wait_committed(GROUP, 100, DEADLINE).await;
+    kafka
+        .produce(&kafka.windows, &window_records("before", 100))
+        .await;
+    kafka.wait_committed(&kafka.group, 100, DEADLINE).await;
 
-    kafka.cluster.broker_down(1).unwrap();
+    kafka.apache_mut().kill().await;
     // The producer queues while the broker is down and delivers once it is back.
-    let producing = {
-        let records = window_records("during", 100);
-        let kafka = &kafka;
-        async move { kafka.produce(WINDOWS, &records).await }
-    };
-    let outage = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        kafka.cluster.broker_up(1).unwrap();
-    };
-    tokio::join!(producing, outage);
+    let producer = kafka.clients();
+    let producing = tokio::spawn(async move {
+        let topic = producer.windows.clone();
+        producer
+            .produce(&topic, &window_records("during", 100))
+            .await
+    });
+    // An outage of a few seconds, as a broker's restart takes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.apache_mut().restart().await.unwrap();
+    producing.await.unwrap();
 
-    kafka.wait_committed(GROUP, 200, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 200, DEADLINE).await;
     let mut conn = connect(&redis);
     assert_eq!(hlen(&mut conn, "windows:window_2024_01_01_12_00"), 200);
     daemon.stop().await;
@@ -405,7 +428,7 @@ async fn a_broker_outage_is_survived_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_three_instances_loses_nothing() {
-    let kafka = MockKafka::start(6);
+    let kafka = TestKafka::start(6).await;
     let redis = RedisServer::start().await.unwrap();
     let config = daemon_config(&kafka, &redis.url());
     let mut instances: Vec<RunningDaemon> = (0..3)
@@ -416,14 +439,14 @@ async fn a_rolling_restart_of_three_instances_loses_nothing() {
     let records = window_records("r", 4_000);
     let producing = async {
         for chunk in records.chunks(100) {
-            kafka.produce(WINDOWS, chunk).await;
+            kafka.produce(&kafka.windows, chunk).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let restarting = async {
         for i in 0..3 {
             wait_until(DEADLINE, "progress before the next restart", || async {
-                kafka.committed_total(GROUP).await as usize > 600 * (i + 1)
+                kafka.committed_total(&kafka.group).await as usize > 600 * (i + 1)
             })
             .await;
             let stopped = instances.remove(0);
@@ -433,7 +456,7 @@ async fn a_rolling_restart_of_three_instances_loses_nothing() {
     };
     tokio::join!(producing, restarting);
 
-    kafka.wait_committed(GROUP, 4_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 4_000, DEADLINE).await;
     let mut conn = connect(&redis);
     let stored: HashMap<String, String> = conn.hgetall("windows:window_2024_01_01_12_00").unwrap();
     assert_eq!(stored.len(), 4_000);

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use cache_layer::config::TtlFrom;
-use cache_layer_testkit::kafka::{
-    daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS,
-};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::{connect, wait_until, RedisServer};
 use chrono::{DateTime, Utc};
 use redis::Commands;
@@ -85,12 +83,12 @@ async fn expired_metric(daemon: &RunningDaemon, topic: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_expire_at_their_event_plus_the_ttl_through_a_replay_and_a_late_window() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let now = Utc::now().timestamp();
     kafka
         .produce(
-            WINDOWS,
+            &kafka.windows,
             &[
                 window("w_recent", "rust", now - 300),
                 window("w_gone", "go", now - TTL - 60),
@@ -99,16 +97,16 @@ async fn keys_expire_at_their_event_plus_the_ttl_through_a_replay_and_a_late_win
         .await;
     kafka
         .produce(
-            TRENDS,
+            &kafka.trends,
             &[trend("rust", now - 100), trend("zig", now - TTL - 5)],
         )
         .await;
-    kafka.produce(USERS, &[users(now - 200)]).await;
+    kafka.produce(&kafka.users, &[users(now - 200)]).await;
     let mut config = daemon_config(&kafka, &redis.url());
     config.cache.default_ttl = Duration::from_secs(TTL as u64);
     config.cache.ttl_from = TtlFrom::Event;
     let daemon = RunningDaemon::spawn(config.clone());
-    kafka.wait_committed(GROUP, 5, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 5, DEADLINE).await;
 
     let mut conn = connect(&redis);
     assert_expires_at(&mut conn, "windows:w_recent", now - 300 + TTL);
@@ -125,8 +123,8 @@ async fn keys_expire_at_their_event_plus_the_ttl_through_a_replay_and_a_late_win
     let indexed: Vec<String> = conn.zrange("windows:index", 0, -1).unwrap();
     assert_eq!(indexed, ["w_recent"]);
     wait_until(DEADLINE, "the expired messages counted", || async {
-        expired_metric(&daemon, WINDOWS).await == 1.0
-            && expired_metric(&daemon, TRENDS).await == 1.0
+        expired_metric(&daemon, &kafka.windows).await == 1.0
+            && expired_metric(&daemon, &kafka.trends).await == 1.0
     })
     .await;
     assert_eq!(daemon.status.snapshot().rejected, 0);
@@ -134,9 +132,9 @@ async fn keys_expire_at_their_event_plus_the_ttl_through_a_replay_and_a_late_win
     // A late message of an older window lives what is left of its own TTL, and leaves
     // the index to the newer window's.
     kafka
-        .produce(WINDOWS, &[window("w_late", "rust", now - 500)])
+        .produce(&kafka.windows, &[window("w_late", "rust", now - 500)])
         .await;
-    kafka.wait_committed(GROUP, 6, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 6, DEADLINE).await;
     assert_expires_at(&mut conn, "windows:w_late", now - 500 + TTL);
     assert_expires_at(&mut conn, "windows:index", now - 300 + TTL);
     daemon.stop().await;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, DEAD_LETTER, GROUP};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::{connect, fixtures, wait_until, RedisServer};
@@ -61,7 +61,7 @@ async fn a_full_redis_loses_nothing_and_readiness_says_why() {
     wait_ready(&daemon, 200, true).await;
     assert!(info_field(redis, "errorstats", "errorstat_OOM:count=") > 0);
     assert_eq!(
-        kafka.high_watermark(DEAD_LETTER, 0).await,
+        kafka.high_watermark(&kafka.dead_letter, 0).await,
         0,
         "nothing dead-lettered"
     );
@@ -75,7 +75,7 @@ async fn a_read_only_redis_loses_nothing() {
     let (first, rest) = scenario.stream.split_at(2_000);
     kafka.produce_generated(first).await;
     let daemon = RunningDaemon::spawn(daemon_config(kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 2_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 2_000, DEADLINE).await;
 
     // Demoted under the daemon: a replica of a primary that is not there keeps its data
     // and refuses writes with READONLY.
@@ -90,7 +90,7 @@ async fn a_read_only_redis_loses_nothing() {
         info_field(redis, "errorstats", "errorstat_READONLY:count=") > 0
     })
     .await;
-    let committed = kafka.committed_total(GROUP).await;
+    let committed = kafka.committed_total(&kafka.group).await;
     redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")
@@ -111,12 +111,12 @@ async fn a_hanging_redis_is_retried_and_never_half_acknowledged() {
     let daemon = RunningDaemon::spawn(config);
     let (first, rest) = scenario.stream.split_at(1_000);
     kafka.produce_generated(first).await;
-    kafka.wait_committed(GROUP, 1_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 1_000, DEADLINE).await;
 
     // Longer than redis.response_timeout_ms: the write in flight times out.
     let hang = hang(redis, 3);
     kafka.produce_generated(rest).await;
-    let during = kafka.committed_total(GROUP).await;
+    let during = kafka.committed_total(&kafka.group).await;
     hang.await.unwrap();
 
     assert!(during < 4_000);
@@ -126,7 +126,7 @@ async fn a_hanging_redis_is_retried_and_never_half_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_while_redis_hangs_fits_in_the_shutdown_timeout() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let mut config = daemon_config(&kafka, &redis.url());
     config.kafka.shutdown_timeout = Duration::from_secs(2);
@@ -135,7 +135,7 @@ async fn a_shutdown_while_redis_hangs_fits_in_the_shutdown_timeout() {
     kafka
         .produce_generated(&fixtures::stream(100, 600, 10))
         .await;
-    kafka.wait_committed(GROUP, 100, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 100, DEADLINE).await;
 
     let hang = hang(&redis, 6);
     // A batch is waiting for Redis when the signal comes.
@@ -154,7 +154,7 @@ async fn a_shutdown_while_redis_hangs_fits_in_the_shutdown_timeout() {
         "the shutdown took {took:?}, over kafka.shutdown_timeout_ms"
     );
     assert_eq!(
-        kafka.committed_total(GROUP).await,
+        kafka.committed_total(&kafka.group).await,
         100,
         "the hung batch is not acknowledged"
     );

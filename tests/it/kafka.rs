@@ -4,9 +4,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cache_layer_testkit::kafka::{
-    daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, USERS, WINDOWS,
-};
+use cache_layer::models::MessageKind;
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::{connect, wait_until, window_json, RedisServer};
 use redis::Commands;
 
@@ -14,7 +13,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_compressed_with_every_codec_land_like_uncompressed_ones() {
-    let kafka = MockKafka::start(2);
+    let kafka = TestKafka::start(2).await;
     let redis = RedisServer::start().await.unwrap();
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     for (minute, codec) in codecs.iter().enumerate() {
@@ -26,10 +25,12 @@ async fn messages_compressed_with_every_codec_land_like_uncompressed_ones() {
                 )
             })
             .collect();
-        kafka.produce_compressed(WINDOWS, codec, &records).await;
+        kafka
+            .produce_compressed(&kafka.windows, codec, &records)
+            .await;
     }
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 250, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 250, DEADLINE).await;
 
     let mut conn = connect(&redis);
     let plain: Vec<(String, String)> = conn.hgetall("windows:window_2024_01_01_12_00").unwrap();
@@ -55,7 +56,7 @@ async fn messages_compressed_with_every_codec_land_like_uncompressed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_topic_created_after_the_start_is_consumed_within_seconds() {
-    let kafka = MockKafka::start_with(1, &[TRENDS, USERS]);
+    let kafka = TestKafka::start_with(1, &[MessageKind::Trends, MessageKind::UserMetrics]).await;
     let redis = RedisServer::start().await.unwrap();
     let mut config = daemon_config(&kafka, &redis.url());
     // The daemon's own metadata refresh, not the tests' faster one.
@@ -68,20 +69,22 @@ async fn a_source_topic_created_after_the_start_is_consumed_within_seconds() {
     let daemon = RunningDaemon::spawn(config);
     wait_until(DEADLINE, "/readyz to name the missing topic", || async {
         daemon.readyz().await.is_some_and(|(code, body)| {
-            code == 503 && body["checks"]["kafka"]["missing_topics"] == serde_json::json!([WINDOWS])
+            code == 503
+                && body["checks"]["kafka"]["missing_topics"]
+                    == serde_json::json!([kafka.windows.as_str()])
         })
     })
     .await;
 
     // The topic-creating job finishes 5 s after the daemon started.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
-    kafka.create_topic(WINDOWS);
+    kafka.create_source(MessageKind::Windows).await;
     let created = Instant::now();
     kafka
-        .produce(WINDOWS, &[("late", window_json("late", 1, 0))])
+        .produce(&kafka.windows, &[("late", window_json("late", 1, 0))])
         .await;
     kafka
-        .wait_committed(GROUP, 1, Duration::from_secs(10))
+        .wait_committed(&kafka.group, 1, Duration::from_secs(10))
         .await;
     assert!(created.elapsed() < Duration::from_secs(10));
     let held: bool = connect(&redis)

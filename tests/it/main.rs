@@ -2,8 +2,11 @@
 //! rather than once per file). They run under cargo-nextest, which gives every test a
 //! process of its own: the metrics recorder and the figment `Jail` are process-wide.
 //!
-//! Each test starts what it needs (a redis-server, librdkafka's mock cluster, a daemon)
-//! from `cache-layer-testkit`, with unique topic and key names, and nothing pre-started.
+//! Each test starts what it needs (a redis-server, a daemon) from `cache-layer-testkit`,
+//! and takes topics and a group of its own on Apache Kafka: on the broker `scripts/test.sh`
+//! starts for the whole run, or on one of the test's own when there is none or when the
+//! test stops, freezes or kills it. librdkafka's mock cluster serves the few tests whose
+//! faults only it can inject.
 
 mod cache;
 mod cli;

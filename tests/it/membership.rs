@@ -1,16 +1,14 @@
 //! The consumer group as operators change it: a static member restarted without a
 //! rebalance, and cooperative rebalances while instances come and go under a flowing
-//! stream. Through tansu, with every daemon a process of its own.
+//! stream. On Apache Kafka, with every daemon a process of its own.
 
 use std::collections::BTreeMap;
-use std::ops::Deref;
 use std::time::Duration;
 
 use cache_layer::metrics::{PARTITIONS_ASSIGNED, REBALANCES};
-use cache_layer_testkit::kafka::{Broker, MockKafka, GROUP};
+use cache_layer_testkit::kafka::Broker;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::state::Scenario;
-use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::wait_until;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +22,7 @@ const PARTITIONS: i32 = 6;
 
 /// A static member, `kafka.group_instance_id = "cache-${HOSTNAME}-NAME"` (the host name
 /// shows that the placeholder is replaced), whose session outlasts a restart.
-fn static_member(scenario: &Scenario<TansuKafka>, name: &str) -> DaemonProcess {
+fn static_member(scenario: &Scenario, name: &str) -> DaemonProcess {
     let id = format!("cache-${{HOSTNAME}}-{name}");
     spawn(
         &scenario.kafka,
@@ -57,7 +55,7 @@ async fn membership(daemons: &[&DaemonProcess]) -> Vec<(f64, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_member_restarted_within_its_session_moves_no_partition() {
-    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 6_000, 27).await;
+    let scenario = Scenario::start(PARTITIONS, 6_000, 27).await;
     let (first_half, second_half) = scenario.stream.split_at(3_000);
     scenario.kafka.produce_generated(first_half).await;
 
@@ -72,7 +70,7 @@ async fn a_static_member_restarted_within_its_session_moves_no_partition() {
     .await;
     scenario
         .kafka
-        .wait_committed(GROUP, first_half.len() as i64, DEADLINE)
+        .wait_committed(&scenario.kafka.group, first_half.len() as i64, DEADLINE)
         .await;
     let before = membership(&[&a, &b, &c]).await;
 
@@ -110,7 +108,7 @@ fn watch_commits(kafka: Broker) -> (CancellationToken, JoinHandle<Vec<String>>) 
         let mut seen: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut went_back = Vec::new();
         while !stopped.is_cancelled() {
-            for (partition, offset) in kafka.committed(GROUP).await {
+            for (partition, offset) in kafka.committed(&kafka.group).await {
                 match seen.insert(partition.clone(), offset) {
                     Some(before) if offset < before => {
                         went_back.push(format!("{partition:?} from {before} to {offset}"))
@@ -126,7 +124,7 @@ fn watch_commits(kafka: Broker) -> (CancellationToken, JoinHandle<Vec<String>>) 
 }
 
 /// A member with the cooperative-sticky assignor and a quick session.
-fn cooperative_member<K: Deref<Target = Broker>>(scenario: &Scenario<K>) -> DaemonProcess {
+fn cooperative_member(scenario: &Scenario) -> DaemonProcess {
     let mut env = vec![(
         "CACHE_LAYER__KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY",
         "cooperative-sticky",
@@ -135,23 +133,13 @@ fn cooperative_member<K: Deref<Target = Broker>>(scenario: &Scenario<K>) -> Daem
     spawn(&scenario.kafka, &scenario.redis.url(), &env)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooperative_rebalances_on_tansu_lose_nothing_and_commit_nothing_back() {
-    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 24_000, 28).await;
-    come_and_go(scenario).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooperative_rebalances_on_the_mock_cluster_lose_nothing_and_commit_nothing_back() {
-    let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 24_000, 29).await;
-    come_and_go(scenario).await;
-}
-
 /// Instances join and leave one by one, with the cooperative-sticky assignor, while the
 /// stream flows; at the end Redis holds exactly the stream, every offset is committed,
 /// and no commit ever went back.
-async fn come_and_go<K: Deref<Target = Broker>>(scenario: Scenario<K>) {
-    let watcher = Broker::new(&scenario.kafka.bootstrap(), PARTITIONS);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_rebalances_lose_nothing_and_commit_nothing_back() {
+    let scenario = Scenario::start(PARTITIONS, 24_000, 28).await;
+    let watcher = scenario.kafka.clients();
     let (stop_watching, watch) = watch_commits(watcher);
     let mut chunks = scenario.stream.chunks(4_000);
     let mut produce_next = || {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cache_layer_testkit::http::parse_metrics;
-use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, DEAD_LETTER, GROUP};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon};
 use cache_layer_testkit::redis_server::{config_set, info_field};
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::wait_until;
@@ -42,7 +42,7 @@ async fn an_evicting_redis_and_its_memory_policy_show_in_the_metrics() {
     for chunk in scenario.stream.chunks(1_000) {
         kafka.produce_generated(chunk).await;
     }
-    kafka.wait_committed(GROUP, 12_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 12_000, DEADLINE).await;
 
     let evicted = info_field(redis, "stats", "evicted_keys:");
     assert!(evicted > 0, "the stream does not fit: Redis evicted");
@@ -127,7 +127,7 @@ async fn a_backlog_pauses_at_the_memory_ratio_and_never_meets_oom() {
         "Redis never refused a write"
     );
     assert_eq!(
-        kafka.high_watermark(DEAD_LETTER, 0).await,
+        kafka.high_watermark(&kafka.dead_letter, 0).await,
         0,
         "nothing dead-lettered"
     );

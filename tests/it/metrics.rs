@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use crate::support::{metric_names_in, root};
 use cache_layer_testkit::http::{parse_metrics, value};
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::{trend_json, trend_records, wait_until, window_records};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -27,7 +27,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition() {
-    let kafka = MockKafka::start(2);
+    let kafka = TestKafka::start(2).await;
     let redis = RedisServer::start().await.unwrap();
     let mut records = trend_records("k", 40, 5);
     records.push(("bad1".into(), "{nope".into()));
@@ -35,40 +35,64 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
     for i in 0..3 {
         records.push((format!("neg{i}"), trend_json("neg", 0, 1, -1)));
     }
-    kafka.produce(TRENDS, &records).await;
+    kafka.produce(&kafka.trends, &records).await;
     let windows = window_records("w", 10);
-    kafka.produce(WINDOWS, &windows).await;
+    kafka.produce(&kafka.windows, &windows).await;
 
     let mut config = daemon_config(&kafka, &redis.url());
     config.stats.interval = Duration::from_secs(1);
     let daemon = RunningDaemon::spawn(config);
     kafka
-        .wait_committed(GROUP, 55, Duration::from_secs(30))
+        .wait_committed(&kafka.group, 55, Duration::from_secs(30))
         .await;
     let addr = daemon.status.http_addr().expect("the listener is bound");
 
     let text = scrape(addr).await;
     let (samples, help) = parse_metrics(&text);
     let get = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
-    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", TRENDS)]), 45.0);
-    assert_eq!(get(names::MESSAGES_CONSUMED, &[("topic", WINDOWS)]), 10.0);
+    assert_eq!(
+        get(
+            names::MESSAGES_CONSUMED,
+            &[("topic", kafka.trends.as_str())]
+        ),
+        45.0
+    );
+    assert_eq!(
+        get(
+            names::MESSAGES_CONSUMED,
+            &[("topic", kafka.windows.as_str())]
+        ),
+        10.0
+    );
     assert_eq!(
         get(
             names::MESSAGES_REJECTED,
-            &[("topic", TRENDS), ("reason", "not_json")]
+            &[("topic", kafka.trends.as_str()), ("reason", "not_json")]
         ),
         2.0
     );
     assert_eq!(
         get(
             names::MESSAGES_REJECTED,
-            &[("topic", TRENDS), ("reason", "negative_value")]
+            &[
+                ("topic", kafka.trends.as_str()),
+                ("reason", "negative_value")
+            ]
         ),
         3.0
     );
-    assert_eq!(get(names::MESSAGES_REJECTED, &[("topic", WINDOWS)]), 0.0);
     assert_eq!(
-        get(names::MESSAGES_DEAD_LETTERED, &[("topic", TRENDS)]),
+        get(
+            names::MESSAGES_REJECTED,
+            &[("topic", kafka.windows.as_str())]
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(
+            names::MESSAGES_DEAD_LETTERED,
+            &[("topic", kafka.trends.as_str())]
+        ),
         5.0
     );
     let batches = daemon.status.snapshot().batches as f64;
@@ -137,14 +161,18 @@ async fn counters_move_by_exactly_the_input_and_promtool_accepts_the_exposition(
             let (samples, _) = parse_metrics(&scrape(addr).await);
             samples.iter().any(|s| {
                 s.name == names::CONSUMER_LAG
-                    && s.labels.get("topic").map(String::as_str) == Some(TRENDS)
+                    && s.labels.get("topic").map(String::as_str) == Some(kafka.trends.as_str())
             })
         },
     )
     .await;
     let (samples, _) = parse_metrics(&scrape(addr).await);
     assert_eq!(
-        value(&samples, names::CONSUMER_LAG, &[("topic", TRENDS)]),
+        value(
+            &samples,
+            names::CONSUMER_LAG,
+            &[("topic", kafka.trends.as_str())]
+        ),
         0.0,
         "caught up"
     );
@@ -218,7 +246,7 @@ fn promtool_accepts(exposition: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_scrape_of_an_idle_instance_has_every_family() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     // The default stats interval (15 s): the gauges must not wait for it.
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
@@ -234,7 +262,7 @@ async fn the_first_scrape_of_an_idle_instance_has_every_family() {
             .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels[*k] == *v))
             .map(|s| s.value)
     };
-    for topic in [TRENDS, WINDOWS] {
+    for topic in [kafka.trends.as_str(), kafka.windows.as_str()] {
         assert_eq!(
             get(names::MESSAGES_CONSUMED, &[("topic", topic)]),
             Some(0.0)

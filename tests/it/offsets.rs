@@ -1,6 +1,7 @@
 //! `cache-layer offsets` and `cache-layer offsets reset`, run as the operator runs them,
-//! against tansu and the mock cluster: the figures printed are the brokers' own, a reset
-//! is refused while the group has a member, and a reset to a time replays exactly the
+//! against Apache Kafka: the figures printed are the broker's own, a reset is refused
+//! while the group has a member (and, on the mock cluster, which cannot describe a
+//! group, whenever membership cannot be told), and a reset to a time replays exactly the
 //! messages produced after it.
 
 use std::ops::Deref;
@@ -8,9 +9,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cache_layer::metrics::MESSAGES_CONSUMED;
-use cache_layer_testkit::kafka::{Broker, MockKafka, GROUP, TRENDS, USERS, WINDOWS};
+use cache_layer_testkit::kafka::{Broker, MockKafka};
 use cache_layer_testkit::state::{assert_same_state, data_snapshot, expected_state, Scenario};
-use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{connect, wait_until};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -26,8 +26,7 @@ fn offsets(kafka: &Broker, args: &[&str]) -> Output {
         .arg("offsets")
         .args(args)
         .env_remove("CACHE_LAYER_CONFIG")
-        .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap())
-        .env("CACHE_LAYER__KAFKA__GROUP_ID", GROUP)
+        .envs(kafka.daemon_env())
         .output()
         .unwrap()
 }
@@ -56,20 +55,17 @@ async fn consumed_then_more<K: Deref<Target = Broker>>(scenario: &Scenario<K>) {
             .collect();
         scenario
             .kafka
-            .produce_to(TRENDS, Some(partition), &records)
+            .produce_to(&scenario.kafka.trends, Some(partition), &records)
             .await;
     }
 }
 
-/// Every partition's figures, as printed, against what the brokers say. `exact_end`: the
-/// broker's log end is the offset after the last record. tansu 0.6's is one past the
-/// first offset of the last record batch (10 records produced in one batch raise it by
-/// one), so there the lag is checked against the broker's figure only, and the committed
-/// message's time may be missing.
-async fn assert_figures_exact<K: Deref<Target = Broker>>(scenario: &Scenario<K>, exact_end: bool) {
+/// Every partition's figures, as printed, against what the broker says: the log end, the
+/// commit, the lag of the 10 late alerts, and the committed message's time.
+async fn assert_figures_exact(scenario: &Scenario) {
     let started = Utc::now();
     let printed = json(offsets(&scenario.kafka, &["--json"]));
-    let committed = scenario.kafka.committed(GROUP).await;
+    let committed = scenario.kafka.committed(&scenario.kafka.group).await;
     let rows = printed.as_array().unwrap();
     assert_eq!(rows.len(), 3 * PARTITIONS as usize, "{printed}");
     for row in rows {
@@ -84,17 +80,18 @@ async fn assert_figures_exact<K: Deref<Target = Broker>>(scenario: &Scenario<K>,
         };
         assert_eq!(row["committed"], *commit, "{row}");
         assert_eq!(row["lag"], (end - commit).max(0), "{row}");
-        if exact_end {
-            let late = if topic == TRENDS { 10 } else { 0 };
-            assert_eq!(row["lag"], late, "{row}");
-        }
-        // The stream was produced within the test, before the command. tansu serves no
-        // fetch from inside its last record batch, where that message may lie.
-        let Some(time) = row["committed_timestamp"].as_str() else {
-            assert!(!exact_end, "{row}");
-            continue;
+        let late = if topic == scenario.kafka.trends {
+            10
+        } else {
+            0
         };
-        let time: DateTime<Utc> = time.parse().unwrap();
+        assert_eq!(row["lag"], late, "{row}");
+        // The stream was produced within the test, before the command.
+        let time: DateTime<Utc> = row["committed_timestamp"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(
             time <= started && started - time < chrono::TimeDelta::minutes(5),
             "{row}"
@@ -103,40 +100,37 @@ async fn assert_figures_exact<K: Deref<Target = Broker>>(scenario: &Scenario<K>,
     // The text form shows the same figures.
     let text = offsets(&scenario.kafka, &[]);
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.starts_with(&format!("group {GROUP}\n")), "{text}");
-    for topic in [TRENDS, USERS, WINDOWS] {
+    let group = &scenario.kafka.group;
+    assert!(text.starts_with(&format!("group {group}\n")), "{text}");
+    for topic in scenario.kafka.sources() {
         assert_eq!(text.matches(topic).count(), PARTITIONS as usize, "{text}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_figures_printed_are_the_brokers_on_tansu() {
-    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 900, 41).await;
+async fn the_figures_printed_are_the_brokers() {
+    let scenario = Scenario::start(PARTITIONS, 900, 41).await;
     consumed_then_more(&scenario).await;
-    assert_figures_exact(&scenario, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_figures_printed_are_the_brokers_on_the_mock_cluster() {
-    let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 900, 42).await;
-    consumed_then_more(&scenario).await;
-    assert_figures_exact(&scenario, true).await;
+    assert_figures_exact(&scenario).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_is_refused_while_the_group_has_a_member() {
-    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 300, 43).await;
+    let scenario = Scenario::start(PARTITIONS, 300, 43).await;
     scenario.kafka.produce_generated(&scenario.stream).await;
     let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
     scenario.assert_landed(DEADLINE).await;
-    let before = scenario.kafka.committed(GROUP).await;
+    let before = scenario.kafka.committed(&scenario.kafka.group).await;
 
     let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("has active members"), "{stderr}");
     assert!(stderr.contains("stop every instance"), "{stderr}");
-    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+    assert_eq!(
+        scenario.kafka.committed(&scenario.kafka.group).await,
+        before
+    );
     assert!(daemon.stop().await.unwrap().success());
 }
 
@@ -146,12 +140,15 @@ async fn a_broker_that_cannot_describe_the_group_gets_no_reset() {
     // cannot be told, so the reset is refused rather than risked.
     let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 300, 44).await;
     consumed_then_more(&scenario).await;
-    let before = scenario.kafka.committed(GROUP).await;
+    let before = scenario.kafka.committed(&scenario.kafka.group).await;
     let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("cannot tell whether group"), "{stderr}");
-    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+    assert_eq!(
+        scenario.kafka.committed(&scenario.kafka.group).await,
+        before
+    );
     // A dry run needs no membership: it prints the moves.
     let plan = json(offsets(
         &scenario.kafka,
@@ -175,18 +172,20 @@ async fn a_broker_that_cannot_describe_the_group_gets_no_reset() {
             .await;
         assert_eq!(m["to"], end, "{m}");
     }
-    assert_eq!(scenario.kafka.committed(GROUP).await, before);
+    assert_eq!(
+        scenario.kafka.committed(&scenario.kafka.group).await,
+        before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
-    let scenario = Scenario::start_on(TansuKafka::start(PARTITIONS).await, 2_000, 45).await;
+    let scenario = Scenario::start(PARTITIONS, 2_000, 45).await;
     let (before, after) = scenario.stream.split_at(800);
     scenario.kafka.produce_generated(before).await;
     // The reset's time: after every message of the first part, before any of the second.
-    // tansu finds a time's offset by when it stored each record batch (not by the
-    // records' timestamps), a little after it acknowledged the batch; half a second on
-    // either side keeps the two parts apart.
+    // Kafka finds a time's offset by the records' timestamps (CreateTime, the producer's
+    // clock); half a second on either side keeps the two parts apart.
     let margin = chrono::TimeDelta::milliseconds(500);
     let time = Utc::now() + margin;
     wait_until(DEADLINE, "the clock past the reset's time", || async {
@@ -201,13 +200,13 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
     redis::cmd("FLUSHDB").exec(&mut conn).unwrap();
 
     let at = time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let committed = scenario.kafka.committed(GROUP).await;
+    let committed = scenario.kafka.committed(&scenario.kafka.group).await;
     let plan = json(offsets(
         &scenario.kafka,
         &["reset", "--to-datetime", &at, "--dry-run", "--json"],
     ));
     assert_eq!(
-        scenario.kafka.committed(GROUP).await,
+        scenario.kafka.committed(&scenario.kafka.group).await,
         committed,
         "a dry run commits nothing"
     );
@@ -217,7 +216,7 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
     ));
     assert_eq!(done["moves"], plan["moves"]);
     assert_eq!(
-        scenario.kafka.committed_total(GROUP).await,
+        scenario.kafka.committed_total(&scenario.kafka.group).await,
         before.len() as i64,
         "every partition back to its first message after the time"
     );
@@ -239,7 +238,11 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
     );
     scenario
         .kafka
-        .wait_committed(GROUP, scenario.stream.len() as i64, DEADLINE)
+        .wait_committed(
+            &scenario.kafka.group,
+            scenario.stream.len() as i64,
+            DEADLINE,
+        )
         .await;
     assert_eq!(daemon.metric(MESSAGES_CONSUMED).await, after.len() as f64);
     assert_same_state(&data_snapshot(&mut conn), &expected_state(after).await);

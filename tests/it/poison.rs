@@ -10,9 +10,7 @@ use cache_layer::pipeline::dead_letter::{
     HEADER_DETAIL, HEADER_OFFSET, HEADER_ORIGINAL_BYTES, HEADER_REASON, HEADER_TOPIC,
     HEADER_TRUNCATED_TO, TRUNCATED_BYTES,
 };
-use cache_layer_testkit::kafka::{
-    daemon_config, record, MockKafka, RunningDaemon, DEAD_LETTER, GROUP, TRENDS, WINDOWS,
-};
+use cache_layer_testkit::kafka::{daemon_config, record, MockKafka, RunningDaemon, TestKafka};
 use cache_layer_testkit::{
     connect, trend_json, trend_records, wait_until, window_records, RedisServer,
 };
@@ -23,7 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_window_id_and_a_foreign_key_are_set_aside_and_the_stream_lands() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let mut conn = connect(&redis);
     // Another writer holds a hash where a trend's detail string belongs.
@@ -37,11 +35,11 @@ async fn a_poison_window_id_and_a_foreign_key_are_set_aside_and_the_stream_lands
     windows.extend(window_records("w", 200));
     let mut trends = vec![("collide".to_owned(), trend_json("collide", 0, 1, 10))];
     trends.extend((0..50).map(|i| (format!("t{i}"), trend_json(&format!("t{i}"), 0, i + 2, 10))));
-    kafka.produce(WINDOWS, &windows).await;
-    kafka.produce(TRENDS, &trends).await;
+    kafka.produce(&kafka.windows, &windows).await;
+    kafka.produce(&kafka.trends, &trends).await;
 
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 252, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 252, DEADLINE).await;
 
     let held: usize = conn.hlen("windows:window_2024_01_01_12_00").unwrap();
     assert_eq!(held, 200, "every window count behind the poison");
@@ -58,15 +56,15 @@ async fn a_poison_window_id_and_a_foreign_key_are_set_aside_and_the_stream_lands
     let foreign: String = conn.hget("trends:keyword:collide", "owner").unwrap();
     assert_eq!(foreign, "another-app", "the foreign key is left alone");
 
-    let dead = kafka.read(DEAD_LETTER, 2).await;
+    let dead = kafka.read(&kafka.dead_letter, 2).await;
     assert_eq!(dead.len(), 2, "{dead:?}");
     let poisoned = record(&dead, "poison");
     assert_eq!(poisoned.headers[HEADER_REASON], "invalid_window_id");
-    assert_eq!(poisoned.headers[HEADER_TOPIC], WINDOWS);
+    assert_eq!(poisoned.headers[HEADER_TOPIC], kafka.windows);
     assert_eq!(poisoned.payload, poison.as_bytes());
     let refused = record(&dead, "collide");
     assert_eq!(refused.headers[HEADER_REASON], "redis_refused");
-    assert_eq!(refused.headers[HEADER_TOPIC], TRENDS);
+    assert_eq!(refused.headers[HEADER_TOPIC], kafka.trends);
     assert_eq!(refused.headers[HEADER_OFFSET], "0");
     assert!(
         refused.headers[HEADER_DETAIL].contains("WRONGTYPE"),
@@ -81,26 +79,32 @@ async fn a_poison_window_id_and_a_foreign_key_are_set_aside_and_the_stream_lands
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_rejected_messages_are_dead_lettered_and_the_stream_behind_them_lands() {
-    let kafka = MockKafka::start(2);
+    let kafka = TestKafka::start(2).await;
     let redis = RedisServer::start().await.unwrap();
     let not_json = vec![b'x'; 1_040_001];
     let too_large = vec![b'{'; 4_500_000];
+    // The source topic takes them; the dead-letter topic keeps the broker's 1 MB default.
     kafka
-        .produce_to(WINDOWS, Some(0), &[("not-json", &not_json)])
+        .alter_topic(&kafka.windows, &[("max.message.bytes", "10000000")])
         .await;
     kafka
-        .produce_to(WINDOWS, Some(1), &[("too-large", &too_large)])
+        .produce_to(&kafka.windows, Some(0), &[("not-json", &not_json)])
         .await;
-    kafka.produce(WINDOWS, &window_records("w", 100)).await;
+    kafka
+        .produce_to(&kafka.windows, Some(1), &[("too-large", &too_large)])
+        .await;
+    kafka
+        .produce(&kafka.windows, &window_records("w", 100))
+        .await;
 
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
-    kafka.wait_committed(GROUP, 102, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 102, DEADLINE).await;
     let held: usize = connect(&redis)
         .hlen("windows:window_2024_01_01_12_00")
         .unwrap();
     assert_eq!(held, 100);
 
-    let dead = kafka.read(DEAD_LETTER, 2).await;
+    let dead = kafka.read(&kafka.dead_letter, 2).await;
     assert_eq!(dead.len(), 2);
     let whole = record(&dead, "not-json");
     assert_eq!(whole.headers[HEADER_REASON], "not_json");
@@ -118,13 +122,14 @@ async fn huge_rejected_messages_are_dead_lettered_and_the_stream_behind_them_lan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_slow_to_deliver_holds_back_no_write_and_no_offset_passes_it() {
+    // The mock cluster, for the produce errors it injects.
     let kafka = MockKafka::start(1);
     let redis = RedisServer::start().await.unwrap();
     // The rejected message last: however the consumer splits the stream into batches,
     // every valid message is in its batch or in one before it, never held behind it.
     let mut trends = trend_records("t", 20, 10);
     trends.push(("bad".to_owned(), "{not json".to_owned()));
-    kafka.produce(TRENDS, &trends).await;
+    kafka.produce(&kafka.trends, &trends).await;
     // The broker refuses every produce request, retriably, until told otherwise: the
     // dead letter waits in the daemon's producer, which keeps retrying it.
     kafka.cluster.request_errors(
@@ -139,18 +144,18 @@ async fn a_dead_letter_slow_to_deliver_holds_back_no_write_and_no_offset_passes_
         async move { ranked == 20 }
     })
     .await;
-    assert_eq!(kafka.high_watermark(DEAD_LETTER, 0).await, 0);
+    assert_eq!(kafka.high_watermark(&kafka.dead_letter, 0).await, 0);
     assert!(
-        kafka.committed_total(GROUP).await <= 20,
+        kafka.committed_total(&kafka.group).await <= 20,
         "an offset passed the dead letter (offset 20) before it was delivered"
     );
 
     kafka.cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    kafka.wait_committed(GROUP, 21, DEADLINE).await;
-    let dead = kafka.read(DEAD_LETTER, 1).await;
+    kafka.wait_committed(&kafka.group, 21, DEADLINE).await;
+    let dead = kafka.read(&kafka.dead_letter, 1).await;
     let bad = record(&dead, "bad");
     assert_eq!(bad.headers[HEADER_REASON], "not_json");
     assert_eq!(bad.headers[HEADER_OFFSET], "20");
-    assert_eq!(kafka.high_watermark(DEAD_LETTER, 0).await, 1);
+    assert_eq!(kafka.high_watermark(&kafka.dead_letter, 0).await, 1);
     daemon.stop().await;
 }

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, WINDOWS};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::RedisServer;
 use cache_layer_testkit::{wait_until, window_records};
 
@@ -70,17 +70,20 @@ async fn query(port: u16, promql: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_daemon() {
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
     let records = window_records("k", 25);
-    kafka.produce(WINDOWS, &records).await;
+    kafka.produce(&kafka.windows, &records).await;
     let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
     kafka
-        .wait_committed(GROUP, 25, Duration::from_secs(30))
+        .wait_committed(&kafka.group, 25, Duration::from_secs(30))
         .await;
 
     let prometheus = start_prometheus(daemon.status.http_addr().unwrap());
-    let consumed = format!("sum(cache_layer_messages_consumed_total{{topic=\"{WINDOWS}\"}})");
+    let consumed = format!(
+        "sum(cache_layer_messages_consumed_total{{topic=\"{}\"}})",
+        kafka.windows
+    );
     wait_until(
         Duration::from_secs(60),
         "Prometheus to have scraped the counter",

@@ -1,6 +1,5 @@
-//! A Redis that lost its data is rebuilt from Kafka. Through tansu, a broker in a
-//! process of its own (librdkafka's mock cluster answers no offsets-for-times lookup),
-//! with the daemon as a separate process and a real redis-server that restarts empty or
+//! A Redis that lost its data is rebuilt from Kafka. On Apache Kafka (the rebuild looks
+//! its start up with `offsets_for_times`), with the daemon as a separate process and a real redis-server that restarts empty or
 //! is flushed under it. Each test ends with Redis exactly as the library writes the whole
 //! stream in one go, every key with a TTL.
 //!
@@ -11,10 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use cache_layer::metrics::{CONSUMER_LAG, MESSAGES_CONSUMED, REBUILD_MESSAGES, REDIS_DATA_LOSS};
-use cache_layer_testkit::kafka::GROUP;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::state::Scenario;
-use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{connect, wait_until};
 use redis::Commands;
 
@@ -23,12 +20,10 @@ use crate::support::{spawn, QUICK_SESSION};
 const DEADLINE: Duration = Duration::from_secs(120);
 const PARTITIONS: i32 = 4;
 
-/// A killed member's partitions move within seconds, not librdkafka's 45 s.
 /// A stream of 10 one-minute windows and the alerts and user metrics beside them, its
 /// first half produced and landed.
-async fn half_landed(seed: u64) -> (Scenario<TansuKafka>, usize) {
-    let kafka = TansuKafka::start(PARTITIONS).await;
-    let scenario = Scenario::start_on(kafka, 6_000, seed).await;
+async fn half_landed(seed: u64) -> (Scenario, usize) {
+    let scenario = Scenario::start(PARTITIONS, 6_000, seed).await;
     let half = scenario.stream.len() / 2;
     scenario
         .kafka
@@ -38,17 +33,17 @@ async fn half_landed(seed: u64) -> (Scenario<TansuKafka>, usize) {
 }
 
 /// Produces the rest of the stream once the first `half` is committed.
-async fn produce_rest(scenario: &Scenario<TansuKafka>, half: usize) {
+async fn produce_rest(scenario: &Scenario, half: usize) {
     scenario
         .kafka
         .produce_generated(&scenario.stream[half..])
         .await;
 }
 
-async fn wait_committed(scenario: &Scenario<TansuKafka>, messages: usize) {
+async fn wait_committed(scenario: &Scenario, messages: usize) {
     scenario
         .kafka
-        .wait_committed(GROUP, messages as i64, DEADLINE)
+        .wait_committed(&scenario.kafka.group, messages as i64, DEADLINE)
         .await;
 }
 
@@ -105,7 +100,9 @@ async fn a_redis_restarted_empty_mid_stream_is_rebuilt_from_kafka() {
             .unwrap()
     })
     .await;
-    let ttl: i64 = conn.ttl(format!("markers:{GROUP}")).unwrap();
+    let ttl: i64 = conn
+        .ttl(format!("markers:{}", scenario.kafka.group))
+        .unwrap();
     assert!(ttl > 0 && ttl <= 300, "marker TTL {ttl}");
     assert!(daemon.stop().await.unwrap().success());
 }
@@ -155,7 +152,7 @@ async fn with_rebuild_on_loss_off_a_loss_is_counted_and_the_rebuild_command_rest
     let output = Command::new(env!("CARGO_BIN_EXE_cache-layer"))
         .args(["rebuild", "--since", "15m"])
         .env_remove("CACHE_LAYER_CONFIG")
-        .env("KAFKA_BOOTSTRAP_SERVERS", scenario.kafka.bootstrap())
+        .envs(scenario.kafka.daemon_env())
         .env("CACHE_LAYER__REDIS__URL", scenario.redis.url())
         .output()
         .unwrap();

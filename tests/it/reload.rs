@@ -1,12 +1,12 @@
 //! SIGHUP reloads the configuration file and the environment, with the daemon as its own
-//! process on the mock cluster: a changed TTL applies to the next write, a broken file
+//! process on Apache Kafka: a changed TTL applies to the next write, a broken file
 //! changes nothing, and a key that takes a restart is named and kept.
 
 use std::path::Path;
 use std::time::Duration;
 
 use cache_layer::metrics::CONFIG_RELOADS;
-use cache_layer_testkit::kafka::{MockKafka, DEAD_LETTER, GROUP, TRENDS};
+use cache_layer_testkit::kafka::{Broker, TestKafka};
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::{connect, trend_records, wait_until, RedisServer};
 use nix::sys::signal::Signal;
@@ -15,30 +15,36 @@ use redis::Commands;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The daemon's configuration file, with these TTL and broker settings.
-fn write_config(path: &Path, bootstrap: &str, redis: &str, default_ttl: &str) {
+fn write_config(path: &Path, kafka: &Broker, bootstrap: &str, redis: &str, default_ttl: &str) {
     let toml = format!(
         r#"
         [kafka]
         bootstrap_servers = "{bootstrap}"
-        group_id = "{GROUP}"
+        group_id = "{group}"
         commit_interval_ms = 100
-        [kafka.properties]
-        "fetch.wait.max.ms" = 10
         [topics]
-        dead_letter = "{DEAD_LETTER}"
+        trends = "{trends}"
+        user_metrics = "{users}"
+        windows = "{windows}"
+        dead_letter = "{dead_letter}"
         [redis]
         url = "{redis}"
         [cache]
         default_ttl = {default_ttl}
         [batch]
         max_wait_ms = 20
-        "#
+        "#,
+        group = kafka.group,
+        trends = kafka.trends,
+        users = kafka.users,
+        windows = kafka.windows,
+        dead_letter = kafka.dead_letter,
     );
     std::fs::write(path, toml).unwrap();
 }
 
 struct Reloading {
-    kafka: MockKafka,
+    kafka: TestKafka,
     redis: RedisServer,
     dir: tempfile::TempDir,
     daemon: DaemonProcess,
@@ -47,11 +53,11 @@ struct Reloading {
 impl Reloading {
     /// A daemon reading its configuration from a file, TTL 300 s, logging to a file.
     async fn start() -> Self {
-        let kafka = MockKafka::start(1);
+        let kafka = TestKafka::start(1).await;
         let redis = RedisServer::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("cache-layer.toml");
-        write_config(&config, &kafka.bootstrap(), &redis.url(), "300");
+        write_config(&config, &kafka, &kafka.bootstrap(), &redis.url(), "300");
         let daemon = DaemonProcess::spawn_logging_to(
             env!("CARGO_BIN_EXE_cache-layer").as_ref(),
             &["run", "--config", config.to_str().unwrap()],
@@ -70,7 +76,13 @@ impl Reloading {
 
     fn rewrite(&self, bootstrap: &str, default_ttl: &str) {
         let path = self.dir.path().join("cache-layer.toml");
-        write_config(&path, bootstrap, &self.redis.url(), default_ttl);
+        write_config(
+            &path,
+            &self.kafka,
+            bootstrap,
+            &self.redis.url(),
+            default_ttl,
+        );
     }
 
     /// Sends SIGHUP and waits for the reload's outcome to be counted.
@@ -87,7 +99,7 @@ impl Reloading {
     /// Produces a trend alert for `keyword` and returns its key's TTL once written.
     async fn written_ttl(&self, keyword: &str) -> i64 {
         self.kafka
-            .produce(TRENDS, &trend_records(keyword, 1, 10))
+            .produce(&self.kafka.trends, &trend_records(keyword, 1, 10))
             .await;
         let key = format!("trends:keyword:{keyword}0");
         let mut conn = connect(&self.redis);

@@ -1,24 +1,22 @@
-//! A paused consumer never skips a message. Through tansu, a broker in a process of its
-//! own (librdkafka's in-process mock cluster never showed the skip), with the daemon as a
+//! A paused consumer never skips a message. On Apache Kafka, with the daemon as a
 //! separate process: a backlog is preloaded, Redis stops taking writes (full, or hanging)
 //! so that the daemon pauses fetching, then takes them again. Each test ends with every
 //! message consumed, every offset committed, and Redis exactly as the library writes the
 //! same stream in one go.
 //!
-//! Before the daemon checked the offsets it was delivered, both lost messages every run:
-//! tansu answers a fetch from inside a record batch with the batches after it, so the
-//! resume after the pause skipped the rest of the batch the last write had ended in.
+//! Before the daemon checked the offsets it was delivered, both lost messages every run on
+//! tansu (a stand-in broker used before, which answered a fetch from inside a record
+//! batch with the batches after it); the tests stay, on the broker users run.
 
 use std::time::Duration;
 
 use cache_layer::metrics::{
     BATCH_RETRIES, CONSUMER_LAG, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG,
 };
-use cache_layer_testkit::kafka::GROUP;
+use cache_layer_testkit::kafka::TestKafka;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
 use cache_layer_testkit::state::Scenario;
-use cache_layer_testkit::tansu::TansuKafka;
 use cache_layer_testkit::{fixtures, wait_until, RedisServer};
 
 use crate::support::spawn;
@@ -31,7 +29,7 @@ const PARTITIONS: i32 = 12;
 
 /// Waits for the whole stream to be committed, then asserts that Redis holds the exact
 /// state and that every message was consumed.
-async fn assert_nothing_skipped(scenario: &Scenario<TansuKafka>, daemon: DaemonProcess) {
+async fn assert_nothing_skipped(scenario: &Scenario, daemon: DaemonProcess) {
     scenario.assert_landed(DEADLINE).await;
     // Exactly once unless the group rebalanced under the load of a full test run, which
     // replays from the last commit; a skip shows in the state above either way.
@@ -52,10 +50,10 @@ async fn assert_nothing_skipped(scenario: &Scenario<TansuKafka>, daemon: DaemonP
 }
 
 /// The recipe of the report: 20 windows of 500 counts keyed by window id, 1,000 alerts
-/// and 20 user-metrics snapshots, preloaded into tansu.
-async fn preloaded() -> Scenario<TansuKafka> {
+/// and 20 user-metrics snapshots, preloaded.
+async fn preloaded() -> Scenario {
     let backlog = fixtures::window_backlog(20, 500, 1_000, 20);
-    let scenario = Scenario::with_stream(TansuKafka::start(PARTITIONS).await, backlog).await;
+    let scenario = Scenario::with_stream(TestKafka::start(PARTITIONS).await, backlog).await;
     scenario.kafka.produce_generated(&scenario.stream).await;
     scenario
 }
@@ -96,7 +94,7 @@ async fn a_pause_for_a_hanging_redis_skips_nothing_on_a_separate_broker() {
         &[("CACHE_LAYER__REDIS__RESPONSE_TIMEOUT_MS", "300")],
     );
     wait_until(DEADLINE, "progress before the hang", || async {
-        scenario.kafka.committed_total(GROUP).await > 0
+        scenario.kafka.committed_total(&scenario.kafka.group).await > 0
     })
     .await;
     // Longer than redis.response_timeout_ms: writes time out, and fetching pauses.

@@ -12,7 +12,7 @@ use cache_layer::CacheLayer;
 use cache_layer_testkit::certs::certificates;
 use cache_layer_testkit::fixtures;
 use cache_layer_testkit::http::parse_metrics;
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::sentinel::{RedisSentinel, MASTER_NAME};
 use cache_layer_testkit::state::{
     assert_every_key_expires, assert_same_state, data_snapshot, expected_state,
@@ -51,7 +51,7 @@ async fn ready_code(daemon: &RunningDaemon) -> Option<u16> {
 async fn a_master_killed_mid_stream_fails_over_and_the_state_is_exact() {
     let mut sentinel = RedisSentinel::start().await;
     let (master, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
-    let kafka = MockKafka::start(3);
+    let kafka = TestKafka::start(3).await;
     let stream = fixtures::stream(12_000, 600, 31);
     let expected = expected_state(&stream).await;
     let mut config = daemon_config(&kafka, "redis://127.0.0.1:1/0");
@@ -64,7 +64,7 @@ async fn a_master_killed_mid_stream_fails_over_and_the_state_is_exact() {
     let (first, second) = stream.split_at(6_000);
     kafka.produce_generated(first).await;
     wait_until(DEADLINE, "a first commit", || async {
-        kafka.committed_total(GROUP).await > 0
+        kafka.committed_total(&kafka.group).await > 0
     })
     .await;
     wait_until(DEADLINE, "ready", || async {
@@ -90,7 +90,7 @@ async fn a_master_killed_mid_stream_fails_over_and_the_state_is_exact() {
     // and WAIT can be answered again.
     sentinel.node(master).restart().await.unwrap();
 
-    kafka.wait_committed(GROUP, 12_000, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 12_000, DEADLINE).await;
     wait_until(DEADLINE, "ready after the failover", || async {
         ready_code(&daemon).await == Some(200)
     })
@@ -173,12 +173,14 @@ async fn a_sentinel_over_tls_with_its_own_password_names_the_master() {
         .await
         .is_err());
 
-    let kafka = MockKafka::start(1);
-    kafka.produce(TRENDS, &trend_records("t", 20, 3)).await;
+    let kafka = TestKafka::start(1).await;
+    kafka
+        .produce(&kafka.trends, &trend_records("t", 20, 3))
+        .await;
     let mut daemon_config = daemon_config(&kafka, "redis://127.0.0.1:1/0");
     daemon_config.redis = config.clone();
     let daemon = RunningDaemon::spawn(daemon_config);
-    kafka.wait_committed(GROUP, 20, DEADLINE).await;
+    kafka.wait_committed(&kafka.group, 20, DEADLINE).await;
     let cache = CacheLayer::connect(&config).await.unwrap();
     assert_eq!(cache.get_trending_keywords(50).await.unwrap().len(), 20);
     daemon.stop().await;

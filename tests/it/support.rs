@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cache_layer_testkit::kafka::{Broker, DEAD_LETTER, GROUP};
+use cache_layer_testkit::kafka::Broker;
 use cache_layer_testkit::process::DaemonProcess;
 
 /// The repository root.
@@ -45,28 +45,26 @@ pub const QUICK_SESSION: &[(&str, &str)] = &[
     ),
 ];
 
-/// The debug-built daemon as its own process on a broker (tansu, or the mock cluster over
-/// TCP), in the test group, configured through the environment: batches of at most 500
-/// messages or 20 ms, quick retries.
+/// The debug-built daemon as its own process on a broker (Apache Kafka, or the mock
+/// cluster over TCP), on the test's topics and group, configured through the environment:
+/// batches of at most 500 messages or 20 ms, quick retries and commits.
 pub fn spawn(kafka: &Broker, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
-    let mut env = vec![
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
-        ("CACHE_LAYER__KAFKA__GROUP_ID", GROUP.to_owned()),
-        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100".to_owned()),
-        ("CACHE_LAYER__TOPICS__DEAD_LETTER", DEAD_LETTER.to_owned()),
-        ("CACHE_LAYER__REDIS__URL", redis_url.to_owned()),
-        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500".to_owned()),
-        ("CACHE_LAYER__BATCH__MAX_WAIT_MS", "20".to_owned()),
-        ("CACHE_LAYER__BATCH__RETRY_INITIAL_MS", "50".to_owned()),
-        ("CACHE_LAYER__BATCH__RETRY_MAX_MS", "500".to_owned()),
+    let settings = [
+        ("CACHE_LAYER__REDIS__URL", redis_url),
+        ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100"),
+        ("CACHE_LAYER__BATCH__MAX_MESSAGES", "500"),
+        ("CACHE_LAYER__BATCH__MAX_WAIT_MS", "20"),
+        ("CACHE_LAYER__BATCH__RETRY_INITIAL_MS", "50"),
+        ("CACHE_LAYER__BATCH__RETRY_MAX_MS", "500"),
         // The pauses, resumes and gaps, in the test's output when it fails.
-        ("CACHE_LAYER__LOG__LEVEL", "info".to_owned()),
-        // tansu holds every fetch for the whole wait, even when data is there.
-        (
-            "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
-            "10".to_owned(),
-        ),
+        ("CACHE_LAYER__LOG__LEVEL", "info"),
     ];
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let mut env = kafka.daemon_env();
+    env.extend(
+        settings
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
 }

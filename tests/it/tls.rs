@@ -9,7 +9,7 @@ use std::time::Duration;
 use cache_layer::config::RedisConfig;
 use cache_layer::CacheLayer;
 use cache_layer_testkit::certs::certificates;
-use cache_layer_testkit::kafka::{daemon_config, MockKafka, RunningDaemon, GROUP, TRENDS, WINDOWS};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
 use cache_layer_testkit::{free_port, trend_records, wait_until, window_records};
 
 const ADMIN_PASSWORD: &str = "admin-pw";
@@ -143,17 +143,17 @@ async fn the_daemon_works_over_mutual_tls_as_a_restricted_acl_user() {
         "SCAN and UNLINK inside the namespace are allowed: {denied:?}"
     );
 
-    let kafka = MockKafka::start(2);
+    let kafka = TestKafka::start(2).await;
     let mut config = daemon_config(&kafka, &url);
     config.redis = redis_config;
     config.stats.interval = Duration::from_secs(1);
     let trends = trend_records("t", 30, 5);
     let windows = window_records("w", 30);
-    kafka.produce(TRENDS, &trends).await;
-    kafka.produce(WINDOWS, &windows).await;
+    kafka.produce(&kafka.trends, &trends).await;
+    kafka.produce(&kafka.windows, &windows).await;
     let daemon = RunningDaemon::spawn(config);
     kafka
-        .wait_committed(GROUP, 60, Duration::from_secs(30))
+        .wait_committed(&kafka.group, 60, Duration::from_secs(30))
         .await;
     wait_until(
         Duration::from_secs(10),

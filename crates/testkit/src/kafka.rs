@@ -1,18 +1,27 @@
-//! Kafka for the tests: librdkafka's in-process mock cluster (a real Kafka wire-protocol
-//! broker), a producer, a reader of whole topics and the group's committed offsets, and a
-//! daemon runner.
+//! Kafka for the tests: Apache Kafka ([`TestKafka`], on the broker the tests share or on
+//! one of a test's own), librdkafka's in-process mock cluster ([`MockKafka`], kept for the
+//! fault injection only it offers), and on either the clients a test uses ([`Broker`]): a
+//! producer, a reader of whole topics and of the group's committed offsets, and a daemon
+//! runner.
+//!
+//! Every [`Broker`] has topic and group names of its own, unique on the machine, so that
+//! tests sharing one broker never see each other's records or commits.
 //!
 //! librdkafka's synchronous calls (offsets, watermarks, polling a topic) run on tokio's
 //! blocking pool, and the client that reads a group's offsets is made once per group, so
 //! that a test polling for its commits costs one request per poll and no new client.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_layer::config::Config;
 use cache_layer::models::MessageKind;
 use cache_layer::status::Status;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -21,24 +30,116 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::apache::{self, ApacheKafka, Listener};
 use crate::generate::Generated;
 
-pub const TRENDS: &str = "trend-alerts";
-pub const USERS: &str = "user-metrics";
-pub const WINDOWS: &str = "keyword-windows";
-pub const DEAD_LETTER: &str = "cache-layer-dlq";
-pub const GROUP: &str = "cache-layer-test";
+/// Every kind of message, each with its source topic.
+const ALL_KINDS: [MessageKind; 3] = [
+    MessageKind::Trends,
+    MessageKind::UserMetrics,
+    MessageKind::Windows,
+];
+
+/// The source topics, the dead-letter topic and the consumer group of one test on Apache
+/// Kafka: on the broker the tests share when `scripts/test.sh` started one, otherwise on
+/// a broker of the test's own.
+pub struct TestKafka {
+    /// The broker this test started, which it may stop, freeze or kill; `None` on the
+    /// shared one.
+    own: Option<ApacheKafka>,
+    broker: Broker,
+}
+
+impl TestKafka {
+    /// The three source topics with `partitions` each and a dead-letter topic of one, on
+    /// the shared broker or, without one, on a broker of the test's own.
+    pub async fn start(partitions: i32) -> Self {
+        Self::start_with(partitions, &ALL_KINDS).await
+    }
+
+    /// [`TestKafka::start`] with the source topics of these kinds only; the others can be
+    /// created later with [`Broker::create_source`].
+    pub async fn start_with(partitions: i32, kinds: &[MessageKind]) -> Self {
+        let (own, bootstrap) = match apache::shared() {
+            Some(bootstrap) => (None, bootstrap),
+            None => {
+                let kafka = start_apache(&Listener::Plain).await;
+                let bootstrap = kafka.bootstrap();
+                (Some(kafka), bootstrap)
+            }
+        };
+        let broker = Broker::new(&bootstrap, partitions);
+        broker.create_sources(kinds).await;
+        Self { own, broker }
+    }
+
+    /// The topics on a broker of the test's own, for a test that stops, freezes or kills it.
+    pub async fn own(partitions: i32) -> Self {
+        Self::own_with(partitions, &Listener::Plain).await
+    }
+
+    /// [`TestKafka::own`] with these listeners; the test's own clients use the plain one.
+    pub async fn own_with(partitions: i32, listener: &Listener) -> Self {
+        let kafka = start_apache(listener).await;
+        let broker = Broker::new(&kafka.bootstrap(), partitions);
+        broker.create_sources(&ALL_KINDS).await;
+        Self {
+            own: Some(kafka),
+            broker,
+        }
+    }
+
+    /// The broker this test started.
+    pub fn apache(&self) -> &ApacheKafka {
+        self.own
+            .as_ref()
+            .expect("a test that handles its broker starts it with TestKafka::own")
+    }
+
+    /// The broker this test started, to kill or restart.
+    pub fn apache_mut(&mut self) -> &mut ApacheKafka {
+        self.own
+            .as_mut()
+            .expect("a test that handles its broker starts it with TestKafka::own")
+    }
+}
+
+/// A broker of a test's own, named in the test's output; the test fails if it cannot start.
+async fn start_apache(listener: &Listener) -> ApacheKafka {
+    let kafka = ApacheKafka::start_with(listener)
+        .await
+        .unwrap_or_else(|e| panic!("Apache Kafka {} starts: {e:#}", apache::VERSION));
+    eprintln!("Apache Kafka {} at {}", apache::VERSION, kafka.bootstrap());
+    kafka
+}
+
+impl std::ops::Deref for TestKafka {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        &self.broker
+    }
+}
 
 pub struct MockKafka {
     pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     broker: Broker,
 }
 
-/// The clients a test uses on one broker, librdkafka's mock cluster or tansu: a producer,
-/// and readers of whole topics and of a group's committed offsets.
+/// The clients a test uses on one broker, Apache Kafka or the mock cluster: its topic and
+/// group names, a producer, and readers of whole topics and of a group's committed offsets.
 pub struct Broker {
     bootstrap: String,
     pub partitions: i32,
+    pub trends: String,
+    pub users: String,
+    pub windows: String,
+    pub dead_letter: String,
+    /// The daemon's consumer group.
+    pub group: String,
+    /// What the daemon must set for this broker (the mock cluster holds every fetch for
+    /// the whole `fetch.wait.max.ms`, even when data arrives).
+    pub daemon_properties: &'static [(&'static str, &'static str)],
     producer: FutureProducer,
     /// One offsets reader per consumer group, made on first use.
     offset_readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
@@ -47,36 +148,25 @@ pub struct Broker {
 impl MockKafka {
     /// One broker, the three source topics with `partitions` each, and the dead-letter topic.
     pub fn start(partitions: i32) -> Self {
-        Self::start_with(partitions, &[TRENDS, USERS, WINDOWS])
-    }
-
-    /// One broker, these source topics with `partitions` each, and the dead-letter topic;
-    /// the others can be created later with [`MockKafka::create_topic`].
-    pub fn start_with(partitions: i32, topics: &[&str]) -> Self {
         let cluster = MockCluster::new(1).expect("mock cluster starts");
-        let kafka = Self {
-            broker: Broker::new(&cluster.bootstrap_servers(), partitions),
-            cluster,
-        };
-        for topic in topics {
-            kafka.create_topic(topic);
+        let mut broker = Broker::new(&cluster.bootstrap_servers(), partitions);
+        broker.daemon_properties = &[("fetch.wait.max.ms", "10")];
+        let kafka = Self { broker, cluster };
+        for topic in kafka.sources() {
+            kafka
+                .cluster
+                .create_topic(topic, partitions, 1)
+                .expect("topic created");
         }
         kafka
             .cluster
-            .create_topic(DEAD_LETTER, 1, 1)
+            .create_topic(&kafka.dead_letter, 1, 1)
             .expect("topic created");
         kafka
     }
-
-    /// Creates a source topic with the cluster's partition count.
-    pub fn create_topic(&self, topic: &str) {
-        self.cluster
-            .create_topic(topic, self.partitions, 1)
-            .expect("topic created");
-    }
 }
 
-/// The mock cluster is used through the clients of [`Broker`], as tansu is.
+/// The mock cluster is used through the clients of [`Broker`], as Apache Kafka is.
 impl std::ops::Deref for MockKafka {
     type Target = Broker;
 
@@ -86,13 +176,140 @@ impl std::ops::Deref for MockKafka {
 }
 
 impl Broker {
-    /// Clients of the broker at `bootstrap`, whose source topics have `partitions` each.
+    /// Clients of the broker at `bootstrap`, whose source topics have `partitions` each,
+    /// with topic and group names no other test on the machine uses.
     pub fn new(bootstrap: &str, partitions: i32) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         Self {
             bootstrap: bootstrap.to_owned(),
             partitions,
+            trends: format!("trend-alerts-{id}"),
+            users: format!("user-metrics-{id}"),
+            windows: format!("keyword-windows-{id}"),
+            dead_letter: format!("cache-layer-dlq-{id}"),
+            group: format!("cache-layer-test-{id}"),
+            daemon_properties: &[],
             producer: producer(bootstrap, "none"),
             offset_readers: Mutex::default(),
+        }
+    }
+
+    /// Clients of their own on the same broker, with the same topic and group names, for
+    /// a task of the test's that outlives a borrow.
+    pub fn clients(&self) -> Self {
+        Self {
+            bootstrap: self.bootstrap.clone(),
+            partitions: self.partitions,
+            trends: self.trends.clone(),
+            users: self.users.clone(),
+            windows: self.windows.clone(),
+            dead_letter: self.dead_letter.clone(),
+            group: self.group.clone(),
+            daemon_properties: self.daemon_properties,
+            producer: producer(&self.bootstrap, "none"),
+            offset_readers: Mutex::default(),
+        }
+    }
+
+    /// The environment that points a daemon process at this broker, its topics and its
+    /// group, as an operator would: `KAFKA_BOOTSTRAP_SERVERS` and `CACHE_LAYER__...`.
+    pub fn daemon_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", self.bootstrap()),
+            ("CACHE_LAYER__KAFKA__GROUP_ID", self.group.clone()),
+            ("CACHE_LAYER__TOPICS__TRENDS", self.trends.clone()),
+            ("CACHE_LAYER__TOPICS__USER_METRICS", self.users.clone()),
+            ("CACHE_LAYER__TOPICS__WINDOWS", self.windows.clone()),
+            ("CACHE_LAYER__TOPICS__DEAD_LETTER", self.dead_letter.clone()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        env.extend(self.daemon_properties.iter().map(|(name, value)| {
+            let name = name.replace('.', "_").to_uppercase();
+            (
+                format!("CACHE_LAYER__KAFKA__PROPERTIES__{name}"),
+                (*value).to_owned(),
+            )
+        }));
+        env
+    }
+
+    /// The source topic of a kind of message.
+    pub fn topic(&self, kind: MessageKind) -> &str {
+        match kind {
+            MessageKind::Trends => &self.trends,
+            MessageKind::UserMetrics => &self.users,
+            MessageKind::Windows => &self.windows,
+        }
+    }
+
+    /// The three source topics.
+    pub fn sources(&self) -> [&str; 3] {
+        [&self.trends, &self.users, &self.windows]
+    }
+
+    /// Creates the source topics of these kinds with the broker's partition count, and
+    /// the dead-letter topic with one.
+    async fn create_sources(&self, kinds: &[MessageKind]) {
+        let topics: Vec<&str> = kinds.iter().map(|kind| self.topic(*kind)).collect();
+        self.create_topics(&topics, self.partitions, &[]).await;
+        self.create_topics(&[&self.dead_letter], 1, &[]).await;
+    }
+
+    /// Creates the source topic of a kind, with the broker's partition count.
+    pub async fn create_source(&self, kind: MessageKind) {
+        self.create_topics(&[self.topic(kind)], self.partitions, &[])
+            .await;
+    }
+
+    /// Sets topic configurations (`max.message.bytes`, ...) of an existing topic.
+    pub async fn alter_topic(&self, topic: &str, configs: &[(&str, &str)]) {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("admin client");
+        let alter = configs.iter().fold(
+            AlterConfig::new(ResourceSpecifier::Topic(topic)),
+            |alter, (name, value)| alter.set(name, value),
+        );
+        for result in admin
+            .alter_configs(&[alter], &AdminOptions::new())
+            .await
+            .expect("configs altered")
+        {
+            result.expect("topic config altered");
+        }
+    }
+
+    /// Creates topics of `partitions` partitions each with these topic configurations
+    /// (`cleanup.policy`, ...), and waits until the broker has them.
+    pub async fn create_topics(&self, topics: &[&str], partitions: i32, configs: &[(&str, &str)]) {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("admin client");
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
+                configs.iter().fold(
+                    NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                    |n, (k, v)| n.set(k, v),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin
+            .create_topics(&new, &options)
+            .await
+            .expect("topics created")
+        {
+            result.expect("topic created");
         }
     }
 
@@ -130,11 +347,7 @@ impl Broker {
     /// Produces a generated stream, each record to its kind's topic, in stream order.
     pub async fn produce_generated(&self, stream: &[Generated]) {
         for chunk in stream.chunk_by(|a, b| a.kind == b.kind) {
-            let topic = match chunk[0].kind {
-                MessageKind::Trends => TRENDS,
-                MessageKind::UserMetrics => USERS,
-                MessageKind::Windows => WINDOWS,
-            };
+            let topic = self.topic(chunk[0].kind);
             let records: Vec<(&str, &str)> = chunk
                 .iter()
                 .map(|m| (m.key.as_str(), m.payload.as_str()))
@@ -144,18 +357,29 @@ impl Broker {
     }
 
     /// The group's committed offset per (topic, partition) of the source topics; a
-    /// partition without a commit is absent.
+    /// partition without a commit is absent. A broker that has just started answers
+    /// "not coordinator" or "loading" for a moment, as Kafka does: asked again until 30 s
+    /// have passed.
     pub async fn committed(&self, group: &str) -> BTreeMap<(String, i32), i64> {
         let reader = self.offsets_reader(group);
         let mut tpl = TopicPartitionList::new();
-        for topic in [TRENDS, USERS, WINDOWS] {
+        for topic in self.sources() {
             for partition in 0..self.partitions {
                 tpl.add_partition(topic, partition);
             }
         }
-        let committed = blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10)))
-            .await
-            .expect("committed offsets");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let committed = loop {
+            let (reader, tpl) = (Arc::clone(&reader), tpl.clone());
+            match blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10))).await {
+                Ok(committed) => break committed,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "committed offsets not answered yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("committed offsets of {group}: {e}"),
+            }
+        };
         committed
             .elements()
             .iter()
@@ -312,28 +536,35 @@ impl<M: Message> From<&M> for Record {
     }
 }
 
-/// A daemon configuration for these tests: fast batches, retries and commits.
-pub fn daemon_config(kafka: &MockKafka, redis_url: &str) -> Config {
-    daemon_config_for(&kafka.bootstrap(), redis_url)
+/// A daemon configuration for these tests on the topics and group of `kafka`: fast
+/// batches, retries and commits.
+pub fn daemon_config(kafka: &Broker, redis_url: &str) -> Config {
+    daemon_config_for(kafka, &kafka.bootstrap(), redis_url)
 }
 
-/// [`daemon_config`] for any broker.
-pub fn daemon_config_for(bootstrap: &str, redis_url: &str) -> Config {
+/// [`daemon_config`] bootstrapping from another listener of the same broker.
+pub fn daemon_config_for(kafka: &Broker, bootstrap: &str, redis_url: &str) -> Config {
+    let mut properties = String::new();
+    for (name, value) in kafka.daemon_properties {
+        properties.push_str(&format!("\"{name}\" = \"{value}\"\n"));
+    }
     let toml = format!(
         r#"
         [kafka]
         bootstrap_servers = "{}"
-        group_id = "{GROUP}"
+        group_id = "{group}"
         commit_interval_ms = 100
         shutdown_timeout_ms = 10000
         [kafka.properties]
         "session.timeout.ms" = 6000
         "heartbeat.interval.ms" = 500
         "topic.metadata.refresh.interval.ms" = 500
-        # The mock broker holds fetches for the whole wait, even when data arrives.
-        "fetch.wait.max.ms" = 10
+        {properties}
         [topics]
-        dead_letter = "{DEAD_LETTER}"
+        trends = "{trends}"
+        user_metrics = "{users}"
+        windows = "{windows}"
+        dead_letter = "{dead_letter}"
         [redis]
         url = "{redis_url}"
         [http]
@@ -346,7 +577,12 @@ pub fn daemon_config_for(bootstrap: &str, redis_url: &str) -> Config {
         retry_initial_ms = 50
         retry_max_ms = 500
         "#,
-        bootstrap
+        bootstrap,
+        group = kafka.group,
+        trends = kafka.trends,
+        users = kafka.users,
+        windows = kafka.windows,
+        dead_letter = kafka.dead_letter,
     );
     Config::from_toml(&toml).expect("test config is valid")
 }

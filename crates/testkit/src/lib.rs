@@ -4,12 +4,13 @@
 //!   [`certs`]: a test CA and certificates;
 //!   [`cluster`]: a local Redis Cluster of such servers; [`sentinel`]: a master and a
 //!   replica watched by three sentinels;
-//! - [`kafka`]: librdkafka's mock cluster with the three source topics, a producer, a
-//!   reader of topics and committed offsets, and a daemon runner;
+//! - [`apache`]: Apache Kafka, fetched with Maven, as a JVM process of its own;
+//!   [`kafka`]: a test's topics and group on it (or on librdkafka's mock cluster, for
+//!   its fault injection), a producer, a reader of topics and committed offsets, and a
+//!   daemon runner;
 //! - [`fixtures`]: upstream messages as JSON and as decoded models, built in one place;
 //! - [`http`]: serving the API of a cache on loopback, and parsing `/metrics`;
 //! - [`process`]: the `cache-layer` binary as a separate process, to stop or kill;
-//!   [`tansu`]: a Kafka-compatible broker with TLS and SASL, as a separate process;
 //! - [`generate`]: a realistic synthetic Bluesky-trend stream; [`state`]: whole Redis
 //!   states, and the one a stream must leave behind;
 //! - [`demo`]: everything on one machine, with a live summary.
@@ -17,6 +18,7 @@
 //! Every helper that waits is async and waits with a deadline; none blocks a runtime
 //! thread.
 
+pub mod apache;
 pub mod certs;
 pub mod cluster;
 pub mod demo;
@@ -28,7 +30,6 @@ pub mod process;
 pub mod redis_server;
 pub mod sentinel;
 pub mod state;
-pub mod tansu;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

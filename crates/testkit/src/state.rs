@@ -13,7 +13,7 @@ use chrono::Utc;
 use redis::Commands;
 
 use crate::generate::Generated;
-use crate::kafka::{Broker, MockKafka, GROUP};
+use crate::kafka::{Broker, TestKafka};
 use crate::{connect, fixtures, RedisServer};
 
 /// Every key with its TYPE and raw content, for comparing whole states.
@@ -95,9 +95,9 @@ pub fn assert_every_key_expires(conn: &mut redis::Connection, max: Duration) {
     }
 }
 
-/// What a fault test starts from: a broker (the mock cluster unless said otherwise), a
+/// What a fault test starts from: a broker (Apache Kafka unless said otherwise), a
 /// Redis, a valid stream of every kind, and the state that stream must leave behind.
-pub struct Scenario<K = MockKafka> {
+pub struct Scenario<K = TestKafka> {
     pub kafka: K,
     pub redis: RedisServer,
     pub stream: Vec<Generated>,
@@ -105,10 +105,10 @@ pub struct Scenario<K = MockKafka> {
 }
 
 impl Scenario {
-    /// `messages` records over `partitions` partitions per topic of the mock cluster, 600
-    /// to a window.
+    /// `messages` records over `partitions` partitions per topic of Apache Kafka (the
+    /// shared broker when there is one), 600 to a window.
     pub async fn start(partitions: i32, messages: usize, seed: u64) -> Self {
-        Self::start_on(MockKafka::start(partitions), messages, seed).await
+        Self::start_on(TestKafka::start(partitions).await, messages, seed).await
     }
 }
 
@@ -132,7 +132,7 @@ impl<K: Deref<Target = Broker>> Scenario<K> {
     /// holds exactly the expected state, every key with a TTL.
     pub async fn assert_landed(&self, timeout: Duration) {
         self.kafka
-            .wait_committed(GROUP, self.stream.len() as i64, timeout)
+            .wait_committed(&self.kafka.group, self.stream.len() as i64, timeout)
             .await;
         let mut conn = connect(&self.redis);
         assert_same_state(&data_snapshot(&mut conn), &self.expected);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cache_layer_testkit::kafka::{MockKafka, TRENDS, WINDOWS};
+use cache_layer_testkit::kafka::TestKafka;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::{connect, sibling_binary, wait_until, window_json, RedisServer};
 use redis::Commands;
@@ -101,18 +101,17 @@ fn the_readme_is_a_short_front_door_whose_links_lead_somewhere() {
 async fn the_run_command_starts_the_daemon_on_the_shipped_configuration() {
     let command = "cache-layer run --config config/cache-layer.toml";
     assert!(documented_commands().contains(&command.to_owned()));
-    let kafka = MockKafka::start(1);
+    let kafka = TestKafka::start(1).await;
     let redis = RedisServer::start().await.unwrap();
-    let env = [
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap()),
-        ("REDIS_HOST", "127.0.0.1".to_owned()),
-        ("REDIS_PORT", redis.port().to_string()),
-    ];
+    // The test's own topics and group on the shared broker, through the environment.
+    let mut env = kafka.daemon_env();
+    env.push(("REDIS_HOST".to_owned(), "127.0.0.1".to_owned()));
+    env.push(("REDIS_PORT".to_owned(), redis.port().to_string()));
     let args = &words(command)[1..];
     let daemon =
         DaemonProcess::spawn_with(&sibling_binary("cache-layer"), args, &workspace(), env).unwrap();
     kafka
-        .produce(WINDOWS, &[("readme", window_json("readme", 1, 0))])
+        .produce(&kafka.windows, &[("readme", window_json("readme", 1, 0))])
         .await;
     wait_until(DEADLINE, "the message in Redis", || async {
         connect(&redis)
@@ -130,7 +129,8 @@ async fn the_stream_tools_generate_a_stream_and_produce_it() {
     let commands = documented_commands();
     assert!(commands.contains(&generate.to_owned()) && commands.contains(&produce.to_owned()));
     let dir = tempfile::tempdir().unwrap();
-    let kafka = MockKafka::start(1);
+    // A broker of its own: the command names the shipped topic, which the broker creates.
+    let kafka = TestKafka::own(1).await;
 
     let generated = Command::new(env!("CARGO_BIN_EXE_cache-layer-dev"))
         .args(&words(generate)[1..])
@@ -153,5 +153,5 @@ async fn the_stream_tools_generate_a_stream_and_produce_it() {
         .output()
         .unwrap();
     assert!(produced.status.success(), "{produced:?}");
-    assert_eq!(kafka.high_watermark(TRENDS, 0).await, lines as i64);
+    assert_eq!(kafka.high_watermark("trend-alerts", 0).await, lines as i64);
 }

@@ -1,6 +1,7 @@
-//! `cache-layer-dev`: the live demo and the synthetic stream generator. They build on the
-//! testkit (an in-process Kafka, a throwaway redis-server, a Zipf-distributed stream), so
-//! they ship apart from the production `cache-layer` binary.
+//! `cache-layer-dev`: the live demo, the synthetic stream generator, and Apache Kafka for
+//! the tests to share. They build on the testkit (an in-process Kafka, Apache Kafka as a
+//! JVM process, a throwaway redis-server, a Zipf-distributed stream), so they ship apart
+//! from the production `cache-layer` binary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use cache_layer::config::{self, Config};
 use cache_layer::telemetry;
+use cache_layer_testkit::apache::{self, ApacheKafka};
 use cache_layer_testkit::demo::{self, DemoOptions};
 use cache_layer_testkit::generate::{self, GeneratorConfig};
 use clap::{Parser, Subcommand};
@@ -60,6 +62,14 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Fetch Apache Kafka with Maven when missing, start one node on free loopback ports,
+    /// print its address, and run it until SIGTERM or Ctrl-C (`scripts/test.sh` shares
+    /// it among the tests).
+    Kafka {
+        /// Also write the bootstrap address to this file, once the broker answers.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -106,6 +116,7 @@ async fn main() -> ExitCode {
             };
             write_stream(&config, &out, messages, generator)
         }
+        Command::Kafka { ready_file } => run_kafka(ready_file).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +125,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One Apache Kafka node until a signal; dropping it stops the JVM.
+async fn run_kafka(ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let kafka = ApacheKafka::start().await?;
+    eprintln!("Apache Kafka {} at {}", apache::VERSION, kafka.bootstrap());
+    if let Some(path) = ready_file {
+        std::fs::write(&path, kafka.bootstrap())?;
+    }
+    let shutdown = CancellationToken::new();
+    cache_layer::app::drain_on_signals(shutdown.clone())?;
+    shutdown.cancelled().await;
+    Ok(())
 }
 
 /// The demo logs to a file, so that its screen stays readable.

@@ -241,7 +241,7 @@ pub async fn verify_present(
                 held == expected,
                 "the broker holds {held} of the {expected} messages produced to {topic} (watermarks {}): it dropped some \
                  (librdkafka's mock cluster keeps about 5 MB per partition). Use fewer --messages, \
-                 more --partitions, or a real broker with --bootstrap (scripts/bench.sh starts tansu).",
+                 more --partitions, or Apache Kafka (the default broker).",
                 marks.join(" ")
             );
         }

@@ -33,8 +33,8 @@ impl Daemon {
         max_wait_ms: u64,
     ) -> anyhow::Result<Self> {
         let env = [
-            // The mock broker (and tansu) hold every fetch for fetch.wait.max.ms even when
-            // data arrives meanwhile, where Apache Kafka answers at once: keep it short.
+            // The same fetch setting as the raw consumers it is compared with (the mock
+            // broker holds every fetch that long, Apache Kafka only while it has no data).
             (
                 "CACHE_LAYER__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
                 target.fetch_wait_ms.to_string(),

@@ -274,10 +274,9 @@ async fn drive(
     secs: u64,
     observers: &[Observer],
 ) -> anyhow::Result<Phase> {
-    // An upstream producer tuned for latency rather than for bulk loading, but not below
-    // 10 ms of linger: tansu serves one produce request after the other, and with smaller
-    // batches its queue of requests grows (linger.ms = 2 measured p50 500 ms at 20,000
-    // msg/s for the raw consumer as for the daemon; 10 ms, 23 ms).
+    // An upstream producer tuned for latency rather than for bulk loading, with 10 ms of
+    // linger on every broker, so that runs compare (a stand-in broker used before queued
+    // smaller batches one after the other: linger.ms = 2 measured p50 500 ms there).
     let producer: Arc<BaseProducer> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &target.bootstrap)

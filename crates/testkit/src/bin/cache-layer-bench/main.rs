@@ -1,9 +1,9 @@
 //! `cache-layer-bench`: the end-to-end benchmark, with its ceilings measured in the same
 //! run on the same machine. `scripts/bench.sh` builds it in release mode and runs it.
 //!
-//! It starts a redis-server on loopback, uses a Kafka broker (librdkafka's in-process mock
-//! cluster, or any broker given with `--bootstrap`, such as tansu), preloads a synthetic
-//! stream, and measures: the Kafka ceiling (a raw consume with the daemon's fetch
+//! It starts a redis-server on loopback, uses a Kafka broker (Apache Kafka as a JVM
+//! process of its own by default, librdkafka's in-process mock cluster with
+//! `--broker mock`, or any broker given with `--bootstrap`), preloads a synthetic stream, and measures: the Kafka ceiling (a raw consume with the daemon's fetch
 //! settings), the Redis ceiling (the same writes by a raw pipelined writer), the release
 //! daemon's throughput, CPU and peak RSS with Redis's CPU beside them, the naive and the
 //! batched baselines, produce-to-visible latency at fixed rates beside a raw consumer's,
@@ -31,6 +31,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cache_layer::cache::CacheLayer;
 use cache_layer::config::RedisConfig;
+use cache_layer_testkit::apache::{self, ApacheKafka};
 use cache_layer_testkit::generate::{Generated, Generator, GeneratorConfig};
 use cache_layer_testkit::{sibling_binary, RedisServer};
 use clap::Parser;
@@ -48,7 +49,10 @@ struct Args {
     /// Partitions per topic.
     #[arg(long, default_value_t = 12)]
     partitions: i32,
-    /// A Kafka-compatible broker to use instead of the in-process mock cluster.
+    /// The broker to start, when no `--bootstrap` is given.
+    #[arg(long, value_enum, default_value_t = BrokerKind::Apache)]
+    broker: BrokerKind,
+    /// A running Kafka-compatible broker to use instead of starting one.
     #[arg(long)]
     bootstrap: Option<String>,
     /// The broker's name in the report.
@@ -62,13 +66,14 @@ struct Args {
     #[arg(long, default_value_t = 50_000)]
     naive_messages: u64,
     /// Produce rates for the latency scenario, messages/s.
-    #[arg(long, value_delimiter = ',', default_values_t = [20_000u64, 100_000])]
+    #[arg(long, value_delimiter = ',', default_values_t = [20_000u64, 60_000, 100_000])]
     rates: Vec<u64>,
     /// Seconds per latency run.
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
-    /// The daemons' `fetch.wait.max.ms`: the mock broker and tansu hold each fetch that
-    /// long even when data arrives, where Apache Kafka answers at once.
+    /// The daemons' and the raw consumers' `fetch.wait.max.ms`, the same for all: the
+    /// mock broker holds each fetch that long even when data arrives, where Apache Kafka
+    /// answers as soon as it has data.
     #[arg(long, default_value_t = 10)]
     fetch_wait_ms: u64,
     /// The scenarios to run (all by default).
@@ -92,6 +97,16 @@ struct Args {
     /// The daemon binary (default: `cache-layer` beside this one).
     #[arg(long)]
     daemon: Option<PathBuf>,
+}
+
+/// The broker a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BrokerKind {
+    /// Apache Kafka (`cache_layer_testkit::apache::VERSION`), one KRaft node in a JVM of
+    /// its own, fetched with Maven when missing.
+    Apache,
+    /// librdkafka's in-process mock cluster (about 5 MB per partition; no lookup by time).
+    Mock,
 }
 
 /// What a run measures.
@@ -144,22 +159,32 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot start redis-server")?;
     let mut redis_conn = scenarios::connect(&redis).await?;
-    let mock = match &args.bootstrap {
-        Some(_) => None,
-        None => Some(MockCluster::new(1)?),
+    let (mock, apache) = match (&args.bootstrap, args.broker) {
+        (Some(_), _) => (None, None),
+        (None, BrokerKind::Mock) => (Some(MockCluster::new(1)?), None),
+        (None, BrokerKind::Apache) => {
+            eprintln!("starting Apache Kafka {}", apache::VERSION);
+            (None, Some(ApacheKafka::start().await?))
+        }
     };
-    let bootstrap = match (&args.bootstrap, &mock) {
-        (Some(b), _) => b.clone(),
-        (None, Some(m)) => m.bootstrap_servers(),
-        (None, None) => unreachable!(),
+    let bootstrap = match (&args.bootstrap, &mock, &apache) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(m), _) => m.bootstrap_servers(),
+        (None, None, Some(a)) => a.bootstrap(),
+        (None, None, None) => unreachable!("a broker is given or started"),
     };
     let mut report = Report {
         broker: args
             .broker_name
             .clone()
-            .unwrap_or_else(|| match &args.bootstrap {
-                Some(b) => format!("external broker at {b}"),
-                None => "librdkafka mock cluster (in-process)".into(),
+            .unwrap_or_else(|| match (&args.bootstrap, &apache) {
+                (Some(b), _) => format!("external broker at {b}"),
+                (None, Some(_)) => format!(
+                    "Apache Kafka {} (KRaft, one node as broker and controller, own JVM: {})",
+                    apache::VERSION,
+                    apache::JVM_SETTINGS
+                ),
+                (None, None) => "librdkafka mock cluster (in-process)".into(),
             }),
         messages: args.messages,
         partitions: args.partitions,
@@ -174,7 +199,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         bootstrap: bootstrap.clone(),
         fetch_wait_ms: args.fetch_wait_ms,
         processes: cpu::Processes {
-            broker: args.broker_pid,
+            broker: args
+                .broker_pid
+                .or(apache.as_ref().and_then(ApacheKafka::pid)),
             daemon: None,
         },
         deletes_topics: mock.is_none(),
