@@ -230,32 +230,6 @@ pub(crate) fn offsets_committed(ok: bool) {
     }
 }
 
-/// A partition delivered past the offset it was expected to deliver next (`received`),
-/// or stopped short of its high watermark (`None`): it is refetched.
-pub(crate) fn offset_gap(topic: &str, partition: i32, expected: i64, received: Option<i64>) {
-    counter!(OFFSET_GAPS, "topic" => topic.to_owned()).increment(1);
-    warn!(
-        topic,
-        partition,
-        expected,
-        received,
-        "offset gap: the daemon never received the message expected next; refetching"
-    );
-}
-
-/// A gap delivered again after seeking back: the log itself has no message there, so
-/// none is missing.
-pub(crate) fn offset_gap_in_log(topic: &str, partition: i32, expected: i64, received: i64) {
-    counter!(OFFSET_GAPS_IN_LOG, "topic" => topic.to_owned()).increment(1);
-    warn!(
-        topic,
-        partition,
-        expected,
-        received,
-        "offset gap is the log's own (compaction, transaction markers or retention): read without a break, it holds no message in between"
-    );
-}
-
 /// Redis was found to have lost what this instance wrote.
 pub(crate) fn redis_data_loss() {
     counter!(REDIS_DATA_LOSS).increment(1);

@@ -183,6 +183,20 @@ impl CacheLayer {
         Ok(fullest)
     }
 
+    /// Redis's `evicted_keys` (`INFO stats`), summed over every master: one round trip a
+    /// master, for the loss detection.
+    pub(crate) async fn evicted_keys(&self) -> Result<u64> {
+        let mut evicted = 0;
+        for node in &self.conn.masters().await? {
+            let info: String = self
+                .conn
+                .on_node(node, redis::cmd("INFO").arg("stats"))
+                .await?;
+            evicted += ServerInfo::parse(&info).evicted_keys;
+        }
+        Ok(evicted)
+    }
+
     /// Counts a namespace's keys, or `None` when the walk would exceed the budget.
     async fn scan_count(&self, nodes: &[Node], category: Category) -> Result<Option<u64>> {
         let pattern = self.keys.namespace_pattern(category);

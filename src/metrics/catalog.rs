@@ -134,10 +134,6 @@ catalog! {
         "Successful Kafka offset commits.";
     OFFSET_COMMIT_FAILURES = "cache_layer_offset_commit_failures_total", Counter, Some(Unit::Count), Once,
         "Failed Kafka offset commits.";
-    OFFSET_GAPS = "cache_layer_offset_gaps_total", Counter, Some(Unit::Count), PerTopic,
-        "Deliveries past the offset a partition expected, by topic; each is refetched from the expected offset.";
-    OFFSET_GAPS_IN_LOG = "cache_layer_offset_gaps_in_log_total", Counter, Some(Unit::Count), PerTopic,
-        "Offset gaps that the refetch confirmed are in the log itself (compaction, transaction markers, retention), by topic.";
     REDIS_DATA_LOSS = "cache_layer_redis_data_loss_total", Counter, Some(Unit::Count), Once,
         "Times Redis was found to have lost what this instance wrote (a restart without persistence, a failover to an empty replica, a flush).";
     REBUILD_MESSAGES = "cache_layer_rebuild_messages_total", Counter, Some(Unit::Count), PerTopic,

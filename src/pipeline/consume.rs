@@ -22,9 +22,9 @@ use crate::events::{self, At, BatchWritten};
 use crate::status::{MemoryPressure, Status};
 
 use super::batch::{Batch, Incoming, Pushed, TopicKinds};
-use super::consumer::{self, GroupConsumer, GroupContext};
+use super::consumer::{self, GroupConsumer, GroupContext, GroupEvents};
 use super::dead_letter::DeadLetter;
-use super::position::{Checked, Positions};
+use super::partitions::Partitions;
 use super::rebuild::{Chores, Found, Housekeeper, Rebuilds, Replay};
 use super::retry::RetryLogic;
 use super::sink::{Sink, Written};
@@ -38,9 +38,9 @@ type WriteTask = AbortOnDropHandle<Written>;
 /// commit and the rest of the shutdown.
 const SHUTDOWN_TAIL: Duration = Duration::from_secs(1);
 
-/// How often the loop looks for partitions that stopped short of their high watermark:
-/// librdkafka's statistics interval, which brings the watermarks.
-const STALL_CHECK: Duration = Duration::from_secs(5);
+/// How often the loop stores the position of partitions whose every message is written
+/// and that moved on without one (past a transaction marker that ended them).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a round of housekeeping runs: one `EXISTS` of the marker and one `HGETALL`
 /// of the rebuild requests (and `INFO memory` when the memory ratio is watched), so that
@@ -63,7 +63,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Instant> {
     let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
     let kinds = TopicKinds::new(&config.topics);
-    let consumer = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
+    let (consumer, group_events) = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
         .context("cannot create the Kafka consumer")?;
     info!(
         brokers = %config.kafka.bootstrap_servers,
@@ -99,6 +99,7 @@ pub(crate) async fn run(
         ttls: std::sync::RwLock::new(ttls),
         rebuild_on_loss: config.cache.rebuild_on_loss,
         watch_memory: config.redis.pause_above_memory_ratio.is_some(),
+        evicted_keys: std::sync::atomic::AtomicU64::new(0),
     });
     // Before the first write sets the marker.
     housekeeper.check_at_startup().await;
@@ -116,8 +117,10 @@ pub(crate) async fn run(
         kinds,
         batch: Batch::new(&config.batch, ttls),
         in_flight: None,
-        positions: Positions::default(),
-        rebalances: 0,
+        in_flight_offsets: Vec::new(),
+        in_flight_epoch: 0,
+        partitions: Partitions::default(),
+        group_events,
         resume_retry: None,
         reset: config.kafka.auto_offset_reset,
         status,
@@ -147,12 +150,16 @@ struct Pipeline {
     kinds: TopicKinds,
     /// The batch being collected.
     batch: Batch,
-    /// The batch being written, if any; it stores its own offsets when done.
+    /// The batch being written, if any.
     in_flight: Option<WriteTask>,
-    /// Where each partition stands: the offset after the last message taken.
-    positions: Positions,
-    /// The consumer's rebalance count when `positions` last forgot revoked partitions.
-    rebalances: u64,
+    /// The last offset of each partition in the batch being written, and the
+    /// revocations counted when it was taken: what it stores once written.
+    in_flight_offsets: Vec<(String, i32, i64)>,
+    in_flight_epoch: u64,
+    /// The partitions held and where each stands.
+    partitions: Partitions,
+    /// What the rebalances assigned and revoked, for `partitions`.
+    group_events: GroupEvents,
     /// When to try resuming again the partitions a resume left paused.
     resume_retry: Option<Instant>,
     /// Where a partition without a committed offset starts.
@@ -192,11 +199,14 @@ impl Pipeline {
         // loop: `recv` makes and drops one per message, two locks each.
         let consumer = Arc::clone(&self.consumer);
         let mut messages = consumer.stream();
-        let mut stall_checks = tokio::time::interval(STALL_CHECK);
-        stall_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_checks = tokio::time::interval(IDLE_CHECK);
+        idle_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // What a rebalance during the last poll assigned or revoked, before the write
+            // it may have overtaken stores anything.
+            self.apply_group_events();
             let deadline = self.batch.deadline();
             // Full: stop taking messages until the write in flight has finished. Paused:
             // keep polling (nothing arrives) so that the group sees the member alive.
@@ -226,14 +236,7 @@ impl Pipeline {
                 _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() && self.pressure.is_none() => {
                     self.resume().await;
                 }
-                _ = stall_checks.tick() => {
-                    if !self.batch.is_full() && !self.consumer.context().is_paused() {
-                        self.refetch_stalled();
-                    } else {
-                        // Paused, or waiting on a write: no partition could move.
-                        self.positions.restart_stall_checks();
-                    }
-                }
+                _ = idle_checks.tick() => self.store_idle(),
                 _ = housekeeping.tick() => self.start_housekeeping(),
                 changed = self.settings.changed(), if self.settings.has_changed().is_ok() => {
                     if changed.is_ok() {
@@ -260,43 +263,22 @@ impl Pipeline {
         }
     }
 
-    /// Adds a consumed message to the batch if its offset is the one its partition
-    /// expects, or reports the consumer's error: counted and logged (rate-limited), as
-    /// librdkafka recovers by itself.
+    /// Adds a consumed message to the batch, or reports the consumer's error: counted
+    /// and logged (rate-limited), as librdkafka recovers by itself.
     fn receive(&mut self, received: KafkaResult<BorrowedMessage<'_>>) {
         let message = match received {
             Ok(message) => message,
             Err(e) => return self.consumer.context().errors().report(&e, ""),
         };
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let rebalances = self.consumer.context().rebalances();
-        if rebalances != self.rebalances {
-            self.rebalances = rebalances;
-            self.forget_revoked();
-        }
+        self.apply_group_events();
         if self.batch.is_full() {
             // Paused with a full batch: what still arrives (a partition assigned before
             // the rebalance could pause it) is read again after resuming.
-            self.positions.start_at(topic, partition, offset);
+            self.partitions.passed(topic, partition, offset);
             return;
         }
-        match self.positions.check(topic, partition, offset) {
-            Checked::Take => {}
-            Checked::TakenAlready => return,
-            Checked::Refilled => info!(
-                topic,
-                partition,
-                offset,
-                "offset gap refilled: the refetch delivered the messages skipped"
-            ),
-            gap @ Checked::Gap { .. } => {
-                self.refetch(topic, partition, Some(offset), gap);
-                return;
-            }
-            Checked::GapInLog { expected } => {
-                events::offset_gap_in_log(topic, partition, expected, offset);
-            }
-        }
+        self.partitions.took(topic, partition, offset);
         let replay = if self.rebuilds.is_empty() {
             Replay::No
         } else {
@@ -322,68 +304,43 @@ impl Pipeline {
         }
     }
 
-    /// Seeks a partition back to refetch a gap: `received`, when a message past it
-    /// showed it, or `None` when the partition stopped short of its high watermark.
-    fn refetch(&self, topic: &str, partition: i32, received: Option<i64>, gap: Checked) {
-        let Checked::Gap {
-            expected,
-            seek_to,
-            first,
-        } = gap
-        else {
+    /// Takes what the rebalance callback told since the last call: a partition revoked
+    /// is forgotten with its rebuild (whoever has it now moved the group's commit on),
+    /// one assigned starts clean.
+    fn apply_group_events(&mut self) {
+        let mut revoked = false;
+        while let Ok(event) = self.group_events.try_recv() {
+            revoked |= matches!(event, super::partitions::GroupEvent::Revoked(_));
+            self.partitions.apply(&event);
+        }
+        if revoked {
+            let partitions = &self.partitions;
+            self.rebuilds
+                .retain(|topic, partition| partitions.holds(topic, partition));
+            self.publish_rebuilds();
+        }
+    }
+
+    /// Stores the position of the partitions whose every message taken is written and
+    /// that moved on without a message, past the transaction marker that ends them.
+    fn store_idle(&mut self) {
+        if self.in_flight.is_some() || self.consumer.context().is_paused() {
             return;
-        };
-        if first {
-            events::offset_gap(topic, partition, expected, received);
-        } else {
-            debug!(
-                topic,
-                partition,
-                expected,
-                received,
-                seek_to,
-                "offset gap still there; refetching from further back"
-            );
         }
-        consumer::seek(&self.consumer, topic, partition, seek_to);
-    }
-
-    /// Refetches the partitions that stopped short of their high watermark.
-    fn refetch_stalled(&mut self) {
-        let high_watermarks = self.consumer.context().high_watermarks();
-        let stalled = self.positions.stalled(|topic, partition| {
-            high_watermarks.get(&(topic.to_owned(), partition)).copied()
-        });
-        for (topic, partition, gap) in stalled {
-            self.refetch(&topic, partition, None, gap);
-        }
-    }
-
-    /// Forgets where the partitions no longer assigned stood (whoever had them meanwhile
-    /// moved the group's commit on), and notes where the ones just assigned start.
-    fn forget_revoked(&mut self) {
-        match self.consumer.assignment() {
-            Ok(assignment) => {
-                let assigned =
-                    |topic: &str, partition| assignment.find_partition(topic, partition).is_some();
-                self.positions.retain(assigned);
-                self.rebuilds.retain(assigned);
-                self.publish_rebuilds();
-            }
-            Err(e) => warn!(error = %e, "cannot read the assignment after a rebalance"),
-        }
-        // Where the partitions just assigned start; one kept across the rebalance keeps
-        // the position it has.
-        for (topic, partition, offset) in self.consumer.context().take_starts() {
-            self.positions.start_at(&topic, partition, offset);
-        }
+        let positions = consumer::positions(&self.consumer);
+        let moved = self
+            .partitions
+            .idle_moves(|topic, partition| positions.get(&(topic.to_owned(), partition)).copied());
+        consumer::store(&self.consumer, &moved);
     }
 
     /// Resumes fetching where the loop stands; what could not be resumed is tried again
     /// a second later.
     async fn resume(&mut self) {
-        self.positions.restart_stall_checks();
-        let resumed = consumer::resume(&self.consumer, &self.positions, self.reset).await;
+        let resumed = consumer::resume(&self.consumer, &self.partitions, self.reset).await;
+        if resumed {
+            self.partitions.resumed();
+        }
         self.resume_retry = (!resumed).then(|| Instant::now() + RESUME_RETRY);
     }
 
@@ -413,23 +370,36 @@ impl Pipeline {
         if !self.rebuilds.is_empty() {
             self.rebuilds.report();
         }
+        self.in_flight_offsets = batch
+            .offsets()
+            .map(|(topic, partition, offset)| (topic.to_owned(), partition, offset))
+            .collect();
+        self.in_flight_epoch = self.partitions.epoch();
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let status = Arc::clone(&self.status);
-        let taken_at = self.consumer.context().rebalances();
-        // The loop resumes fetching once the write is done (it knows where it stands).
+        // The loop stores the offsets and resumes fetching once the write is done (it
+        // knows where each partition stands).
         self.in_flight = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let written = sink
                 .write_until_done(&batch, || consumer::pause(&consumer))
                 .await;
-            consumer::store_offsets(&consumer, batch.offsets(), taken_at);
             acknowledged(&batch, &written, sink.dead_letters(), &status);
             written
         })));
     }
 
-    /// A batch went through: the rebuilds it finished, and a loss it found.
+    /// A batch went through: its offsets stored, the rebuilds it finished, and a loss it
+    /// found.
     fn batch_written(&mut self, written: &Written) {
+        let positions = consumer::positions(&self.consumer);
+        let offsets = std::mem::take(&mut self.in_flight_offsets);
+        let store = self.partitions.written(
+            offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)),
+            self.in_flight_epoch,
+            |topic, partition| positions.get(&(topic.to_owned(), partition)).copied(),
+        );
+        consumer::store(&self.consumer, &store);
         self.written += 1;
         if written.data_lost {
             self.chores.lost = true;
@@ -484,11 +454,7 @@ impl Pipeline {
         if found.starts.is_empty() || self.consumer.context().is_paused() {
             return;
         }
-        let rebalances = self.consumer.context().rebalances();
-        if rebalances != self.rebalances {
-            self.rebalances = rebalances;
-            self.forget_revoked();
-        }
+        self.apply_group_events();
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(e) => return warn!(error = %e, "cannot read the assignment to rebuild"),
@@ -509,11 +475,13 @@ impl Pipeline {
             {
                 continue;
             }
-            // Where the partition stands, or, before its first message, where the
-            // broker's log ends: what lies beyond is consumed as usual.
+            // Where a replay under way ends, where the partition stands, or, before its
+            // first message, where the broker's log ends: what lies beyond is consumed
+            // as usual.
             let Some(target) = self
-                .positions
-                .next(topic, partition)
+                .rebuilds
+                .target(topic, partition)
+                .or_else(|| self.partitions.next(topic, partition))
                 .or_else(|| high_watermarks.get(&(topic.to_owned(), partition)).copied())
             else {
                 debug!(
@@ -525,7 +493,7 @@ impl Pipeline {
             if self.rebuilds.start(start, target, &self.ttls) {
                 let from = from.expect("a replay starts somewhere");
                 started.push(format!("{topic}[{partition}]@{from}..{target}"));
-                self.positions.move_to(topic, partition, from);
+                self.partitions.move_to(topic, partition, from);
                 consumer::seek(&self.consumer, topic, partition, from);
             }
         }
@@ -600,11 +568,11 @@ impl Pipeline {
 
     /// Tells readiness and the metrics where the rebuilds stand.
     fn publish_rebuilds(&self) {
-        let positions = &self.positions;
+        let partitions = &self.partitions;
         events::rebuilds(
             &self.status,
             self.rebuilds
-                .progress(|topic, partition| positions.next(topic, partition)),
+                .progress(|topic, partition| partitions.next(topic, partition)),
         );
     }
 
@@ -618,12 +586,13 @@ impl Pipeline {
         let deadline = Instant::now() + timeout;
         let tail = (timeout / 5).min(SHUTDOWN_TAIL);
         let drained = tokio::time::timeout_at(deadline - tail, async {
-            if let Some(write) = self.in_flight.take() {
-                finished(write.await);
-            }
-            self.start_write();
-            if let Some(write) = self.in_flight.take() {
-                finished(write.await);
+            for _ in 0..2 {
+                if let Some(write) = self.in_flight.take() {
+                    if let Some(written) = finished(write.await) {
+                        self.batch_written(&written);
+                    }
+                }
+                self.start_write();
             }
         })
         .await;

@@ -8,18 +8,18 @@
 //! `cooperative-sticky` a rebalance moves some partitions and leaves the rest fetching)
 //! are committed before they move, and on shutdown every stored offset is committed
 //! synchronously, before the consumer leaves the group by the shutdown's deadline
-//! ([`close`]). A batch stores offsets only for the partitions this member held without
-//! a break since the batch was handed to its write: a partition revoked meanwhile, even
-//! one assigned back since, has moved on under its other owner, and an offset stored
-//! now would commit it back.
+//! ([`close`]). Which offsets a written batch stores is the loop's to decide, from its
+//! table of the partitions held ([`Partitions`]); the rebalance callback only tells it
+//! what was assigned and revoked, as [`GroupEvent`]s on a channel, and makes no call to
+//! a broker but the commit of what was stored.
 //!
 //! Pausing and resuming live here too, with the state they share with rebalances: a
 //! partition assigned while the daemon is paused is paused at once, and resuming seeks
-//! every partition back to where the loop stands ([`Positions`]) rather than trusting
-//! librdkafka's fetch position.
+//! every partition back to where the loop stands rather than trusting librdkafka's fetch
+//! position.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::health::ErrorReporter;
-use super::position::Positions;
+use super::partitions::{GroupEvent, Partitions};
 use crate::config::{AutoOffsetReset, Config};
 use crate::events;
 use crate::kafka;
@@ -52,25 +52,12 @@ pub(crate) struct GroupContext {
     /// Whether fetching is paused because writes are failing; a rebalance pauses what it
     /// assigns while it is.
     paused: AtomicBool,
-    /// Rebalances so far, for the loop to notice one and forget the partitions it lost.
-    rebalances: AtomicU64,
     /// Each partition's high watermark (its last stable offset, under read_committed), as
-    /// the last statistics reported it: how far the loop should have got.
+    /// the last statistics reported it: where a rebuild of a partition the loop has taken
+    /// nothing of yet ends.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
-    /// The committed offsets of the partitions just assigned, where each is expected to
-    /// start, for the loop to take into its positions before their first message.
-    starts: Mutex<Vec<(String, i32, i64)>>,
-    /// The partitions this member holds: since which rebalance, and the offset stored.
-    held: Mutex<HashMap<(String, i32), Holding>>,
-}
-
-/// One partition this member holds.
-#[derive(Debug, Clone, Copy)]
-struct Holding {
-    /// The rebalance (the count of [`GroupContext::rebalances`]) that assigned it.
-    since: u64,
-    /// The offset stored last, the next one to read, for the commit on its revocation.
-    stored: Option<i64>,
+    /// Assignments and revocations, to the loop that owns the partitions' state.
+    events: tokio::sync::mpsc::UnboundedSender<GroupEvent>,
 }
 
 impl GroupContext {
@@ -80,18 +67,6 @@ impl GroupContext {
 
     pub(crate) fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn rebalances(&self) -> u64 {
-        self.rebalances.load(Ordering::Relaxed)
-    }
-
-    /// The start offsets of the partitions assigned since the last call.
-    pub(crate) fn take_starts(&self) -> Vec<(String, i32, i64)> {
-        self.starts
-            .lock()
-            .map(|mut starts| std::mem::take(&mut *starts))
-            .unwrap_or_default()
     }
 
     /// The high watermarks of the last statistics.
@@ -160,61 +135,15 @@ impl ClientContext for GroupContext {
 }
 
 impl GroupContext {
-    /// Notes the partitions just assigned, by the rebalance that assigned them.
-    fn hold(&self, partitions: &TopicPartitionList, since: u64) {
-        if let Ok(mut held) = self.held.lock() {
-            for e in partitions.elements() {
-                let holding = Holding {
-                    since,
-                    stored: None,
-                };
-                held.insert((e.topic().to_owned(), e.partition()), holding);
-            }
-        }
-    }
-
-    /// Forgets the partitions revoked, and returns the offsets stored for them.
-    fn let_go(&self, partitions: &TopicPartitionList) -> TopicPartitionList {
-        let mut stored = TopicPartitionList::new();
-        let Ok(mut held) = self.held.lock() else {
-            return stored;
-        };
-        for e in partitions.elements() {
-            let holding = held.remove(&(e.topic().to_owned(), e.partition()));
-            if let Some(offset) = holding.and_then(|h| h.stored) {
-                add(
-                    &mut stored,
-                    e.topic(),
-                    e.partition(),
-                    Offset::Offset(offset),
-                );
-            }
-        }
-        stored
-    }
-
-    /// Reads where the partitions just assigned start (their committed offsets), so that
-    /// their first delivered offsets are checked too: a new owner that starts inside a
-    /// record batch on tansu is delivered the batches after it, or nothing. A partition
-    /// without a commit starts at `kafka.auto_offset_reset`, wherever that is.
-    fn note_starts(&self, consumer: &BaseConsumer<Self>, partitions: &TopicPartitionList) {
-        let committed = match consumer.committed_offsets(partitions.clone(), COMMITTED_TIMEOUT) {
-            Ok(committed) => committed,
-            Err(e) => {
-                warn!(error = %e, "cannot read where the partitions just assigned start; their first offsets are taken as they come");
-                return;
-            }
-        };
-        let starts = committed
+    /// Tells the loop what a rebalance assigned or revoked.
+    fn tell(&self, event: fn(Vec<(String, i32)>) -> GroupEvent, partitions: &TopicPartitionList) {
+        let partitions = partitions
             .elements()
-            .into_iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(offset) => Some((e.topic().to_owned(), e.partition(), offset)),
-                _ => None,
-            });
-        if let Ok(mut noted) = self.starts.lock() {
-            noted.extend(starts);
-        }
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        // The loop is gone only when the consumer is being closed.
+        let _ = self.events.send(event(partitions));
     }
 }
 
@@ -229,13 +158,11 @@ impl ConsumerContext for GroupContext {
                         .iter()
                         .map(|e| (e.topic(), e.partition())),
                 );
+                self.tell(GroupEvent::Revoked, partitions);
                 // Whatever was written of them is committed before they move, so the next
-                // owner starts after it.
-                let stored = self.let_go(partitions);
-                if stored.count() > 0 {
-                    if let Err(e) = consumer.commit(&stored, CommitMode::Sync) {
-                        warn!(error = %e, offsets = %describe(&stored), "commit on revocation failed; the next owner replays from the last commit");
-                    }
+                // owner starts after it (with the stored offsets of the partitions kept).
+                if let Err(e) = commit_stored(consumer) {
+                    warn!(error = %e, "commit on revocation failed; the next owner replays from the last commit");
                 }
             }
             Rebalance::Assign(partitions) => {
@@ -247,14 +174,10 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.errors.recovered();
-        let rebalance_count = self.rebalances.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Rebalance::Assign(partitions) = rebalance {
-            self.hold(partitions, rebalance_count);
-        }
         // A partition starts fetching when it is assigned, paused or not: while writes
         // fail, what arrives would pile up in a batch that cannot be written.
         if let Rebalance::Assign(partitions) = rebalance {
-            self.note_starts(consumer, partitions);
+            self.tell(GroupEvent::Assigned, partitions);
             if self.is_paused() {
                 match consumer.pause(partitions) {
                     Ok(()) => {
@@ -305,24 +228,26 @@ fn describe(partitions: &TopicPartitionList) -> String {
         .join(", ")
 }
 
+/// The group's assignments and revocations, in the order the rebalances made them.
+pub(crate) type GroupEvents = tokio::sync::mpsc::UnboundedReceiver<GroupEvent>;
+
 /// Creates the group consumer and subscribes it to the three source topics.
 pub(crate) fn subscribe(
     config: &Config,
     topics: &[&str],
     status: Arc<Status>,
-) -> KafkaResult<Arc<GroupConsumer>> {
+) -> KafkaResult<(Arc<GroupConsumer>, GroupEvents)> {
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
     let context = GroupContext {
         errors: ErrorReporter::new(Arc::clone(&status), config.kafka.bootstrap_servers.clone()),
         status,
         paused: AtomicBool::new(false),
-        rebalances: AtomicU64::new(0),
         high_watermarks: Mutex::default(),
-        starts: Mutex::default(),
-        held: Mutex::default(),
+        events,
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;
-    Ok(Arc::new(consumer))
+    Ok((Arc::new(consumer), received))
 }
 
 /// Commits the stored offsets synchronously. Having nothing new to commit is success.
@@ -372,41 +297,14 @@ pub(crate) async fn close(consumer: Arc<GroupConsumer>, deadline: tokio::time::I
     }
 }
 
-/// Stores, in one call, the offset after the last written message of each partition,
-/// for the next commit: only for the partitions held without a break since rebalance
-/// `taken_at` (the count of [`GroupContext::rebalances`] when the batch was handed to its
-/// write). A partition revoked meanwhile is skipped, even if it was assigned back: its
-/// other owner moved its commit on, and its new start was read then. The idempotent
-/// writes make what this batch wrote of it harmless; its owner writes it again.
-pub(crate) fn store_offsets<'a>(
-    consumer: &GroupConsumer,
-    offsets: impl Iterator<Item = (&'a str, i32, i64)>,
-    taken_at: u64,
-) {
-    let mut next = TopicPartitionList::new();
-    let Ok(mut held) = consumer.context().held.lock() else {
+/// Stores offsets for the next commit, in one call: the loop's [`Partitions`] chose them.
+pub(crate) fn store(consumer: &GroupConsumer, offsets: &[(String, i32, i64)]) {
+    if offsets.is_empty() {
         return;
-    };
-    for (topic, partition, offset) in offsets {
-        let holding = held
-            .get_mut(&(topic.to_owned(), partition))
-            .filter(|h| h.since <= taken_at);
-        let Some(holding) = holding else {
-            debug!(
-                topic,
-                partition,
-                offset,
-                "offset not stored: the partition was revoked since its batch was taken"
-            );
-            continue;
-        };
-        // Kafka commits the offset of the next message to read.
-        holding.stored = Some(offset + 1);
-        add(&mut next, topic, partition, Offset::Offset(offset + 1));
     }
-    drop(held);
-    if next.count() == 0 {
-        return;
+    let mut next = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        add(&mut next, topic, *partition, Offset::Offset(*offset));
     }
     if let Err(e) = consumer.store_offsets(&next) {
         debug!(offsets = %describe(&next), error = %e, "offsets not stored (partitions no longer assigned)");
@@ -415,6 +313,25 @@ pub(crate) fn store_offsets<'a>(
     for element in next.elements() {
         if let Err(e) = element.error() {
             debug!(topic = element.topic(), partition = element.partition(), error = %e, "offset not stored (partition no longer assigned)");
+        }
+    }
+}
+
+/// librdkafka's position of each assigned partition: the offset after the last message
+/// delivered, or past the transaction markers and aborted records after it.
+pub(crate) fn positions(consumer: &GroupConsumer) -> HashMap<(String, i32), i64> {
+    match consumer.position() {
+        Ok(positions) => positions
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            debug!(error = %e, "cannot read the consumer's positions");
+            HashMap::new()
         }
     }
 }
@@ -445,12 +362,11 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka resumes from the message after the last one the application received when
 /// there is one, and otherwise from where its fetcher stood, which may be past messages
 /// it had prefetched and dropped on pausing. The seek makes the resume position the
-/// daemon's own; what the broker then delivers is checked message by message
-/// (`position`). Returns false, with the partitions whose committed offset could not be
+/// daemon's own. Returns false, with the partitions whose committed offset could not be
 /// read still paused, for the caller to try again.
 pub(crate) async fn resume(
     consumer: &Arc<GroupConsumer>,
-    positions: &Positions,
+    positions: &Partitions,
     reset: AutoOffsetReset,
 ) -> bool {
     let assignment = match consumer.assignment() {

@@ -13,9 +13,8 @@
 //! While a write keeps failing (Redis full, read-only, hanging or down; the dead-letter
 //! topic unreachable), the assigned partitions are paused: the loop keeps polling, so the
 //! group membership stays alive, but nothing more is fetched until the write went
-//! through. Then the loop resumes them where it stands, and it checks every delivered
-//! offset against the one it expects (`position`): a message is never acknowledged
-//! past one it did not receive.
+//! through. Then the loop resumes them where it stands (`partitions`): a message is never
+//! acknowledged past one it did not receive.
 //!
 //! Every second, and whenever a write found the group's marker gone, a round of
 //! housekeeping runs beside the loop: it reports a Redis that lost its data and reads
@@ -24,8 +23,8 @@
 //! and the loop pauses consuming while it is at or above the ratio.
 //!
 //! The stages, each in its own module: `consume` (the loop, which drives the rest),
-//! `consumer` (the Kafka group), `position` (the offsets each partition is expected to
-//! deliver), `batch` (decoding, validating and coalescing on arrival), `sink` (the
+//! `consumer` (the Kafka group), `partitions` (the partitions held, where each stands and
+//! what it stores), `batch` (decoding, validating and coalescing on arrival), `sink` (the
 //! retried write) with `retry` (how long to wait), [`dead_letter`] (rejected and refused
 //! messages), `rebuild` (replaying what Redis lost), `health` (Kafka errors) and
 //! `topics` (missing topics), both for the operator; and [`offsets`] (the group's
@@ -38,7 +37,7 @@ mod consumer;
 pub mod dead_letter;
 mod health;
 pub mod offsets;
-mod position;
+mod partitions;
 mod rebuild;
 mod retry;
 mod sink;

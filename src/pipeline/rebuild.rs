@@ -19,6 +19,7 @@
 //!   written, and only if it is still the request that was replayed.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,16 @@ impl Rebuilds {
             reached: false,
         });
         true
+    }
+
+    /// Where the replay of a partition under way ends: a newer request for it (another
+    /// instance found the same loss) replays up to there too, not up to where the replay
+    /// under way has got.
+    pub(super) fn target(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.active
+            .iter()
+            .find(|r| r.request.partition == partition && r.request.topic == topic)
+            .map(|r| r.target)
     }
 
     /// Judges a message the loop took of a partition: `batch` is the sequence number of
@@ -339,6 +350,10 @@ pub(super) struct Housekeeper {
     pub(crate) rebuild_on_loss: bool,
     /// Whether a round reads Redis's memory use, for `redis.pause_above_memory_ratio`.
     pub(crate) watch_memory: bool,
+    /// Redis's `evicted_keys` at the last round: a marker gone while it grew was evicted
+    /// at Redis's memory limit (an `allkeys-*` policy, or a `volatile-*` one), not lost
+    /// with the data, and replaying every partition for it would only fill Redis again.
+    pub(crate) evicted_keys: std::sync::atomic::AtomicU64,
 }
 
 impl Housekeeper {
@@ -370,7 +385,19 @@ impl Housekeeper {
         let lost = chores.lost
             || (chores.check_marker
                 && self.cache.check_marker(&self.marker).await.unwrap_or(false));
-        if lost {
+        let evicting = match self.cache.evicted_keys().await {
+            Ok(now) => now > self.evicted_keys.swap(now, Ordering::Relaxed),
+            Err(e) => {
+                debug!(error = %e, "cannot read Redis's evicted keys");
+                false
+            }
+        };
+        if lost && evicting {
+            info!(
+                redis_marker = self.marker.key(),
+                "the group's marker key is gone while Redis evicts keys at its memory limit: evicted, not a loss; the next batch sets it again"
+            );
+        } else if lost {
             self.lost(
                 "the group's marker key is gone although this instance set it within its TTL",
             )
@@ -450,6 +477,9 @@ impl Housekeeper {
     /// for a group already running; either way the cache lacks what Kafka holds. A
     /// never-written Redis for a new group (nothing committed) is not a loss.
     pub(super) async fn check_at_startup(&self) {
+        if let Ok(evicted) = self.cache.evicted_keys().await {
+            self.evicted_keys.store(evicted, Ordering::Relaxed);
+        }
         match self.cache.has_marker(&self.marker).await {
             Ok(false) => {}
             // The marker is there: whatever this Redis loses from now on shows later.

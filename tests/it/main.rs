@@ -25,6 +25,7 @@ mod http_limits;
 mod kafka;
 mod kafka_security;
 mod layers;
+mod log;
 mod maintenance;
 mod membership;
 mod memory;

@@ -86,7 +86,7 @@ async fn a_redis_restarted_empty_mid_stream_is_rebuilt_from_kafka() {
     assert_eq!(keys, 0);
     produce_rest(&scenario, half).await;
 
-    scenario.assert_rebuilt(DEADLINE).await;
+    scenario.assert_converged(DEADLINE).await;
     assert_eq!(daemon.metric(REDIS_DATA_LOSS).await, 1.0);
     // What the first half wrote, replayed; the second half is consumed as usual.
     let replayed = daemon.metric(REBUILD_MESSAGES).await;
@@ -118,7 +118,7 @@ async fn a_flushall_under_a_quiet_daemon_is_found_and_rebuilt() {
     redis::cmd("FLUSHALL")
         .exec(&mut connect(&scenario.redis))
         .unwrap();
-    scenario.assert_rebuilt(DEADLINE).await;
+    scenario.assert_converged(DEADLINE).await;
     assert_eq!(daemon.metric(REDIS_DATA_LOSS).await, 1.0);
     let replayed = daemon.metric(REBUILD_MESSAGES).await;
     assert_eq!(replayed, scenario.stream.len() as f64);
@@ -167,7 +167,7 @@ async fn with_rebuild_on_loss_off_a_loss_is_counted_and_the_rebuild_command_rest
         )
     );
 
-    scenario.assert_rebuilt(DEADLINE).await;
+    scenario.assert_converged(DEADLINE).await;
     assert_eq!(
         daemon.metric(REBUILD_MESSAGES).await,
         scenario.stream.len() as f64
@@ -195,7 +195,7 @@ async fn a_rebuild_interrupted_by_sigkill_is_finished_by_the_restarted_daemon() 
     // The requests not finished stay in Redis, with the marker the first daemon set:
     // the next owner of each partition replays it whole.
     let second = spawn(&scenario.kafka, &scenario.redis.url(), QUICK_SESSION);
-    scenario.assert_rebuilt(DEADLINE).await;
+    scenario.assert_converged(DEADLINE).await;
     wait_rebuilt_and_ready(&second).await;
     wait_committed(&scenario, scenario.stream.len()).await;
     assert!(second.stop().await.unwrap().success());
@@ -227,7 +227,7 @@ async fn two_instances_each_rebuild_their_own_partitions() {
     assert!(a > 0.0 && b > 0.0, "consumed {a} and {b}");
 
     scenario.redis.restart().await.unwrap();
-    scenario.assert_rebuilt(DEADLINE).await;
+    scenario.assert_converged(DEADLINE).await;
     wait_rebuilt_and_ready(&first).await;
     wait_rebuilt_and_ready(&second).await;
     // The loss found by whichever looked first (both, when they look at the same

@@ -4,15 +4,13 @@
 //! message consumed, every offset committed, and Redis exactly as the library writes the
 //! same stream in one go.
 //!
-//! Before the daemon checked the offsets it was delivered, both lost messages every run on
-//! tansu (a stand-in broker used before, which answered a fetch from inside a record
-//! batch with the batches after it); the tests stay, on the broker users run.
+//! A rebalance during the pause once left the group's commits short of the log end on
+//! a quiet stream: the partitions assigned back kept the position of a batch whose
+//! offsets the revocation had voided. A partition revoked now starts clean.
 
 use std::time::Duration;
 
-use cache_layer::metrics::{
-    BATCH_RETRIES, CONSUMER_LAG, MESSAGES_CONSUMED, OFFSET_GAPS, OFFSET_GAPS_IN_LOG,
-};
+use cache_layer::metrics::{BATCH_RETRIES, CONSUMER_LAG, MESSAGES_CONSUMED};
 use cache_layer_testkit::kafka::TestKafka;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::redis_server::{config_set, hang, info_field};
@@ -38,13 +36,6 @@ async fn assert_nothing_skipped(scenario: &Scenario, daemon: DaemonProcess) {
         consumed >= scenario.stream.len() as f64,
         "{consumed} of {} messages consumed",
         scenario.stream.len()
-    );
-    // Whatever the broker skipped was refetched; nothing was taken for a gap in the log,
-    // which this stream has none of.
-    assert_eq!(daemon.metric(OFFSET_GAPS_IN_LOG).await, 0.0);
-    eprintln!(
-        "offset gaps refetched: {}",
-        daemon.metric(OFFSET_GAPS).await
     );
     assert!(daemon.stop().await.unwrap().success());
 }
@@ -137,7 +128,6 @@ async fn a_rebalance_during_a_pause_skips_nothing_on_a_separate_broker() {
         "{consumed} consumed"
     );
     for daemon in [first, second] {
-        assert_eq!(daemon.metric(OFFSET_GAPS_IN_LOG).await, 0.0);
         assert!(daemon.stop().await.unwrap().success());
     }
 }

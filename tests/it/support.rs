@@ -49,6 +49,27 @@ pub const QUICK_SESSION: &[(&str, &str)] = &[
 /// cluster over TCP), on the test's topics and group, configured through the environment:
 /// batches of at most 500 messages or 20 ms, quick retries and commits.
 pub fn spawn(kafka: &Broker, redis_url: &str, extra: &[(&str, &str)]) -> DaemonProcess {
+    DaemonProcess::spawn(daemon(), env(kafka, redis_url, extra)).unwrap()
+}
+
+/// [`spawn`], its log written to `log` at INFO.
+pub fn spawn_logging(
+    kafka: &Broker,
+    redis_url: &str,
+    extra: &[(&str, &str)],
+    log: &Path,
+) -> DaemonProcess {
+    let env = env(kafka, redis_url, extra);
+    let dir = log.parent().expect("a directory");
+    DaemonProcess::spawn_logging_to(daemon(), &["run"], dir, env, log).unwrap()
+}
+
+fn daemon() -> &'static Path {
+    env!("CARGO_BIN_EXE_cache-layer").as_ref()
+}
+
+/// The environment of [`spawn`].
+fn env(kafka: &Broker, redis_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let settings = [
         ("CACHE_LAYER__REDIS__URL", redis_url),
         ("CACHE_LAYER__KAFKA__COMMIT_INTERVAL_MS", "100"),
@@ -66,5 +87,5 @@ pub fn spawn(kafka: &Broker, redis_url: &str, extra: &[(&str, &str)]) -> DaemonP
             .chain(extra)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    DaemonProcess::spawn(env!("CARGO_BIN_EXE_cache-layer").as_ref(), env).unwrap()
+    env
 }

@@ -324,6 +324,7 @@ fn server_properties(
          num.io.threads=4\n\
          background.threads=4\n\
          log.cleaner.dedupe.buffer.size=16777216\n\
+         log.cleaner.backoff.ms=500\n\
          {security}",
         data = dir.join("data").display(),
     )

@@ -23,9 +23,11 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -356,6 +358,62 @@ impl Broker {
         }
     }
 
+    /// Produces a generated stream as an exactly-once upstream (Kafka Streams, Flink)
+    /// does: in transactions of `per_transaction` records, each committed, so that every
+    /// commit leaves a marker at an offset of each partition it wrote; and after the
+    /// `abort_after`-th, one transaction of the `aborted` records, aborted, which a
+    /// `read_committed` consumer never sees. Waits for every commit.
+    pub async fn produce_transactional(
+        &self,
+        stream: &[Generated],
+        per_transaction: usize,
+        aborted: &[Generated],
+        abort_after: usize,
+    ) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("transactional.id", format!("{}-upstream", self.group))
+            .set("linger.ms", "1")
+            .create()
+            .expect("transactional producer");
+        let records = |messages: &[Generated]| -> Vec<(String, String, String)> {
+            messages
+                .iter()
+                .map(|m| {
+                    (
+                        self.topic(m.kind).to_owned(),
+                        m.key.clone(),
+                        m.payload.clone(),
+                    )
+                })
+                .collect()
+        };
+        let transactions: Vec<_> = stream.chunks(per_transaction).map(records).collect();
+        let aborted = records(aborted);
+        blocking(move || {
+            let timeout = Duration::from_secs(30);
+            producer
+                .init_transactions(timeout)
+                .expect("transactions initialised");
+            for (i, transaction) in transactions.iter().enumerate() {
+                if i == abort_after {
+                    producer.begin_transaction().expect("transaction begun");
+                    send_queued(&producer, &aborted);
+                    producer.flush(timeout).expect("flushed");
+                    producer
+                        .abort_transaction(timeout)
+                        .expect("transaction aborted");
+                }
+                producer.begin_transaction().expect("transaction begun");
+                send_queued(&producer, transaction);
+                producer
+                    .commit_transaction(timeout)
+                    .expect("transaction committed");
+            }
+        })
+        .await;
+    }
+
     /// The group's committed offset per (topic, partition) of the source topics; a
     /// partition without a commit is absent. A broker that has just started answers
     /// "not coordinator" or "loading" for a moment, as Kafka does: asked again until 30 s
@@ -390,6 +448,34 @@ impl Broker {
             .collect()
     }
 
+    /// Waits until `group` has committed every partition of the source topics up to its
+    /// log end (its last stable offset): a lag of 0, past the transaction markers and
+    /// the aborted records too. A partition without a record needs no commit.
+    pub async fn wait_caught_up(&self, group: &str, timeout: Duration) {
+        let what = format!("{group} committed up to every log end");
+        let reader = self.offsets_reader(group);
+        crate::wait_until(timeout, &what, || async {
+            let committed = self.committed(group).await;
+            for topic in self.sources() {
+                for partition in 0..self.partitions {
+                    let (reader, name) = (Arc::clone(&reader), topic.to_owned());
+                    let end = blocking(move || {
+                        reader.fetch_watermarks(&name, partition, Duration::from_secs(10))
+                    })
+                    .await
+                    .expect("watermarks")
+                    .1;
+                    let at = committed.get(&(topic.to_owned(), partition)).copied();
+                    if at.unwrap_or(0) != end {
+                        return false;
+                    }
+                }
+            }
+            true
+        })
+        .await;
+    }
+
     /// The sum of the committed offsets: how many messages the group acknowledged.
     pub async fn committed_total(&self, group: &str) -> i64 {
         self.committed(group).await.values().sum()
@@ -398,11 +484,19 @@ impl Broker {
     /// Waits until `group` has committed exactly `total` messages, failing the test after
     /// `timeout`.
     pub async fn wait_committed(&self, group: &str, total: i64, timeout: Duration) {
-        let what = format!("{total} messages committed by {group}");
-        crate::wait_until(timeout, &what, || async {
-            self.committed_total(group).await == total
-        })
-        .await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let committed = self.committed(group).await;
+            if committed.values().sum::<i64>() == total {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {total} messages committed by {group}: \
+                 {committed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     fn offsets_reader(&self, group: &str) -> Arc<BaseConsumer> {
@@ -417,6 +511,39 @@ impl Broker {
             )
         });
         Arc::clone(reader)
+    }
+
+    /// How many records a partition holds, from its log start to its log end: fewer
+    /// than the offsets between them once compaction removed some.
+    pub async fn records_held(&self, topic: &str, partition: i32) -> usize {
+        let reader = self.offsets_reader(&format!("{}-records", self.group));
+        let topic = topic.to_owned();
+        blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let (start, end) = reader
+                .fetch_watermarks(&topic, partition, timeout)
+                .expect("watermarks");
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(start))
+                .expect("partition");
+            reader.assign(&tpl).expect("assign");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut held = 0;
+            let mut next = start;
+            while next < end {
+                assert!(
+                    Instant::now() < deadline,
+                    "{topic}[{partition}] read to {next} of {end}"
+                );
+                if let Some(message) = reader.poll(Duration::from_millis(100)) {
+                    next = message.expect("readable").offset() + 1;
+                    held += 1;
+                }
+            }
+            reader.unassign().expect("unassign");
+            held
+        })
+        .await
     }
 
     /// The offset after the last record of a partition.
@@ -488,6 +615,23 @@ async fn send_all<K: AsRef<str>, P: AsRef<[u8]>>(
     });
     for result in futures::future::join_all(sends).await {
         result.map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
+/// Queues (topic, key, payload) records on a producer, waiting while its queue is full.
+fn send_queued(producer: &BaseProducer, records: &[(String, String, String)]) {
+    for (topic, key, payload) in records {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("record not queued: {e}"),
+            }
+        }
     }
 }
 

@@ -141,9 +141,11 @@ impl<K: Deref<Target = Broker>> Scenario<K> {
 }
 
 impl<K> Scenario<K> {
-    /// Waits until Redis holds exactly the expected state again, as after it lost its
-    /// data and the daemon rebuilt it from Kafka; then asserts it, every key with a TTL.
-    pub async fn assert_rebuilt(&self, timeout: Duration) {
+    /// Waits until Redis holds exactly the expected state, as after it lost its data and
+    /// the daemon rebuilt it from Kafka, or when no commit count tells that the stream
+    /// landed (a log with offsets that hold no message); then asserts it, every key with
+    /// a TTL.
+    pub async fn assert_converged(&self, timeout: Duration) {
         let mut conn = connect(&self.redis);
         let deadline = std::time::Instant::now() + timeout;
         while data_snapshot(&mut conn) != self.expected && std::time::Instant::now() < deadline {

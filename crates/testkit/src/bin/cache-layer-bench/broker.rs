@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use cache_layer::kafka::CONSUMER_DEFAULTS;
@@ -84,7 +84,34 @@ pub async fn create_topics(
             }
         }
     }
-    Ok(())
+    // The controller answers once the topics exist; the broker serves them once its
+    // metadata has every partition's leader, which a loaded broker takes a moment for.
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for name in &names {
+            loop {
+                let metadata = client.fetch_metadata(Some(name), Duration::from_secs(5))?;
+                let led = metadata.topics().iter().any(|t| {
+                    t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                });
+                if led {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the broker does not serve {name} yet"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Deletes the topics under `prefix`, once a scenario is done with them, so that the

@@ -298,15 +298,18 @@ async fn drive(
         );
         let flushed = Arc::clone(&producer);
         blocking(move || Ok(flushed.flush(Duration::from_secs(5))?)).await?;
-        if observers
+        let waiting: Vec<&str> = observers
             .iter()
-            .all(|o| o.latency(WARM_UP_KEY, warm_up_sent).is_some())
-        {
+            .filter(|o| o.latency(WARM_UP_KEY, warm_up_sent).is_none())
+            .map(Observer::name)
+            .collect();
+        if waiting.is_empty() {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "nothing consumed the warm-up message"
+            "the warm-up message never reached {} within 60 s",
+            waiting.join(" and ")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

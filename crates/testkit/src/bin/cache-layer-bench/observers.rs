@@ -33,6 +33,14 @@ pub enum Observer {
 type SeenAt = Arc<Mutex<HashMap<String, Instant>>>;
 
 impl Observer {
+    /// What it watches, for a message that names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Observer::Redis(_) => "the daemon (its key in Redis)",
+            Observer::Raw(_) => "the raw consumer",
+        }
+    }
+
     /// Starts looking for the probe `keyword`.
     pub fn expect(&self, keyword: &str) {
         if let Observer::Redis(redis) = self {
