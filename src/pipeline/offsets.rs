@@ -55,7 +55,16 @@ pub enum ResetTo {
     Latest,
     /// The first message at or after this time (the end of a log that has none).
     Time(DateTime<Utc>),
+    /// This offset, within each log.
+    Offset(i64),
+    /// The committed offset moved by this much (its log's start without a commit),
+    /// within each log.
+    Shift(i64),
 }
+
+/// The partitions a reset moves: of these source topics, or of these partitions of one
+/// (`kafka-consumer-groups --topic`); every source partition when empty.
+pub type Only = [(String, Option<Vec<i32>>)];
 
 /// One partition's move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,24 +202,54 @@ fn last_committed_timestamps(
 
 /// The moves a reset makes: each partition of the source topics, from its committed
 /// offset to where `to` says.
-pub async fn plan_reset(config: &Config, to: ResetTo) -> anyhow::Result<Vec<Move>> {
-    let config = config.clone();
+pub async fn plan_reset(config: &Config, to: ResetTo, only: &Only) -> anyhow::Result<Vec<Move>> {
+    let (config, only) = (config.clone(), only.to_vec());
     tokio::task::spawn_blocking(move || {
         let client = client(&config)?;
-        plan(&config, &client, to)
+        plan(&config, &client, to, &only)
     })
     .await?
 }
 
-fn plan(config: &Config, client: &BaseConsumer, to: ResetTo) -> anyhow::Result<Vec<Move>> {
-    let partitions = source_partitions(config, client)?;
+/// The partitions of `all` that `only` names; an error names a topic or a partition
+/// that is not a source one.
+fn chosen(all: Vec<(String, i32)>, only: &Only) -> anyhow::Result<Vec<(String, i32)>> {
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for (topic, partitions) in only {
+        if !all.iter().any(|(t, _)| t == topic) {
+            bail!("--topic {topic}: not a source topic of this configuration");
+        }
+        for p in partitions.iter().flatten() {
+            if !all.contains(&(topic.clone(), *p)) {
+                bail!("--topic {topic}:{p}: the topic has no partition {p}");
+            }
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(topic, partition)| {
+            only.iter()
+                .any(|(t, ps)| t == topic && ps.as_ref().is_none_or(|ps| ps.contains(partition)))
+        })
+        .collect())
+}
+
+fn plan(
+    config: &Config,
+    client: &BaseConsumer,
+    to: ResetTo,
+    only: &Only,
+) -> anyhow::Result<Vec<Move>> {
+    let partitions = chosen(source_partitions(config, client)?, only)?;
     let committed = committed(client, &partitions)?;
     let by_time = match to {
         ResetTo::Time(time) => Some(
             first_offsets_at(client, &partitions, time.timestamp_millis(), KAFKA_TIMEOUT)
                 .context("cannot find the offsets at that time")?,
         ),
-        ResetTo::Earliest | ResetTo::Latest => None,
+        ResetTo::Earliest | ResetTo::Latest | ResetTo::Offset(_) | ResetTo::Shift(_) => None,
     };
     let mut moves = Vec::with_capacity(partitions.len());
     for (topic, partition) in partitions {
@@ -218,9 +257,12 @@ fn plan(config: &Config, client: &BaseConsumer, to: ResetTo) -> anyhow::Result<V
             .fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)
             .with_context(|| format!("cannot read the log of {topic}[{partition}]"))?;
         let key = (topic, partition);
+        let from = committed.get(&key).copied();
         let target = match to {
             ResetTo::Earliest => start,
             ResetTo::Latest => end,
+            ResetTo::Offset(offset) => offset,
+            ResetTo::Shift(by) => from.unwrap_or(start).saturating_add(by),
             // No message at or after the time: the end of the log.
             ResetTo::Time(_) => by_time
                 .as_ref()
@@ -228,7 +270,7 @@ fn plan(config: &Config, client: &BaseConsumer, to: ResetTo) -> anyhow::Result<V
                 .unwrap_or(end),
         };
         moves.push(Move {
-            from: committed.get(&key).copied(),
+            from,
             topic: key.0,
             partition: key.1,
             to: target.clamp(start, end),
@@ -253,8 +295,8 @@ fn members(config: &Config, client: &BaseConsumer) -> anyhow::Result<Vec<String>
 }
 
 /// Moves the group's committed offsets to `to`. Refused while the group has members.
-pub async fn reset(config: &Config, to: ResetTo) -> anyhow::Result<Vec<Move>> {
-    let config = config.clone();
+pub async fn reset(config: &Config, to: ResetTo, only: &Only) -> anyhow::Result<Vec<Move>> {
+    let (config, only) = (config.clone(), only.to_vec());
     tokio::task::spawn_blocking(move || {
         let client = client(&config)?;
         let members = members(&config, &client)?;
@@ -265,7 +307,7 @@ pub async fn reset(config: &Config, to: ResetTo) -> anyhow::Result<Vec<Move>> {
                 members.join(", ")
             );
         }
-        let moves = plan(&config, &client, to)?;
+        let moves = plan(&config, &client, to, &only)?;
         let mut offsets = TopicPartitionList::new();
         for m in &moves {
             offsets.add_partition_offset(&m.topic, m.partition, Offset::Offset(m.to))?;

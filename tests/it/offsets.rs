@@ -122,7 +122,7 @@ async fn a_reset_is_refused_while_the_group_has_a_member() {
     scenario.assert_landed(DEADLINE).await;
     let before = scenario.kafka.committed(&scenario.kafka.group).await;
 
-    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
+    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest", "--execute"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("has active members"), "{stderr}");
@@ -141,7 +141,7 @@ async fn a_broker_that_cannot_describe_the_group_gets_no_reset() {
     let scenario = Scenario::start_on(MockKafka::start(PARTITIONS), 300, 44).await;
     consumed_then_more(&scenario).await;
     let before = scenario.kafka.committed(&scenario.kafka.group).await;
-    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest"]);
+    let refused = offsets(&scenario.kafka, &["reset", "--to-earliest", "--execute"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("cannot tell whether group"), "{stderr}");
@@ -212,7 +212,7 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
     );
     let done = json(offsets(
         &scenario.kafka,
-        &["reset", "--to-datetime", &at, "--json"],
+        &["reset", "--to-datetime", &at, "--execute", "--json"],
     ));
     assert_eq!(done["moves"], plan["moves"]);
     assert_eq!(
@@ -247,4 +247,76 @@ async fn a_reset_to_a_time_replays_exactly_the_messages_after_it() {
     assert_eq!(daemon.metric(MESSAGES_CONSUMED).await, after.len() as f64);
     assert_same_state(&data_snapshot(&mut conn), &expected_state(after).await);
     assert!(daemon.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_is_a_dry_run_unless_executed_and_moves_by_offset_shift_and_topic() {
+    let scenario = Scenario::start(PARTITIONS, 600, 46).await;
+    scenario.kafka.produce_generated(&scenario.stream).await;
+    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
+    scenario.assert_landed(DEADLINE).await;
+    assert!(daemon.stop().await.unwrap().success());
+    let kafka = &scenario.kafka;
+    let before = kafka.committed(&kafka.group).await;
+
+    // As kafka-consumer-groups: without --execute, nothing is committed.
+    let plan = json(offsets(kafka, &["reset", "--to-earliest", "--json"]));
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(kafka.committed(&kafka.group).await, before);
+
+    // Five back, in one partition of one topic only.
+    let trends0 = format!("{}:0", kafka.trends);
+    let done = json(offsets(
+        kafka,
+        &[
+            "reset",
+            "--shift-by",
+            "-5",
+            "--topic",
+            &trends0,
+            "--execute",
+            "--json",
+        ],
+    ));
+    assert_eq!(done["dry_run"], false);
+    let moves = done["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{done}");
+    let key = (kafka.trends.clone(), 0);
+    let was = before[&key];
+    assert_eq!(moves[0]["to"], (was - 5).max(0), "{done}");
+    let mut expected = before.clone();
+    expected.insert(key, (was - 5).max(0));
+    assert_eq!(kafka.committed(&kafka.group).await, expected);
+
+    // To offset 2 in every partition of one topic.
+    let done = json(offsets(
+        kafka,
+        &[
+            "reset",
+            "--to-offset",
+            "2",
+            "--topic",
+            &kafka.windows,
+            "--execute",
+            "--json",
+        ],
+    ));
+    let moves = done["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), PARTITIONS as usize, "{done}");
+    for m in moves {
+        assert_eq!(m["topic"], kafka.windows.as_str(), "{m}");
+        let end = kafka
+            .high_watermark(&kafka.windows, m["partition"].as_i64().unwrap() as i32)
+            .await;
+        assert_eq!(m["to"], 2.min(end), "{m}");
+    }
+
+    // A topic that is not a source one is named.
+    let refused = offsets(
+        kafka,
+        &["reset", "--to-earliest", "--topic", "no-such-topic"],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no-such-topic"), "{stderr}");
 }

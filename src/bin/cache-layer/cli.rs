@@ -103,12 +103,14 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OffsetsCommand {
-    /// Move the group's committed offsets; refused while the group has members.
+    /// Move the group's committed offsets: a dry run that prints the moves unless
+    /// `--execute` is given, as `kafka-consumer-groups --reset-offsets`; refused while the
+    /// group has members.
     Reset(ResetArgs),
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "by_duration"])))]
+#[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "by_duration", "to_offset", "shift_by"])))]
 pub struct ResetArgs {
     /// To the first offset each log holds: everything is read again.
     #[arg(long)]
@@ -122,7 +124,21 @@ pub struct ResetArgs {
     /// To the first message at or after this long ago: -15m, -2h, -1d.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = past_duration)]
     by_duration: Option<Duration>,
-    /// Print the moves without committing them.
+    /// To this offset in every partition reset, within each log.
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<i64>,
+    /// By this many offsets from the committed one (negative: back), within each log; a
+    /// partition without a commit moves from its log's start.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    shift_by: Option<i64>,
+    /// Only these source topics, or these partitions of one: `trend-alerts`,
+    /// `trend-alerts:0,2` (repeatable; every source topic without it).
+    #[arg(long, value_name = "TOPIC[:PARTITIONS]", value_parser = topic_partitions)]
+    topic: Vec<(String, Option<Vec<i32>>)>,
+    /// Commit the moves; without it the reset is a dry run that prints them.
+    #[arg(long, conflicts_with = "dry_run")]
+    execute: bool,
+    /// Print the moves without committing them (the default).
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
@@ -137,11 +153,31 @@ impl ResetArgs {
             ResetTo::Latest
         } else if let Some(time) = self.to_datetime {
             ResetTo::Time(time)
+        } else if let Some(offset) = self.to_offset {
+            ResetTo::Offset(offset)
+        } else if let Some(shift) = self.shift_by {
+            ResetTo::Shift(shift)
         } else {
             let ago = self.by_duration.unwrap_or_default();
             ResetTo::Time(Utc::now() - chrono::TimeDelta::from_std(ago).unwrap_or_default())
         }
     }
+}
+
+/// `TOPIC` or `TOPIC:P,P,...`, as `kafka-consumer-groups --topic` takes it.
+fn topic_partitions(text: &str) -> Result<(String, Option<Vec<i32>>), String> {
+    let Some((topic, partitions)) = text.split_once(':') else {
+        return Ok((text.to_owned(), None));
+    };
+    let partitions = partitions
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<i32>()
+                .map_err(|_| format!("{p:?} is not a partition number (TOPIC:0,1,2)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((topic.to_owned(), Some(partitions)))
 }
 
 /// A duration back from now, as `kafka-consumer-groups --by-duration` takes it: `-15m`
@@ -291,19 +327,20 @@ pub async fn dispatch(
             reset: Some(OffsetsCommand::Reset(args)),
             ..
         } => {
-            let to = args.to();
-            let moves = if args.dry_run {
-                offsets::plan_reset(&config, to).await?
+            let (to, only) = (args.to(), &args.topic);
+            let dry_run = !args.execute;
+            let moves = if dry_run {
+                offsets::plan_reset(&config, to, only).await?
             } else {
-                offsets::reset(&config, to).await?
+                offsets::reset(&config, to, only).await?
             };
             let result = serde_json::json!({
                 "group": config.kafka.group_id,
-                "dry_run": args.dry_run,
+                "dry_run": dry_run,
                 "moves": moves,
             });
             print(args.output, &result, || {
-                moves_table(&config, &moves, args.dry_run)
+                moves_table(&config, &moves, dry_run)
             })
         }
         Command::CheckConfig(output) => print(output, &config, || {
@@ -374,7 +411,7 @@ fn moves_table(config: &Config, moves: &[Move], dry_run: bool) -> String {
     let mut text = format!(
         "{} group {}\n{:<24} {:>9} {:>12} {:>12}",
         if dry_run {
-            "dry run, nothing committed: the reset would move"
+            "dry run, nothing committed (--execute commits): the reset would move"
         } else {
             "committed the new offsets of"
         },
