@@ -5,9 +5,12 @@
 //!
 //! Hot-path events are emitted once per batch, not per message; the per-message ones
 //! (a message received, rejected or expired) touch an atomic and, for the rare two, a
-//! counter and a log line.
+//! counter and a log line. A flood of rejected messages is logged one by one only up to
+//! [`LINES_PER_WINDOW`] in each [`LOG_WINDOW`]; the rest are counted, and a summary
+//! line tells how many ([`summarize_suppressed`], called each second by the loop).
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
 use tracing::{debug, error, info, warn};
@@ -27,6 +30,81 @@ pub(crate) struct At<'a> {
     pub(crate) offset: i64,
 }
 
+/// How many per-message lines of one kind are logged in full in each [`LOG_WINDOW`].
+const LINES_PER_WINDOW: u64 = 10;
+
+/// The window of [`LINES_PER_WINDOW`].
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// The lines of one per-message event logged in the current window, and those held back.
+#[derive(Debug)]
+struct Throttle(Mutex<Option<ThrottleWindow>>);
+
+#[derive(Debug, Clone, Copy)]
+struct ThrottleWindow {
+    started: Instant,
+    logged: u64,
+    held_back: u64,
+}
+
+impl Throttle {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// Whether a line may be logged at `now`; one that may not is counted.
+    fn admit(&self, now: Instant) -> bool {
+        let Ok(mut window) = self.0.lock() else {
+            return true;
+        };
+        let current = window.get_or_insert(ThrottleWindow {
+            started: now,
+            logged: 0,
+            held_back: 0,
+        });
+        if now.duration_since(current.started) >= LOG_WINDOW && current.held_back == 0 {
+            *current = ThrottleWindow {
+                started: now,
+                logged: 0,
+                held_back: 0,
+            };
+        }
+        if current.logged < LINES_PER_WINDOW {
+            current.logged += 1;
+            true
+        } else {
+            current.held_back += 1;
+            false
+        }
+    }
+
+    /// Once the window is over, how many lines it held back (then a new window starts).
+    fn held_back(&self, now: Instant) -> Option<u64> {
+        let mut window = self.0.lock().ok()?;
+        let current = window.as_mut()?;
+        if now.duration_since(current.started) < LOG_WINDOW || current.held_back == 0 {
+            return None;
+        }
+        let held_back = current.held_back;
+        *window = None;
+        Some(held_back)
+    }
+}
+
+/// The rejected messages' lines.
+static REJECTED_LINES: Throttle = Throttle::new();
+
+/// Logs how many rejected messages a finished window did not log one by one.
+pub(crate) fn summarize_suppressed() {
+    if let Some(held_back) = REJECTED_LINES.held_back(Instant::now()) {
+        warn!(
+            held_back,
+            window_secs = LOG_WINDOW.as_secs(),
+            "more messages rejected than logged one by one ({LINES_PER_WINDOW} a window); cache_layer_messages_rejected_total counts them all, the dead-letter topic keeps them"
+        );
+    }
+}
+
 /// A message was received and added to the batch.
 pub(crate) fn message_received(status: &Status) {
     status.consumed(false);
@@ -38,13 +116,15 @@ pub(crate) fn message_rejected(status: &Status, at: At<'_>, error: &ValidationEr
     status.consumed(true);
     let reason = error.reason.as_str();
     counter!(MESSAGES_REJECTED, "topic" => at.topic.to_owned(), "reason" => reason).increment(1);
-    warn!(
-        topic = at.topic,
-        partition = at.partition,
-        offset = at.offset,
-        reason,
-        "message rejected: {error}"
-    );
+    if REJECTED_LINES.admit(Instant::now()) {
+        warn!(
+            topic = at.topic,
+            partition = at.partition,
+            offset = at.offset,
+            reason,
+            "message rejected: {error}"
+        );
+    }
 }
 
 /// A message already past its expiry, with TTLs that count from the event: not written.
@@ -342,3 +422,33 @@ pub(crate) fn ready(ready: bool) {
 }
 
 pub(crate) use crate::metrics::{consumer_lag, lag_revoked};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_logged_in_full_up_to_the_limit_then_summarized_once_a_window() {
+        let throttle = Throttle::new();
+        let start = Instant::now();
+        let admitted = (0..25).filter(|_| throttle.admit(start)).count() as u64;
+        assert_eq!(admitted, LINES_PER_WINDOW);
+        assert_eq!(throttle.held_back(start + LOG_WINDOW / 2), None);
+        let over = start + LOG_WINDOW;
+        assert_eq!(throttle.held_back(over), Some(25 - LINES_PER_WINDOW));
+        assert_eq!(throttle.held_back(over), None);
+        // A new window logs in full again.
+        assert!(throttle.admit(over));
+    }
+
+    #[test]
+    fn a_quiet_window_starts_afresh_without_a_summary() {
+        let throttle = Throttle::new();
+        let start = Instant::now();
+        assert!(throttle.admit(start));
+        assert_eq!(throttle.held_back(start + LOG_WINDOW), None);
+        let later = start + 2 * LOG_WINDOW;
+        assert!((0..LINES_PER_WINDOW).all(|_| throttle.admit(later)));
+        assert!(!throttle.admit(later));
+    }
+}

@@ -236,7 +236,10 @@ impl Pipeline {
                 _ = sleep_until(self.resume_retry), if self.resume_retry.is_some() && self.in_flight.is_none() && self.pressure.is_none() => {
                     self.resume().await;
                 }
-                _ = idle_checks.tick() => self.store_idle(),
+                _ = idle_checks.tick() => {
+                    self.store_idle();
+                    events::summarize_suppressed();
+                }
                 _ = housekeeping.tick() => self.start_housekeeping(),
                 changed = self.settings.changed(), if self.settings.has_changed().is_ok() => {
                     if changed.is_ok() {

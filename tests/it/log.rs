@@ -3,7 +3,8 @@
 //! each partition it wrote, and one aborted transaction) and a compacted topic whose
 //! cleaner has run. Each test ends with Redis exactly as the library writes the valid
 //! stream in one go, no WARN line in the daemon's log, and the group's commits at every
-//! partition's log end: a lag of 0, past the last marker too.
+//! partition's log end: a lag of 0, past the last marker too. And a flood of bad
+//! messages, logged ten at a time with a summary of the rest, never a line each.
 
 use std::path::Path;
 use std::time::Duration;
@@ -140,4 +141,29 @@ async fn a_compacted_topic_lands_exactly_quietly_and_with_no_lag() {
     let log = dir.path().join("daemon.log");
     let daemon = spawn_logging(&scenario.kafka, &scenario.redis.url(), &[], &log);
     assert_landed_quietly(&scenario, daemon, &log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_messages_is_logged_ten_at_a_time_with_a_summary() {
+    let kafka = TestKafka::start(1).await;
+    let redis = cache_layer_testkit::RedisServer::start().await.unwrap();
+    let bad: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("bad-{i}"), "{not json".to_owned()))
+        .collect();
+    kafka.produce(&kafka.trends, &bad).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_logging(&kafka, &redis.url(), &[], &log);
+    kafka.wait_committed(&kafka.group, 60, DEADLINE).await;
+    // The summary comes once the 10 s window is over.
+    wait_until(DEADLINE, "the summary of the lines held back", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("held_back=50")
+    })
+    .await;
+    assert!(daemon.stop().await.unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines = logged.matches("message rejected").count();
+    assert_eq!(lines, 10, "{logged}");
 }
