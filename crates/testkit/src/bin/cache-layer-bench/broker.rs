@@ -115,9 +115,9 @@ pub async fn create_topics(
 }
 
 /// Deletes the topics under `prefix`, once a scenario is done with them, so that the
-/// next one starts on a broker holding no more than this one did: tansu's memory
-/// storage grows by about 35 MB a second at 100,000 msg/s and serves its consumers more
-/// slowly as it fills. What the broker does not delete is only reported.
+/// next one starts on a broker holding no more than this one did (a broker's page cache
+/// and, for a memory-backed stand-in, its heap grow with what it holds). What the broker
+/// does not delete is only reported.
 pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
     let admin: AdminClient<_> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
