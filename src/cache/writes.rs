@@ -7,7 +7,7 @@
 //! per key, however many messages touched it. Every key gets its TTL in the same atomic
 //! command or script as its value, so no key is ever seen without one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use redis::cluster_routing::Slot;
@@ -16,7 +16,8 @@ use redis::{Cmd, Pipeline};
 use super::scripts::{HSET_EXPIRE, KEEP_LONGER, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
 use crate::config::{TtlFrom, Ttls};
 use crate::models::{
-    format_timestamp, Message, TrendAlert, UserMetrics, WindowEntry, WindowedKeywordCount,
+    format_timestamp, Message, Tombstone, TrendAlert, UserMetrics, WindowEntry,
+    WindowedKeywordCount,
 };
 use crate::schema::{trend_score, trend_version, Keys};
 
@@ -96,6 +97,11 @@ pub struct WriteSet {
     active_users: HashMap<String, i64>,
     /// Window id to (normalised keyword to the last count seen).
     windows: HashMap<String, HashMap<String, WindowEntry>>,
+    /// Normalised keywords and window ids that a tombstone deleted. Written before the
+    /// values above, which came after the tombstone in the stream: a value before it is
+    /// dropped from the set when the tombstone is added.
+    trend_deletes: HashSet<String>,
+    window_deletes: HashSet<String>,
     /// How many items were added, before coalescing.
     items: usize,
 }
@@ -111,7 +117,27 @@ impl WriteSet {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.trends.is_empty() && self.user_metrics.is_none() && self.windows.is_empty()
+        self.trends.is_empty()
+            && self.user_metrics.is_none()
+            && self.windows.is_empty()
+            && self.trend_deletes.is_empty()
+            && self.window_deletes.is_empty()
+    }
+
+    /// Adds a tombstone: what it names is deleted, and what the set held of it before is
+    /// dropped.
+    pub fn add_tombstone(&mut self, tombstone: Tombstone) {
+        self.items += 1;
+        match tombstone {
+            Tombstone::Trend(keyword) => {
+                self.trends.remove(&keyword);
+                self.trend_deletes.insert(keyword);
+            }
+            Tombstone::Window(id) => {
+                self.windows.remove(&id);
+                self.window_deletes.insert(id);
+            }
+        }
     }
 
     /// Adds every item of a decoded message. `seen_at` is the last-seen time of users
@@ -174,6 +200,7 @@ impl WriteSet {
         not_after: DateTime<Utc>,
     ) -> usize {
         let before = pipe.count();
+        self.append_deletes(pipe, keys);
         let now_text = format_timestamp(&now);
         let clock = Clock {
             at: now,
@@ -190,6 +217,27 @@ impl WriteSet {
             self.append_windows(pipe, keys, ttls, &clock);
         }
         pipe.count() - before
+    }
+
+    /// The tombstones' deletes, before any value written after them.
+    fn append_deletes(&self, pipe: &mut impl CommandSink, keys: &Keys) {
+        for keyword in &self.trend_deletes {
+            pipe.add(
+                redis::cmd("DEL")
+                    .arg(keys.trend_normalized(keyword))
+                    .clone(),
+            );
+            pipe.add(
+                redis::cmd("ZREM")
+                    .arg(keys.trends_current())
+                    .arg(keyword)
+                    .clone(),
+            );
+        }
+        for id in &self.window_deletes {
+            pipe.add(redis::cmd("DEL").arg(keys.window(id)).clone());
+            pipe.add(redis::cmd("ZREM").arg(keys.windows_index()).arg(id).clone());
+        }
     }
 
     fn append_trends(&self, pipe: &mut impl CommandSink, keys: &Keys, ttls: &Ttls, clock: &Clock) {

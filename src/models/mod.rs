@@ -19,7 +19,7 @@ pub(crate) use time::parse_timestamp;
 pub use trend::{TrendAlert, MAX_RANK};
 pub use user::{Contributor, UserMetrics};
 pub(crate) use validate::ValidationError;
-pub use validate::{decode, Message, MessageKind, RejectReason};
+pub use validate::{decode, decode_tombstone, Message, MessageKind, RejectReason, Tombstone};
 pub(crate) use window::check_window_id;
 pub(crate) use window::WindowEntry;
 pub use window::WindowedKeywordCount;

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 use crate::cache::{touched_keys, Refusal, WriteSet};
 use crate::config::{BatchConfig, TopicsConfig, TtlFrom, Ttls};
-use crate::models::{decode, Message, MessageKind, RejectReason, ValidationError};
+use crate::models::{
+    decode, decode_tombstone, Message, MessageKind, RejectReason, ValidationError,
+};
 use crate::schema::Keys;
 
 /// Which decoder each source topic uses.
@@ -215,7 +217,17 @@ impl Batch {
         let Some(kind) = kinds.kind(message.topic) else {
             return Pushed::Ignored;
         };
-        let payload = message.payload.unwrap_or_default();
+        let Some(payload) = message.payload else {
+            // A tombstone deletes what its key names; one that names nothing is rejected.
+            return match decode_tombstone(kind, message.key) {
+                Ok(tombstone) => {
+                    self.writes.add_tombstone(tombstone);
+                    Pushed::Accepted
+                }
+                Err(_) if message.replay => Pushed::Ignored,
+                Err(error) => self.reject(&message, &[], error),
+            };
+        };
         let decoded = if payload.len() > self.limits.max_message_bytes {
             Err(ValidationError::new(
                 RejectReason::TooLarge,
@@ -252,24 +264,32 @@ impl Batch {
                 Pushed::Accepted
             }
             Err(_) if message.replay => Pushed::Ignored,
-            Err(error) => {
-                *self
-                    .rejected_per_topic
-                    .entry(message.topic.to_owned())
-                    .or_default() += 1;
-                self.rejects.push(Rejected {
-                    origin: Origin {
-                        topic: message.topic.to_owned(),
-                        partition: message.partition,
-                        offset: message.offset,
-                    },
-                    key: message.key.map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    error,
-                });
-                Pushed::Rejected(self.rejects.last().expect("just pushed"))
-            }
+            Err(error) => self.reject(&message, payload, error),
         }
+    }
+
+    /// Sets a message aside for the dead-letter topic.
+    fn reject(
+        &mut self,
+        message: &Incoming<'_>,
+        payload: &[u8],
+        error: ValidationError,
+    ) -> Pushed<'_> {
+        *self
+            .rejected_per_topic
+            .entry(message.topic.to_owned())
+            .or_default() += 1;
+        self.rejects.push(Rejected {
+            origin: Origin {
+                topic: message.topic.to_owned(),
+                partition: message.partition,
+                offset: message.offset,
+            },
+            key: message.key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            error,
+        });
+        Pushed::Rejected(self.rejects.last().expect("just pushed"))
     }
 
     fn keep(&mut self, bytes: &[u8]) -> Range<usize> {

@@ -3,8 +3,9 @@
 //! each partition it wrote, and one aborted transaction) and a compacted topic whose
 //! cleaner has run. Each test ends with Redis exactly as the library writes the valid
 //! stream in one go, no WARN line in the daemon's log, and the group's commits at every
-//! partition's log end: a lag of 0, past the last marker too. And a flood of bad
-//! messages, logged ten at a time with a summary of the rest, never a line each.
+//! partition's log end: a lag of 0, past the last marker too. Tombstones delete what
+//! their keys name. And a flood of bad messages is logged ten at a time with a summary
+//! of the rest, never a line each.
 
 use std::path::Path;
 use std::time::Duration;
@@ -166,4 +167,70 @@ async fn a_flood_of_bad_messages_is_logged_ten_at_a_time_with_a_summary() {
     let logged = std::fs::read_to_string(&log).unwrap();
     let lines = logged.matches("message rejected").count();
     assert_eq!(lines, 10, "{logged}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_delete_the_trend_and_the_window_their_keys_name() {
+    use cache_layer_testkit::kafka::{daemon_config, RunningDaemon};
+    use cache_layer_testkit::{connect, trend_records, window_json};
+    use redis::Commands;
+
+    let kafka = TestKafka::start(1).await;
+    let redis = cache_layer_testkit::RedisServer::start().await.unwrap();
+    // Five trends keyed by keyword, and two windows of three counts each.
+    kafka
+        .produce(&kafka.trends, &trend_records("t", 5, 3))
+        .await;
+    let counts: Vec<(String, String)> = (0..2)
+        .flat_map(|minute| {
+            (0..3).map(move |i| {
+                (
+                    format!("k{i}"),
+                    window_json(&format!("k{i}"), 10 + i, minute),
+                )
+            })
+        })
+        .collect();
+    kafka.produce(&kafka.windows, &counts).await;
+    // Then tombstones of one trend and one window, one after a count of the window
+    // comes again, and one on the user metrics, which name nothing.
+    kafka.produce_tombstones(&kafka.trends, &["t1"]).await;
+    kafka
+        .produce_tombstones(&kafka.windows, &["window_2024_01_01_12_00"])
+        .await;
+    kafka
+        .produce(&kafka.windows, &[("late", window_json("late", 7, 0))])
+        .await;
+    kafka.produce_tombstones(&kafka.users, &["snapshot"]).await;
+
+    let daemon = RunningDaemon::spawn(daemon_config(&kafka, &redis.url()));
+    kafka
+        .wait_committed(&kafka.group, 5 + 6 + 2 + 1 + 1, DEADLINE)
+        .await;
+    let mut conn = connect(&redis);
+    assert!(!conn.exists::<_, bool>("trends:keyword:t1").unwrap());
+    let ranked: Vec<String> = conn.zrange("trends:current", 0, -1).unwrap();
+    assert_eq!(ranked.len(), 4, "{ranked:?}");
+    assert!(!ranked.contains(&"t1".to_owned()), "{ranked:?}");
+    let fields: Vec<String> = conn.hkeys("windows:window_2024_01_01_12_00").unwrap();
+    assert_eq!(fields, ["late"], "the window deleted, then written again");
+    assert_eq!(
+        conn.hlen::<_, usize>("windows:window_2024_01_01_12_01")
+            .unwrap(),
+        3
+    );
+    let indexed: Vec<String> = conn.zrange("windows:index", 0, -1).unwrap();
+    assert_eq!(indexed.len(), 2, "{indexed:?}");
+    for key in ["windows:window_2024_01_01_12_00", "trends:current"] {
+        let ttl: i64 = conn.ttl(key).unwrap();
+        assert!(ttl > 0, "{key} has TTL {ttl}");
+    }
+    // The user metrics' tombstone named nothing: rejected and dead-lettered.
+    let dead = kafka.read(&kafka.dead_letter, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].headers[cache_layer::pipeline::dead_letter::HEADER_REASON],
+        "wrong_shape"
+    );
+    daemon.stop().await;
 }

@@ -346,6 +346,19 @@ impl Broker {
         send_all(&self.producer, topic, partition, records).await;
     }
 
+    /// Produces tombstones (records with a key and no value) to a topic, in order, and
+    /// waits for every delivery.
+    pub async fn produce_tombstones(&self, topic: &str, keys: &[&str]) {
+        for key in keys {
+            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(*key);
+            self.producer
+                .send(record, Duration::from_secs(60))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    }
+
     /// Produces a generated stream, each record to its kind's topic, in stream order.
     pub async fn produce_generated(&self, stream: &[Generated]) {
         for chunk in stream.chunk_by(|a, b| a.kind == b.kind) {
