@@ -50,6 +50,7 @@ pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
     let mut client = client_config(config);
     client
         .set("group.id", &config.kafka.group_id)
+        .set("group.protocol", config.kafka.group_protocol.as_str())
         .set("auto.offset.reset", config.kafka.auto_offset_reset.as_str())
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")

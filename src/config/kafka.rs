@@ -22,6 +22,10 @@ pub struct KafkaConfig {
     /// without a rebalance. `${HOSTNAME}` in it is replaced by the host name (a pod's
     /// name), when the configuration is loaded.
     pub group_instance_id: Option<String>,
+    /// The group protocol (librdkafka's `group.protocol`): `classic`, or `consumer`
+    /// (KIP-848, Kafka 4.0 and later), under which the broker assigns the partitions and
+    /// sets the session and heartbeat times.
+    pub group_protocol: GroupProtocol,
     pub client_id: String,
     pub auto_offset_reset: AutoOffsetReset,
     /// How often stored offsets are committed (librdkafka's `auto.commit.interval.ms`).
@@ -42,6 +46,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             group_id: "cache-layer".into(),
             group_instance_id: None,
+            group_protocol: GroupProtocol::default(),
             client_id: "cache-layer".into(),
             auto_offset_reset: AutoOffsetReset::default(),
             commit_interval: Duration::from_millis(1_000),
@@ -58,6 +63,17 @@ impl KafkaConfig {
                 return Err(ConfigError::invalid(
                     format!("kafka.properties.{name}"),
                     format!("is set by cache-layer itself; {instead}"),
+                ));
+            }
+        }
+        for (name, why) in self.group_protocol.refused_properties() {
+            if self.properties.0.contains_key(*name) {
+                return Err(ConfigError::invalid(
+                    format!("kafka.properties.{name}"),
+                    format!(
+                        "is not taken with kafka.group_protocol = \"{}\": {why}",
+                        self.group_protocol.as_str()
+                    ),
                 ));
             }
         }
@@ -115,9 +131,10 @@ fn valid_instance_id(id: &str) -> Result<(), ConfigError> {
 /// librdkafka properties that cache-layer sets itself, because its delivery guarantee
 /// depends on them, and what to use instead. Setting one under `kafka.properties` is a
 /// configuration error that names both.
-pub(crate) const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
+pub(crate) const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 10] = [
     ("bootstrap.servers", "use kafka.bootstrap_servers"),
     ("group.id", "use kafka.group_id"),
+    ("group.protocol", "use kafka.group_protocol"),
     ("group.instance.id", "use kafka.group_instance_id"),
     ("client.id", "use kafka.client_id"),
     ("auto.offset.reset", "use kafka.auto_offset_reset"),
@@ -137,6 +154,52 @@ pub(crate) const MANAGED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
 ];
 
 /// librdkafka's `auto.offset.reset`, for a group without a committed offset.
+/// The consumer group protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol: the members assign, each rebalance is a round of joins.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns, and a member's change moves only its partitions.
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+
+    /// The librdkafka properties this protocol does not take, and why: librdkafka
+    /// refuses them beside it, so the configuration names them first.
+    fn refused_properties(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Classic => &[(
+                "group.remote.assignor",
+                "it chooses the broker's assignor of the consumer protocol",
+            )],
+            Self::Consumer => &[
+                (
+                    "session.timeout.ms",
+                    "the broker sets it (group.consumer.session.timeout.ms)",
+                ),
+                (
+                    "heartbeat.interval.ms",
+                    "the broker sets it (group.consumer.heartbeat.interval.ms)",
+                ),
+                (
+                    "partition.assignment.strategy",
+                    "the broker assigns; choose its assignor with group.remote.assignor",
+                ),
+                ("group.protocol.type", "it belongs to the classic protocol"),
+            ],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoOffsetReset {

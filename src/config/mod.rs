@@ -36,7 +36,7 @@ use self::redis::RedisParts;
 pub(crate) use cache::{BatchConfig, CacheConfig, StatsConfig, SweepConfig};
 pub use cache::{TtlFrom, Ttls};
 pub use http::HttpConfig;
-pub use kafka::AutoOffsetReset;
+pub use kafka::{AutoOffsetReset, GroupProtocol};
 pub(crate) use kafka::{KafkaConfig, TopicsConfig};
 pub(crate) use log::LogConfig;
 pub use log::LogFormat;
@@ -211,6 +211,31 @@ pub fn default_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_property_the_group_protocol_refuses_stops_startup_naming_it() {
+        for (protocol, property) in [
+            ("consumer", "session.timeout.ms"),
+            ("consumer", "heartbeat.interval.ms"),
+            ("consumer", "partition.assignment.strategy"),
+            ("classic", "group.remote.assignor"),
+        ] {
+            let toml = format!(
+                "[kafka]\ngroup_protocol = \"{protocol}\"\n[kafka.properties]\n\"{property}\" = \"1\"\n"
+            );
+            let error = Config::from_toml(&toml).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("kafka.properties.{property}")),
+                "{error}"
+            );
+            assert!(error.contains(protocol), "{error}");
+        }
+        let both = "[kafka]\ngroup_protocol = \"consumer\"\n[kafka.properties]\n\"group.remote.assignor\" = \"uniform\"\n";
+        assert!(Config::from_toml(both).is_ok());
+        let managed = "[kafka.properties]\n\"group.protocol\" = \"consumer\"\n";
+        let error = Config::from_toml(managed).unwrap_err().to_string();
+        assert!(error.contains("kafka.group_protocol"), "{error}");
+    }
 
     #[test]
     fn a_reload_takes_every_reloadable_key_and_keeps_every_other() {

@@ -6,9 +6,10 @@
 //! The client is not a member of the group: it assigns partitions to itself to read a
 //! message's timestamp, never subscribes, and commits only what a reset asks for. A reset
 //! is refused while the group has members, as Kafka's own tool refuses it: a member's
-//! next commit would undo it, and its in-memory positions ignore it. A broker that cannot
-//! describe the group (librdkafka's mock cluster has no DescribeGroups) cannot tell, and
-//! a reset is refused there too.
+//! next commit would undo it, and its in-memory positions ignore it. The members are
+//! asked of the group's coordinator in the group's own protocol, classic or KIP-848's. A
+//! broker that cannot describe the group (librdkafka's mock cluster) cannot tell, and a
+//! reset is refused there too.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -279,19 +280,93 @@ fn plan(
     Ok(moves)
 }
 
-/// The group's members, as the brokers describe it: `client_id@host` each.
+/// The group's members, as the brokers describe it: `client_id@host (member id)` each.
+///
+/// Through librdkafka's DescribeConsumerGroups, which asks the group's coordinator with
+/// the API of the group's own protocol: a KIP-848 group (`group.protocol = consumer`) is
+/// unknown to the classic DescribeGroups, which calls it dead while it has members.
+/// rust-rdkafka does not wrap that call, so it is made here through its bindings.
 fn members(config: &Config, client: &BaseConsumer) -> anyhow::Result<Vec<String>> {
     let group = &config.kafka.group_id;
-    let groups = client.fetch_group_list(Some(group), KAFKA_TIMEOUT).with_context(|| {
+    describe_group_members(client, group).with_context(|| {
         format!("cannot tell whether group {group:?} has active members (the brokers do not describe it)")
-    })?;
-    Ok(groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .flat_map(|g| g.members())
-        .map(|m| format!("{}@{} ({})", m.client_id(), m.client_host(), m.id()))
-        .collect())
+    })
+}
+
+fn describe_group_members(client: &BaseConsumer, group: &str) -> anyhow::Result<Vec<String>> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+
+    /// A C string of librdkafka's as an owned string; empty for a null pointer.
+    fn text(ptr: *const std::os::raw::c_char) -> String {
+        if ptr.is_null() {
+            return String::new();
+        }
+        // SAFETY: librdkafka returns NUL-terminated strings that live as long as the
+        // result event, which is destroyed only after every read.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    let name = CString::new(group).context("the group id holds a NUL byte")?;
+    let rk = client.client().native_ptr();
+    // SAFETY: `rk` is the live handle of `client`, borrowed for this whole call; every
+    // object created here is destroyed before returning, the event last, after its
+    // contents were copied out.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let options = rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+        );
+        let mut errstr = [0 as std::os::raw::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options,
+            KAFKA_TIMEOUT.as_millis() as i32,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        let mut groups = [name.as_ptr()];
+        rd::rd_kafka_DescribeConsumerGroups(rk, groups.as_mut_ptr(), 1, options, queue);
+        let event = rd::rd_kafka_queue_poll(queue, (KAFKA_TIMEOUT.as_millis() + 1_000) as i32);
+        rd::rd_kafka_AdminOptions_destroy(options);
+        rd::rd_kafka_queue_destroy(queue);
+        if event.is_null() {
+            bail!("no answer within {KAFKA_TIMEOUT:?}");
+        }
+        let described = (|| {
+            if rd::rd_kafka_event_error(event)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                bail!("{}", text(rd::rd_kafka_event_error_string(event)));
+            }
+            let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event);
+            let mut count = 0;
+            let descriptions =
+                rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+            let mut members = Vec::new();
+            for i in 0..count {
+                let description = *descriptions.add(i);
+                let error = rd::rd_kafka_ConsumerGroupDescription_error(description);
+                if !error.is_null() {
+                    bail!("{}", text(rd::rd_kafka_error_string(error)));
+                }
+                for m in 0..rd::rd_kafka_ConsumerGroupDescription_member_count(description) {
+                    let member = rd::rd_kafka_ConsumerGroupDescription_member(description, m);
+                    members.push(format!(
+                        "{}@{} ({})",
+                        text(rd::rd_kafka_MemberDescription_client_id(member)),
+                        text(rd::rd_kafka_MemberDescription_host(member)),
+                        text(rd::rd_kafka_MemberDescription_consumer_id(member)),
+                    ));
+                }
+            }
+            Ok(members)
+        })();
+        rd::rd_kafka_event_destroy(event);
+        described
+    }
 }
 
 /// Moves the group's committed offsets to `to`. Refused while the group has members.

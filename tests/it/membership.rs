@@ -206,3 +206,62 @@ async fn cooperative_rebalances_lose_nothing_and_commit_nothing_back() {
         assert!(daemon.stop().await.unwrap().success());
     }
 }
+
+/// A member of a KIP-848 group (`kafka.group_protocol = "consumer"`: the broker assigns,
+/// with the test broker's session of 6 s), its id given for static membership.
+fn consumer_protocol_member(scenario: &Scenario, id: Option<&str>) -> DaemonProcess {
+    let mut env = vec![("CACHE_LAYER__KAFKA__GROUP_PROTOCOL", "consumer")];
+    if let Some(id) = id {
+        env.push(("CACHE_LAYER__KAFKA__GROUP_INSTANCE_ID", id));
+    }
+    spawn(&scenario.kafka, &scenario.redis.url(), &env)
+}
+
+/// Under KIP-848 members join, one dies (SIGKILL) and its partitions move once the
+/// broker's session is over, and a static member restarts mid-stream: the state is
+/// exact and the group's commits reach every log end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_members_join_die_and_restart_losing_nothing() {
+    let scenario = Scenario::start(PARTITIONS, 16_000, 30).await;
+    let mut chunks = scenario.stream.chunks(4_000);
+    let mut produce_next = || {
+        let chunk = chunks.next().expect("a chunk left");
+        scenario.kafka.produce_generated(chunk)
+    };
+    let a = consumer_protocol_member(&scenario, None);
+    produce_next().await;
+    wait_until(
+        DEADLINE,
+        "the first member holds every partition",
+        || async { a.metric(PARTITIONS_ASSIGNED).await == 18.0 },
+    )
+    .await;
+    let mut b = consumer_protocol_member(&scenario, Some("cache-kip848-b"));
+    produce_next().await;
+    wait_until(DEADLINE, "the two members share the partitions", || async {
+        let (pa, pb) = (
+            a.metric(PARTITIONS_ASSIGNED).await,
+            b.metric(PARTITIONS_ASSIGNED).await,
+        );
+        pa > 0.0 && pb > 0.0 && pa + pb == 18.0
+    })
+    .await;
+
+    assert!(!a.kill().await.unwrap().success());
+    produce_next().await;
+    wait_until(DEADLINE, "the dead member's partitions moved", || async {
+        b.metric(PARTITIONS_ASSIGNED).await == 18.0
+    })
+    .await;
+
+    // The static member restarts under its id while the last part is produced.
+    assert!(b.stop().await.unwrap().success());
+    b = consumer_protocol_member(&scenario, Some("cache-kip848-b"));
+    produce_next().await;
+    scenario.assert_landed(DEADLINE).await;
+    scenario
+        .kafka
+        .wait_caught_up(&scenario.kafka.group, DEADLINE)
+        .await;
+    assert!(b.stop().await.unwrap().success());
+}

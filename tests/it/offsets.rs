@@ -116,9 +116,21 @@ async fn the_figures_printed_are_the_brokers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_is_refused_while_the_group_has_a_member() {
-    let scenario = Scenario::start(PARTITIONS, 300, 43).await;
+    refused_while_a_member_runs("classic", 43).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_is_refused_while_a_consumer_protocol_group_has_a_member() {
+    refused_while_a_member_runs("consumer", 47).await;
+}
+
+/// A member of the group running under `protocol` (KIP-848's `consumer` or `classic`):
+/// the reset is refused and nothing moves.
+async fn refused_while_a_member_runs(protocol: &str, seed: u64) {
+    let scenario = Scenario::start(PARTITIONS, 300, seed).await;
     scenario.kafka.produce_generated(&scenario.stream).await;
-    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &[]);
+    let protocol = [("CACHE_LAYER__KAFKA__GROUP_PROTOCOL", protocol)];
+    let daemon = spawn(&scenario.kafka, &scenario.redis.url(), &protocol);
     scenario.assert_landed(DEADLINE).await;
     let before = scenario.kafka.committed(&scenario.kafka.group).await;
 

@@ -262,7 +262,9 @@ impl Drop for ApacheKafka {
 }
 
 /// The settings of a single node, broker and controller combined: replication factors
-/// of 1, no delay before a group's first rebalance, and few threads for a 2-core machine.
+/// of 1, no delay before a group's first rebalance, a KIP-848 group's session of 6 s with
+/// heartbeats every 0.5 s (as the classic tests' quick session), the log cleaner looking
+/// every 0.5 s, and few threads for a 2-core machine.
 fn server_properties(
     dir: &Path,
     listener: &Listener,
@@ -320,6 +322,10 @@ fn server_properties(
          share.coordinator.state.topic.replication.factor=1\n\
          share.coordinator.state.topic.min.isr=1\n\
          group.initial.rebalance.delay.ms=0\n\
+         group.consumer.min.session.timeout.ms=6000\n\
+         group.consumer.session.timeout.ms=6000\n\
+         group.consumer.min.heartbeat.interval.ms=500\n\
+         group.consumer.heartbeat.interval.ms=500\n\
          num.network.threads=2\n\
          num.io.threads=4\n\
          background.threads=4\n\
