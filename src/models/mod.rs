@@ -7,6 +7,7 @@
 
 mod keyword;
 mod time;
+mod tombstone;
 pub(crate) mod trend;
 mod user;
 mod validate;
@@ -16,10 +17,11 @@ pub use keyword::{normalize_keyword, MAX_KEYWORD_BYTES};
 pub(crate) use time::format_timestamp;
 #[cfg(test)]
 pub(crate) use time::parse_timestamp;
+pub use tombstone::{decode_tombstone, Tombstone};
 pub use trend::{TrendAlert, MAX_RANK};
 pub use user::{Contributor, UserMetrics};
 pub(crate) use validate::ValidationError;
-pub use validate::{decode, decode_tombstone, Message, MessageKind, RejectReason, Tombstone};
+pub use validate::{decode, Message, MessageKind, RejectReason};
 pub(crate) use window::check_window_id;
 pub(crate) use window::WindowEntry;
 pub use window::WindowedKeywordCount;
