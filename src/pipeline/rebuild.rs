@@ -528,14 +528,14 @@ impl Housekeeper {
 }
 
 /// Requests the rebuild of every partition of `topics` from `since_ms`, for their
-/// owners to replay; returns how many partitions.
+/// owners to replay; returns the partitions requested.
 async fn request<X, C>(
     client: Arc<C>,
     cache: &CacheLayer,
     topics: &[String],
     since_ms: i64,
     ttl: Duration,
-) -> anyhow::Result<usize>
+) -> anyhow::Result<Vec<(String, i32)>>
 where
     X: ConsumerContext + 'static,
     C: Consumer<X> + Send + Sync + 'static,
@@ -544,11 +544,13 @@ where
     let partitions =
         tokio::task::spawn_blocking(move || partitions(client.as_ref(), &topics)).await??;
     cache.request_rebuild(&partitions, since_ms, ttl).await?;
-    Ok(partitions.len())
+    Ok(partitions)
 }
 
 /// Requests the rebuild of every partition of the source topics from `since` ago, as
-/// `cache-layer rebuild` does: the running instances replay their partitions.
+/// `cache-layer rebuild` does: the running instances replay their partitions. Returns
+/// how many; fails naming the topics when none of them exists on the brokers, and warns
+/// of each that is missing.
 pub async fn request_rebuild(
     config: &Config,
     cache: &CacheLayer,
@@ -561,14 +563,32 @@ pub async fn request_rebuild(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    request(
+    let requested = request(
         Arc::new(client),
         cache,
         &topics,
         since_ms,
         since.max(config.cache.ttls().longest()),
     )
-    .await
+    .await?;
+    let missing: Vec<&str> = topics
+        .iter()
+        .filter(|topic| !requested.iter().any(|(t, _)| t == *topic))
+        .map(String::as_str)
+        .collect();
+    if requested.is_empty() {
+        anyhow::bail!(
+            "none of the source topics exists on the brokers ({}): nothing to rebuild from",
+            missing.join(", ")
+        );
+    }
+    for topic in missing {
+        warn!(
+            topic,
+            "the source topic does not exist on the brokers; nothing of it to rebuild"
+        );
+    }
+    Ok(requested.len())
 }
 
 /// Every partition of `topics`, from the brokers' metadata.

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cache_layer::metrics::{CONSUMER_LAG, MESSAGES_CONSUMED, REBUILD_MESSAGES, REDIS_DATA_LOSS};
+use cache_layer_testkit::kafka::TestKafka;
 use cache_layer_testkit::process::DaemonProcess;
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::{connect, wait_until};
@@ -245,4 +246,28 @@ async fn two_instances_each_rebuild_their_own_partitions() {
     for daemon in [first, second] {
         assert!(daemon.stop().await.unwrap().success());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_command_names_source_topics_that_do_not_exist() {
+    let kafka = TestKafka::start(1).await;
+    let redis = cache_layer_testkit::RedisServer::start().await.unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-layer"))
+        .args(["rebuild", "--since", "15m"])
+        .env_remove("CACHE_LAYER_CONFIG")
+        .envs(kafka.daemon_env())
+        .env("CACHE_LAYER__TOPICS__TRENDS", "no-such-trends")
+        .env("CACHE_LAYER__TOPICS__USER_METRICS", "no-such-users")
+        .env("CACHE_LAYER__TOPICS__WINDOWS", "no-such-windows")
+        .env("CACHE_LAYER__REDIS__URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for topic in ["no-such-trends", "no-such-users", "no-such-windows"] {
+        assert!(stderr.contains(topic), "{stderr}");
+    }
+    assert!(!connect(&redis)
+        .exists::<_, bool>("rebuild:requests")
+        .unwrap());
 }
