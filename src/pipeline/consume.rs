@@ -32,7 +32,15 @@ use super::topics;
 
 /// The batch being written, on its own task; dropping it (a drain that timed out)
 /// cancels the write, so that nothing of it is acknowledged.
-type WriteTask = AbortOnDropHandle<Written>;
+type WriteTask = AbortOnDropHandle<Done>;
+
+/// A batch written: what its write reported, and what the loop stores for it (the last
+/// offset of each partition in it, and the revocations counted when it was taken).
+struct Done {
+    written: Written,
+    offsets: Vec<(String, i32, i64)>,
+    epoch: u64,
+}
 
 /// The most of `kafka.shutdown_timeout_ms` kept from the drain's writes for the final
 /// commit and the rest of the shutdown.
@@ -117,8 +125,6 @@ pub(crate) async fn run(
         kinds,
         batch: Batch::new(&config.batch, ttls),
         in_flight: None,
-        in_flight_offsets: Vec::new(),
-        in_flight_epoch: 0,
         partitions: Partitions::default(),
         group_events,
         resume_retry: None,
@@ -152,10 +158,6 @@ struct Pipeline {
     batch: Batch,
     /// The batch being written, if any.
     in_flight: Option<WriteTask>,
-    /// The last offset of each partition in the batch being written, and the
-    /// revocations counted when it was taken: what it stores once written.
-    in_flight_offsets: Vec<(String, i32, i64)>,
-    in_flight_epoch: u64,
     /// The partitions held and where each stands.
     partitions: Partitions,
     /// What the rebalances assigned and revoked, for `partitions`.
@@ -214,13 +216,13 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                written = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
+                done = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.in_flight = None;
-                    if let Some(written) = &written {
-                        self.batch_written(written);
+                    if let Some(done) = &done {
+                        self.batch_written(done);
                     }
                     if self.consumer.context().is_paused() && self.pressure.is_none() {
-                        info!(attempts = written.map_or(0, |w| w.attempts), "batch written after retries; consuming again");
+                        info!(attempts = done.map_or(0, |d| d.written.attempts), "batch written after retries; consuming again");
                         self.resume().await;
                     }
                 }
@@ -373,11 +375,7 @@ impl Pipeline {
         if !self.rebuilds.is_empty() {
             self.rebuilds.report();
         }
-        self.in_flight_offsets = batch
-            .offsets()
-            .map(|(topic, partition, offset)| (topic.to_owned(), partition, offset))
-            .collect();
-        self.in_flight_epoch = self.partitions.epoch();
+        let epoch = self.partitions.epoch();
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let status = Arc::clone(&self.status);
@@ -388,18 +386,26 @@ impl Pipeline {
                 .write_until_done(&batch, || consumer::pause(&consumer))
                 .await;
             acknowledged(&batch, &written, sink.dead_letters(), &status);
-            written
+            let offsets = batch
+                .offsets()
+                .map(|(topic, partition, offset)| (topic.to_owned(), partition, offset))
+                .collect();
+            Done {
+                written,
+                offsets,
+                epoch,
+            }
         })));
     }
 
     /// A batch went through: its offsets stored, the rebuilds it finished, and a loss it
     /// found.
-    fn batch_written(&mut self, written: &Written) {
+    fn batch_written(&mut self, done: &Done) {
+        let (written, offsets) = (&done.written, &done.offsets);
         let positions = consumer::positions(&self.consumer);
-        let offsets = std::mem::take(&mut self.in_flight_offsets);
         let store = self.partitions.written(
             offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)),
-            self.in_flight_epoch,
+            done.epoch,
             |topic, partition| positions.get(&(topic.to_owned(), partition)).copied(),
         );
         consumer::store(&self.consumer, &store);
@@ -591,8 +597,8 @@ impl Pipeline {
         let drained = tokio::time::timeout_at(deadline - tail, async {
             for _ in 0..2 {
                 if let Some(write) = self.in_flight.take() {
-                    if let Some(written) = finished(write.await) {
-                        self.batch_written(&written);
+                    if let Some(done) = finished(write.await) {
+                        self.batch_written(&done);
                     }
                 }
                 self.start_write();
@@ -674,7 +680,7 @@ fn acknowledged(batch: &Batch, written: &Written, dead_letters: bool, status: &S
     );
 }
 
-async fn poll_in_flight(in_flight: &mut Option<WriteTask>) -> Option<Written> {
+async fn poll_in_flight(in_flight: &mut Option<WriteTask>) -> Option<Done> {
     match in_flight {
         Some(write) => finished(write.await),
         None => None,

@@ -394,9 +394,8 @@ async fn format_storage(libs: &Path, dir: &Path, listener: &Listener) -> anyhow:
         .context("cannot run java (scripts/test.sh installs OpenJDK)")?;
     if !output.status.success() {
         bail!(
-            "formatting the broker's storage failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            "formatting the broker's storage failed: {}",
+            printed(&output)
         );
     }
     Ok(())
@@ -438,13 +437,21 @@ fn fetch_blocking() -> anyhow::Result<PathBuf> {
         .context("cannot run mvn, which fetches Apache Kafka (scripts/test.sh installs Maven)")?;
     if !output.status.success() {
         bail!(
-            "Maven could not fetch org.apache.kafka:kafka_2.13:{VERSION} from Maven Central:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            "Maven could not fetch org.apache.kafka:kafka_2.13:{VERSION} from Maven Central:\n{}",
+            printed(&output)
         );
     }
     std::fs::write(&complete, VERSION)?;
     Ok(libs)
+}
+
+/// What a command printed, standard output then standard error, for a failure's message.
+fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// `$XDG_CACHE_HOME/cache-layer`, or `~/.cache/cache-layer`.
