@@ -271,6 +271,18 @@ pub(crate) fn rebalanced(revoke: bool, assigned: usize) {
     gauge!(PARTITIONS_ASSIGNED).set(assigned as f64);
 }
 
+/// A batch holding a partition revoked was given up: the one being collected, or the
+/// one in flight with no attempt under way, or with one still under way at the bound
+/// (`unfinished`).
+pub(crate) fn batch_given_up(unfinished: bool) {
+    let outcome = if unfinished {
+        "unfinished"
+    } else {
+        "abandoned"
+    };
+    counter!(REVOKED_BATCHES, "outcome" => outcome).increment(1);
+}
+
 /// A SIGHUP reload: applied, or refused for an invalid configuration.
 pub(crate) fn config_reloaded(applied: bool) {
     let outcome = if applied { "applied" } else { "failed" };

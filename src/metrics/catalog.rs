@@ -116,6 +116,8 @@ catalog! {
         "Dead letters the broker refused even truncated, skipped, by source topic.";
     BATCH_RETRIES = "cache_layer_batch_retries_total", Counter, Some(Unit::Count), Once,
         "Batch writes retried after a failure.";
+    REVOKED_BATCHES = "cache_layer_revoked_batches_total", Counter, Some(Unit::Count), Each("outcome", || vec!["abandoned", "unfinished"]),
+        "Batches given up because a revocation took one of their partitions: being collected or written (abandoned; the partitions kept are read again), or still being written at the bound (unfinished: it may land after the new owner's writes).";
     KAFKA_ERRORS = "cache_layer_kafka_errors_total", Counter, Some(Unit::Count), Each("kind", kafka_error_kinds),
         "Kafka client errors, by kind (all_brokers_down, transport, authentication, authorization, ssl, unknown_topic, timeout, other).";
     TOPIC_MISSING = "cache_layer_topic_missing", Gauge, None, No,

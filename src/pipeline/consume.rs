@@ -24,7 +24,8 @@ use crate::status::{MemoryPressure, Status};
 use super::batch::{Batch, Incoming, Pushed, TopicKinds};
 use super::consumer::{self, GroupConsumer, GroupContext, GroupEvents};
 use super::dead_letter::DeadLetter;
-use super::partitions::Partitions;
+use super::handover::Handover;
+use super::partitions::{GroupEvent, Partitions};
 use super::rebuild::{Chores, Found, Housekeeper, Rebuilds, Replay};
 use super::retry::RetryLogic;
 use super::sink::{Sink, Written};
@@ -34,10 +35,11 @@ use super::topics;
 /// cancels the write, so that nothing of it is acknowledged.
 type WriteTask = AbortOnDropHandle<Done>;
 
-/// A batch written: what its write reported, and what the loop stores for it (the last
-/// offset of each partition in it, and the revocations counted when it was taken).
+/// A batch's write ended: what it reported (`None`: a revocation gave the batch up), and
+/// what the loop stores for it (the last offset of each partition in it, and the
+/// revocations counted when it was taken).
 struct Done {
-    written: Written,
+    written: Option<Written>,
     offsets: Vec<(String, i32, i64)>,
     epoch: u64,
 }
@@ -71,8 +73,17 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Instant> {
     let dead_letter = DeadLetter::new(config).context("cannot create the dead-letter producer")?;
     let kinds = TopicKinds::new(&config.topics);
-    let (consumer, group_events) = consumer::subscribe(config, &kinds.names(), Arc::clone(&status))
-        .context("cannot create the Kafka consumer")?;
+    // One attempt at a write takes at most a connection and a response.
+    let handover = Arc::new(Handover::new(
+        config.redis.connect_timeout + config.redis.response_timeout,
+    ));
+    let (consumer, group_events) = consumer::subscribe(
+        config,
+        &kinds.names(),
+        Arc::clone(&status),
+        Arc::clone(&handover),
+    )
+    .context("cannot create the Kafka consumer")?;
     info!(
         brokers = %config.kafka.bootstrap_servers,
         group = %config.kafka.group_id,
@@ -118,6 +129,7 @@ pub(crate) async fn run(
         retry,
         marker,
         Arc::clone(&status),
+        handover,
     ));
     let mut pipeline = Pipeline {
         consumer,
@@ -127,6 +139,7 @@ pub(crate) async fn run(
         in_flight: None,
         partitions: Partitions::default(),
         group_events,
+        rewinding: false,
         resume_retry: None,
         reset: config.kafka.auto_offset_reset,
         status,
@@ -162,6 +175,9 @@ struct Pipeline {
     partitions: Partitions,
     /// What the rebalances assigned and revoked, for `partitions`.
     group_events: GroupEvents,
+    /// A revocation gave up batches of the partitions kept: fetching is paused until the
+    /// write in flight ended, and then they are read again from where their writes stand.
+    rewinding: bool,
     /// When to try resuming again the partitions a resume left paused.
     resume_retry: Option<Instant>,
     /// Where a partition without a committed offset starts.
@@ -218,11 +234,17 @@ impl Pipeline {
                 _ = shutdown.cancelled() => return,
                 done = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.in_flight = None;
-                    if let Some(done) = &done {
-                        self.batch_written(done);
+                    // A revocation during the write, before it stores anything.
+                    self.apply_group_events();
+                    let written = done.as_ref().and_then(|done| done.written.as_ref().map(|w| (done, w)));
+                    match written {
+                        Some((done, written)) => self.batch_written(done, written),
+                        None => self.give_up_collected(),
                     }
-                    if self.consumer.context().is_paused() && self.pressure.is_none() {
-                        info!(attempts = done.map_or(0, |d| d.written.attempts), "batch written after retries; consuming again");
+                    if self.rewinding {
+                        self.rewind().await;
+                    } else if self.consumer.context().is_paused() && self.pressure.is_none() {
+                        info!(attempts = written.map_or(0, |(_, w)| w.attempts), "batch written after retries; consuming again");
                         self.resume().await;
                     }
                 }
@@ -277,6 +299,10 @@ impl Pipeline {
         };
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         self.apply_group_events();
+        if self.rewinding {
+            // Read again after the rewind.
+            return;
+        }
         if self.batch.is_full() {
             // Paused with a full batch: what still arrives (a partition assigned before
             // the rebalance could pause it) is read again after resuming.
@@ -311,11 +337,23 @@ impl Pipeline {
 
     /// Takes what the rebalance callback told since the last call: a partition revoked
     /// is forgotten with its rebuild (whoever has it now moved the group's commit on),
-    /// one assigned starts clean.
+    /// one assigned starts clean. The batch being collected is given up when it holds a
+    /// partition revoked: written later, it could land after the new owner's writes.
     fn apply_group_events(&mut self) {
         let mut revoked = false;
         while let Ok(event) = self.group_events.try_recv() {
-            revoked |= matches!(event, super::partitions::GroupEvent::Revoked(_));
+            if let GroupEvent::Revoked(partitions) = &event {
+                revoked = true;
+                let held = self.batch.offsets().any(|(t, p, _)| {
+                    partitions
+                        .iter()
+                        .any(|(topic, partition)| topic == t && *partition == p)
+                });
+                if held {
+                    events::batch_given_up(false);
+                    self.give_up_collected();
+                }
+            }
             self.partitions.apply(&event);
         }
         if revoked {
@@ -323,6 +361,31 @@ impl Pipeline {
             self.rebuilds
                 .retain(|topic, partition| partitions.holds(topic, partition));
             self.publish_rebuilds();
+        }
+    }
+
+    /// Gives up the batch being collected, after a revocation gave up a batch (this one,
+    /// or the one in flight): fetching pauses, and once no write is in flight every
+    /// partition kept is read again from where its writes stand ([`Pipeline::rewind`]),
+    /// so that no message of it is written after a newer one.
+    fn give_up_collected(&mut self) {
+        drop(self.batch.seal());
+        if !self.rewinding {
+            self.rewinding = true;
+            consumer::pause(&self.consumer);
+        }
+    }
+
+    /// Reads every partition held again from where its writes stand, once the batches
+    /// of a revocation were given up. Their rebuilds start again from their requests,
+    /// which stay in Redis until a rebuild finishes.
+    async fn rewind(&mut self) {
+        self.rewinding = false;
+        self.partitions.rewind();
+        self.rebuilds.retain(|_, _| false);
+        self.publish_rebuilds();
+        if self.pressure.is_none() {
+            self.resume().await;
         }
     }
 
@@ -366,6 +429,8 @@ impl Pipeline {
     /// Hands the collected batch to a write future, which stores its offsets once written.
     fn start_write(&mut self) {
         debug_assert!(self.in_flight.is_none());
+        // A revocation in the last poll may give this batch up.
+        self.apply_group_events();
         if self.batch.is_empty() {
             return;
         }
@@ -379,13 +444,16 @@ impl Pipeline {
         let sink = Arc::clone(&self.sink);
         let consumer = Arc::clone(&self.consumer);
         let status = Arc::clone(&self.status);
+        sink.hold(&batch);
         // The loop stores the offsets and resumes fetching once the write is done (it
         // knows where each partition stands).
         self.in_flight = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let written = sink
                 .write_until_done(&batch, || consumer::pause(&consumer))
                 .await;
-            acknowledged(&batch, &written, sink.dead_letters(), &status);
+            if let Some(written) = &written {
+                acknowledged(&batch, written, sink.dead_letters(), &status);
+            }
             let offsets = batch
                 .offsets()
                 .map(|(topic, partition, offset)| (topic.to_owned(), partition, offset))
@@ -400,8 +468,8 @@ impl Pipeline {
 
     /// A batch went through: its offsets stored, the rebuilds it finished, and a loss it
     /// found.
-    fn batch_written(&mut self, done: &Done) {
-        let (written, offsets) = (&done.written, &done.offsets);
+    fn batch_written(&mut self, done: &Done, written: &Written) {
+        let offsets = &done.offsets;
         let positions = consumer::positions(&self.consumer);
         let store = self.partitions.written(
             offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)),
@@ -464,6 +532,10 @@ impl Pipeline {
             return;
         }
         self.apply_group_events();
+        if self.rewinding {
+            // The requests stay, for a round after the rewind.
+            return;
+        }
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(e) => return warn!(error = %e, "cannot read the assignment to rebuild"),
@@ -598,7 +670,9 @@ impl Pipeline {
             for _ in 0..2 {
                 if let Some(write) = self.in_flight.take() {
                     if let Some(done) = finished(write.await) {
-                        self.batch_written(&done);
+                        if let Some(written) = &done.written {
+                            self.batch_written(&done, written);
+                        }
                     }
                 }
                 self.start_write();

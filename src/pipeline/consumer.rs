@@ -11,7 +11,8 @@
 //! ([`close`]). Which offsets a written batch stores is the loop's to decide, from its
 //! table of the partitions held ([`Partitions`]); the rebalance callback only tells it
 //! what was assigned and revoked, as [`GroupEvent`]s on a channel, and makes no call to
-//! a broker but the commit of what was stored.
+//! a broker but the commit of what was stored. Before a revocation lets partitions go,
+//! it gives up the batch in flight that holds any of them ([`Handover`]).
 //!
 //! Pausing and resuming live here too, with the state they share with rebalances: a
 //! partition assigned while the daemon is paused is paused at once, and resuming seeks
@@ -34,6 +35,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
+use super::handover::Handover;
 use super::health::ErrorReporter;
 use super::partitions::{GroupEvent, Partitions};
 use crate::config::{AutoOffsetReset, Config};
@@ -58,6 +60,8 @@ pub(crate) struct GroupContext {
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
     /// Assignments and revocations, to the loop that owns the partitions' state.
     events: tokio::sync::mpsc::UnboundedSender<GroupEvent>,
+    /// The write in flight, given up when its partitions are revoked.
+    handover: Arc<Handover>,
 }
 
 impl GroupContext {
@@ -134,16 +138,20 @@ impl ClientContext for GroupContext {
     }
 }
 
+/// The (topic, partition) pairs of a list.
+fn pairs(partitions: &TopicPartitionList) -> Vec<(String, i32)> {
+    partitions
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
 impl GroupContext {
     /// Tells the loop what a rebalance assigned or revoked.
-    fn tell(&self, event: fn(Vec<(String, i32)>) -> GroupEvent, partitions: &TopicPartitionList) {
-        let partitions = partitions
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
+    fn tell(&self, event: GroupEvent) {
         // The loop is gone only when the consumer is being closed.
-        let _ = self.events.send(event(partitions));
+        let _ = self.events.send(event);
     }
 }
 
@@ -158,7 +166,10 @@ impl ConsumerContext for GroupContext {
                         .iter()
                         .map(|e| (e.topic(), e.partition())),
                 );
-                self.tell(GroupEvent::Revoked, partitions);
+                let revoked = pairs(partitions);
+                // Before they move: no batch of theirs may land after the next owner's.
+                self.handover.revoke(&revoked);
+                self.tell(GroupEvent::Revoked(revoked));
                 // Whatever was written of them is committed before they move, so the next
                 // owner starts after it (with the stored offsets of the partitions kept).
                 if let Err(e) = commit_stored(consumer) {
@@ -177,7 +188,7 @@ impl ConsumerContext for GroupContext {
         // A partition starts fetching when it is assigned, paused or not: while writes
         // fail, what arrives would pile up in a batch that cannot be written.
         if let Rebalance::Assign(partitions) = rebalance {
-            self.tell(GroupEvent::Assigned, partitions);
+            self.tell(GroupEvent::Assigned(pairs(partitions)));
             if self.is_paused() {
                 match consumer.pause(partitions) {
                     Ok(()) => {
@@ -236,6 +247,7 @@ pub(crate) fn subscribe(
     config: &Config,
     topics: &[&str],
     status: Arc<Status>,
+    handover: Arc<Handover>,
 ) -> KafkaResult<(Arc<GroupConsumer>, GroupEvents)> {
     let (events, received) = tokio::sync::mpsc::unbounded_channel();
     let context = GroupContext {
@@ -244,6 +256,7 @@ pub(crate) fn subscribe(
         paused: AtomicBool::new(false),
         high_watermarks: Mutex::default(),
         events,
+        handover,
     };
     let consumer: GroupConsumer = kafka::consumer_config(config).create_with_context(context)?;
     consumer.subscribe(topics)?;

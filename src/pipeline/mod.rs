@@ -24,7 +24,7 @@
 //!
 //! The stages, each in its own module: `consume` (the loop, which drives the rest),
 //! `consumer` (the Kafka group), `partitions` (the partitions held, where each stands and
-//! what it stores), `batch` (decoding, validating and coalescing on arrival), `sink` (the
+//! what it stores), `handover` (a revoked partition's batch in flight, given up), `batch` (decoding, validating and coalescing on arrival), `sink` (the
 //! retried write) with `retry` (how long to wait), [`dead_letter`] (rejected and refused
 //! messages), `rebuild` (replaying what Redis lost), `health` (Kafka errors) and
 //! `topics` (missing topics), both for the operator; and [`offsets`] (the group's
@@ -35,6 +35,7 @@ mod batch;
 mod consume;
 mod consumer;
 pub mod dead_letter;
+mod handover;
 mod health;
 pub mod offsets;
 mod partitions;

@@ -7,7 +7,9 @@
 //! - A partition revoked starts clean if it is assigned back: whoever held it meanwhile
 //!   moved the group's commit on, and librdkafka fetches it again from the commit. A
 //!   batch taken before a revocation stores no offset of the partitions it revoked, even
-//!   of one assigned back since; what it wrote of them is written again, harmlessly.
+//!   of one assigned back since. A batch holding a partition revoked is given up before
+//!   the partition moves (`handover`), and the partitions kept are rewound: read again
+//!   from the offset stored last ([`Partitions::rewind`]).
 //! - Offsets are not checked for holes. Apache Kafka answers a fetch from inside a record
 //!   batch with the whole batch, and librdkafka drops the records before the fetch
 //!   offset, so no seek, resume or rebalance skips a record; and the holes the log holds
@@ -97,6 +99,14 @@ impl Partitions {
         let held = self.held(topic, partition);
         held.next.get_or_insert(offset);
         held.passed_untaken = true;
+    }
+
+    /// The batches of every partition held were given up: each is read again from where
+    /// its writes stand, the offset stored last, or the group's commit before any.
+    pub(crate) fn rewind(&mut self) {
+        for partition in self.iter_mut() {
+            partition.next = partition.stored;
+        }
     }
 
     /// Resuming sought every partition back to where it stands.

@@ -7,7 +7,8 @@
 //! aside rather than retried: the messages behind the refused writes go to the
 //! dead-letter topic with reason `redis_refused`, and the rest of the batch, which Redis
 //! applied, is acknowledged. Dead letters already delivered are not sent again on a
-//! retry. Dropping the future abandons the batch, unacknowledged.
+//! retry. Dropping the future abandons the batch, unacknowledged, and so does a
+//! revocation of one of its partitions ([`Handover`]): then it makes no attempt more.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::{error, warn};
 
 use super::batch::{Batch, Rejected, TopicKinds};
 use super::dead_letter::{DeadLetter, Fate};
+use super::handover::{Attempt, Handover};
 use super::retry::RetryLogic;
 use super::SinkError;
 use crate::cache::{CacheLayer, Marker};
@@ -48,6 +50,8 @@ pub(crate) struct Sink {
     marker_failing: AtomicBool,
     /// Readiness reads from here that writes are failing.
     status: Arc<Status>,
+    /// The write in flight as the rebalance callback sees it.
+    handover: Arc<Handover>,
 }
 
 /// What the attempts at one batch have done so far.
@@ -69,6 +73,7 @@ impl Sink {
         retry: RetryLogic,
         marker: Arc<Marker>,
         status: Arc<Status>,
+        handover: Arc<Handover>,
     ) -> Self {
         Self {
             cache,
@@ -78,6 +83,7 @@ impl Sink {
             marker,
             marker_failing: AtomicBool::new(false),
             status,
+            handover,
         }
     }
 
@@ -86,13 +92,25 @@ impl Sink {
         self.dead_letter.is_some()
     }
 
-    /// Writes the batch, retrying until it succeeds. `on_failure` runs after each failed
-    /// attempt, before the wait.
+    /// The batch is handed to a write: a revocation of its partitions gives it up from
+    /// now on. Called before the write's task runs, so that no revocation falls between.
+    pub(crate) fn hold(&self, batch: &Batch) {
+        self.handover.hold(
+            batch
+                .offsets()
+                .map(|(topic, partition, _)| (topic.to_owned(), partition))
+                .collect(),
+        );
+    }
+
+    /// Writes the batch held, retrying until it succeeds, or until a revocation of its
+    /// partitions gives it up (`None`). `on_failure` runs after each failed attempt,
+    /// before the wait.
     pub(crate) async fn write_until_done(
         &self,
         batch: &Batch,
         mut on_failure: impl FnMut(),
-    ) -> Written {
+    ) -> Option<Written> {
         let mut progress = Progress {
             rejects: vec![Fate::Pending; batch.rejects().len()],
             refused: Vec::new(),
@@ -102,14 +120,19 @@ impl Sink {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.attempt(batch, &mut progress).await {
+            let Some(attempt) = self.handover.attempt() else {
+                self.handover.release();
+                return None;
+            };
+            match self.attempt(batch, &mut progress, attempt).await {
                 Ok(pipeline) => {
-                    return Written {
+                    self.handover.release();
+                    return Some(Written {
                         attempts,
                         pipeline,
                         refused: progress.refused,
                         data_lost: progress.data_lost,
-                    };
+                    });
                 }
                 Err(e) => {
                     let failure = RetryLogic::failure(&e);
@@ -123,14 +146,21 @@ impl Sink {
 
     /// One attempt: the dead letters not sent yet, the pipeline and the marker, side by
     /// side, then the dead letters of what Redis refused. Returns how long the pipeline
-    /// took.
+    /// took. `attempt` is let go once the pipeline is answered: a revocation waits for
+    /// the pipeline only, which is what could overwrite the new owner's values.
     ///
     /// Neither waits for the other: a dead letter's delivery report takes the producer's
     /// linger and a broker round trip, which would otherwise hold back the pipeline of
     /// nearly every batch. Both always run to the end, so that the fates of the dead
     /// letters delivered are kept for a retry even when the pipeline failed.
-    async fn attempt(&self, batch: &Batch, progress: &mut Progress) -> Result<Duration, SinkError> {
-        let pipeline = async {
+    async fn attempt(
+        &self,
+        batch: &Batch,
+        progress: &mut Progress,
+        attempt: Attempt<'_>,
+    ) -> Result<Duration, SinkError> {
+        let pipeline = async move {
+            let _attempt = attempt;
             let started = Instant::now();
             let report = self
                 .cache

@@ -32,7 +32,7 @@ fn promtool_accepts_the_prometheus_config_and_rules() {
     let dir = root().join("deploy/prometheus");
     run("promtool", &["check", "config", "prometheus.yml"], &dir);
     let rules = run("promtool", &["check", "rules", "alerts.yml"], &dir);
-    assert!(rules.contains("10 rules found"), "{rules}");
+    assert!(rules.contains("11 rules found"), "{rules}");
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod deploy;
 mod expiry;
 mod faults;
 mod fuzz_decode;
+mod handover;
 mod http;
 mod http_limits;
 mod kafka;
