@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::cache::{CacheLayer, Marker, MemoryUse};
 use crate::config::{AutoOffsetReset, Config, Settings};
@@ -26,7 +26,7 @@ use super::consumer::{self, GroupConsumer, GroupContext, GroupEvents};
 use super::dead_letter::DeadLetter;
 use super::handover::Handover;
 use super::partitions::{GroupEvent, Partitions};
-use super::rebuild::{Chores, Found, Housekeeper, Rebuilds, Replay};
+use super::rebuild::{Chores, Found, Housekeeper, Replay};
 use super::retry::RetryLogic;
 use super::sink::{Sink, Written};
 use super::topics;
@@ -143,7 +143,6 @@ pub(crate) async fn run(
         resume_retry: None,
         reset: config.kafka.auto_offset_reset,
         status,
-        rebuilds: Rebuilds::default(),
         housekeeper,
         housekeeping: None,
         chores: PendingChores::default(),
@@ -183,8 +182,6 @@ struct Pipeline {
     /// Where a partition without a committed offset starts.
     reset: AutoOffsetReset,
     status: Arc<Status>,
-    /// The partitions being replayed to rebuild the cache.
-    rebuilds: Rebuilds,
     housekeeper: Arc<Housekeeper>,
     /// The round of housekeeping running, if any.
     housekeeping: Option<AbortOnDropHandle<Found>>,
@@ -310,10 +307,11 @@ impl Pipeline {
             return;
         }
         self.partitions.took(topic, partition, offset);
-        let replay = if self.rebuilds.is_empty() {
+        let rebuilds = self.partitions.rebuilds();
+        let replay = if rebuilds.is_empty() {
             Replay::No
         } else {
-            self.rebuilds.replay(
+            rebuilds.replay(
                 topic,
                 partition,
                 offset,
@@ -337,7 +335,7 @@ impl Pipeline {
 
     /// Takes what the rebalance callback told since the last call: a partition revoked
     /// is forgotten with its rebuild (whoever has it now moved the group's commit on),
-    /// one assigned starts clean. The batch being collected is given up when it holds a
+    /// one assigned starts clean (see [`Partitions`]). The batch being collected is given up when it holds a
     /// partition revoked: written later, it could land after the new owner's writes.
     fn apply_group_events(&mut self) {
         let mut revoked = false;
@@ -357,9 +355,6 @@ impl Pipeline {
             self.partitions.apply(&event);
         }
         if revoked {
-            let partitions = &self.partitions;
-            self.rebuilds
-                .retain(|topic, partition| partitions.holds(topic, partition));
             self.publish_rebuilds();
         }
     }
@@ -382,7 +377,6 @@ impl Pipeline {
     async fn rewind(&mut self) {
         self.rewinding = false;
         self.partitions.rewind();
-        self.rebuilds.retain(|_, _| false);
         self.publish_rebuilds();
         if self.pressure.is_none() {
             self.resume().await;
@@ -437,8 +431,9 @@ impl Pipeline {
         let batch = self.batch.seal();
         events::batch_taken(batch.per_topic());
         self.batches += 1;
-        if !self.rebuilds.is_empty() {
-            self.rebuilds.report();
+        let rebuilds = self.partitions.rebuilds();
+        if !rebuilds.is_empty() {
+            rebuilds.report();
         }
         let epoch = self.partitions.epoch();
         let sink = Arc::clone(&self.sink);
@@ -482,8 +477,9 @@ impl Pipeline {
             self.chores.lost = true;
             self.start_housekeeping();
         }
-        if !self.rebuilds.is_empty() {
-            let finished = self.rebuilds.written(self.written);
+        let rebuilds = self.partitions.rebuilds();
+        if !rebuilds.is_empty() {
+            let finished = rebuilds.written(self.written);
             self.publish_rebuilds();
             if finished {
                 // The requests replayed are deleted now, not a round later.
@@ -510,13 +506,14 @@ impl Pipeline {
             }
         };
         let chores = std::mem::take(&mut self.chores);
+        let rebuilds = self.partitions.rebuilds();
         let chores = Chores {
             lost: chores.lost,
             // Unless a write is on its way to set it (and tell).
             check_marker: self.in_flight.is_none(),
             assigned,
-            rebuilds: self.rebuilds.active(),
-            finished: self.rebuilds.take_finished(),
+            rebuilds: rebuilds.active(),
+            finished: rebuilds.take_finished(),
         };
         let housekeeper = Arc::clone(&self.housekeeper);
         self.housekeeping = Some(AbortOnDropHandle::new(tokio::spawn(
@@ -527,7 +524,9 @@ impl Pipeline {
     /// Takes what a round of housekeeping found: starts replaying the partitions
     /// requested. Not while paused: the requests stay, for a round after the resume.
     fn housekept(&mut self, found: Found) {
-        self.rebuilds.put_back_finished(found.not_deleted);
+        self.partitions
+            .rebuilds()
+            .put_back_finished(found.not_deleted);
         if found.starts.is_empty() || self.consumer.context().is_paused() {
             return;
         }
@@ -536,46 +535,15 @@ impl Pipeline {
             // The requests stay, for a round after the rewind.
             return;
         }
-        let assignment = match self.consumer.assignment() {
-            Ok(assignment) => assignment,
-            Err(e) => return warn!(error = %e, "cannot read the assignment to rebuild"),
-        };
-        let high_watermarks = self.consumer.context().high_watermarks();
+        let log_ends = self.consumer.context().high_watermarks();
         let mut started = Vec::new();
         for start in found.starts {
-            let (topic, partition, from) = (
-                start.request.topic.clone(),
-                start.request.partition,
-                start.from,
-            );
-            let topic = topic.as_str();
-            if assignment.find_partition(topic, partition).is_none()
-                || self
-                    .rebuilds
-                    .knows(topic, partition, start.request.since_ms)
+            let (topic, partition) = (start.request.topic.clone(), start.request.partition);
+            let log_end = log_ends.get(&(topic.clone(), partition)).copied();
+            if let Some((from, target)) = self.partitions.start_rebuild(start, log_end, &self.ttls)
             {
-                continue;
-            }
-            // Where a replay under way ends, where the partition stands, or, before its
-            // first message, where the broker's log ends: what lies beyond is consumed
-            // as usual.
-            let Some(target) = self
-                .rebuilds
-                .target(topic, partition)
-                .or_else(|| self.partitions.next(topic, partition))
-                .or_else(|| high_watermarks.get(&(topic.to_owned(), partition)).copied())
-            else {
-                debug!(
-                    topic,
-                    partition, "not known yet where the partition stands; its rebuild waits"
-                );
-                continue;
-            };
-            if self.rebuilds.start(start, target, &self.ttls) {
-                let from = from.expect("a replay starts somewhere");
                 started.push(format!("{topic}[{partition}]@{from}..{target}"));
-                self.partitions.move_to(topic, partition, from);
-                consumer::seek(&self.consumer, topic, partition, from);
+                consumer::seek(&self.consumer, &topic, partition, from);
             }
         }
         if !started.is_empty() {
@@ -585,7 +553,7 @@ impl Pipeline {
                 "rebuilding the cache: replaying partitions from Kafka; not ready until done"
             );
         }
-        self.rebuilds.written(self.written);
+        self.partitions.rebuilds().written(self.written);
         self.publish_rebuilds();
     }
 
@@ -649,12 +617,7 @@ impl Pipeline {
 
     /// Tells readiness and the metrics where the rebuilds stand.
     fn publish_rebuilds(&self) {
-        let partitions = &self.partitions;
-        events::rebuilds(
-            &self.status,
-            self.rebuilds
-                .progress(|topic, partition| partitions.next(topic, partition)),
-        );
+        events::rebuilds(&self.status, self.partitions.rebuild_progress());
     }
 
     /// Finishes the write in flight, writes the batch in progress and commits, within

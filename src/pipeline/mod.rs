@@ -23,13 +23,14 @@
 //! and the loop pauses consuming while it is at or above the ratio.
 //!
 //! The stages, each in its own module: `consume` (the loop, which drives the rest),
-//! `consumer` (the Kafka group), `partitions` (the partitions held, where each stands and
-//! what it stores), `handover` (a revoked partition's batch in flight, given up), `batch` (decoding, validating and coalescing on arrival), `sink` (the
-//! retried write) with `retry` (how long to wait), [`dead_letter`] (rejected and refused
-//! messages), `rebuild` (replaying what Redis lost), `health` (Kafka errors) and
-//! `topics` (missing topics), both for the operator; and [`offsets`] (the group's
-//! offsets, for the operator's `offsets` command). The error of a write attempt,
-//! [`SinkError`], is here, beside the loop that the sink and the retry logic serve.
+//! `consumer` (the Kafka group), `partitions` (the partitions held: where each stands,
+//! what it stores, and its replay), `handover` (a revoked partition's batch, given up),
+//! `batch` (decoding, validating and coalescing on arrival), `sink` (the retried write)
+//! with `retry` (how long to wait), [`dead_letter`] (rejected and refused messages),
+//! `rebuild` (replaying what Redis lost), `health` (Kafka errors) and `topics` (missing
+//! topics), both for the operator; and [`offsets`] (the group's offsets, for the
+//! operator's `offsets` command). The error of a write attempt, [`SinkError`], is here,
+//! beside the loop that the sink and the retry logic serve.
 
 mod batch;
 mod consume;

@@ -1,8 +1,12 @@
-//! The partitions this member holds, and where each stands: one table, owned by the
-//! consume loop and changed only by explicit events: the group's assignments and
-//! revocations (which the rebalance callback sends as [`GroupEvent`]s, never touching
-//! the table itself), the messages the loop takes, and the offsets it stores once a
-//! batch is written.
+//! The partitions this member holds, where each stands, and the replays rebuilding
+//! them: one table, owned by the consume loop and changed only by explicit events: the
+//! group's assignments and revocations (which the rebalance callback sends as
+//! [`GroupEvent`]s, never touching the table itself), the messages the loop takes, the
+//! offsets it stores once a batch is written, the rebuilds it starts, and a rewind.
+//!
+//! - A partition revoked takes its rebuild with it (the request stays in Redis, for its
+//!   new owner); a rewind drops every rebuild (the requests are read again by the next
+//!   round of housekeeping, and the replays start over).
 //!
 //! - A partition revoked starts clean if it is assigned back: whoever held it meanwhile
 //!   moved the group's commit on, and librdkafka fetches it again from the commit. A
@@ -21,6 +25,12 @@
 //!   topic's lag comes back to 0. A partition whose position passed messages the loop
 //!   could not take (a full batch while paused) has its position ignored until resuming
 //!   seeks it back.
+
+use tracing::debug;
+
+use super::rebuild::{Rebuilds, Start};
+use crate::config::Ttls;
+use crate::status::RebuildProgress;
 
 /// What the rebalance callback tells the loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +71,8 @@ pub(crate) struct Partitions {
     /// Revocations so far: a batch taken at epoch `e` stores offsets only for the
     /// partitions assigned at `e` or before and held since.
     epoch: u64,
+    /// The partitions being replayed, all of them held.
+    rebuilds: Rebuilds,
 }
 
 impl Partitions {
@@ -78,6 +90,9 @@ impl Partitions {
                 for (topic, partition) in partitions {
                     *self.slot(topic, *partition) = None;
                 }
+                let topics = &self.topics;
+                self.rebuilds
+                    .retain(|topic, partition| find(topics, topic, partition).is_some());
             }
         }
     }
@@ -103,10 +118,65 @@ impl Partitions {
 
     /// The batches of every partition held were given up: each is read again from where
     /// its writes stand, the offset stored last, or the group's commit before any.
+    /// Their replays start over, from their requests.
     pub(crate) fn rewind(&mut self) {
         for partition in self.iter_mut() {
             partition.next = partition.stored;
         }
+        self.rebuilds.retain(|_, _| false);
+    }
+
+    /// The replays under way.
+    pub(crate) fn rebuilds(&mut self) -> &mut Rebuilds {
+        &mut self.rebuilds
+    }
+
+    /// Starts replaying a partition held, as a round of housekeeping found it requested:
+    /// up to where a replay under way ends, where the partition stands, or, before its
+    /// first message, `log_end` (what lies beyond is consumed as usual). Returns the
+    /// offsets replayed, `from..target`, to seek to `from`; `None` when the partition is
+    /// not held, its request is known already, nothing is to replay, or it is not known
+    /// yet where it stands.
+    pub(crate) fn start_rebuild(
+        &mut self,
+        start: Start,
+        log_end: Option<i64>,
+        ttls: &Ttls,
+    ) -> Option<(i64, i64)> {
+        let (topic, partition) = (start.request.topic.as_str(), start.request.partition);
+        if !self.holds(topic, partition)
+            || self
+                .rebuilds
+                .knows(topic, partition, start.request.since_ms)
+        {
+            return None;
+        }
+        let Some(target) = self
+            .rebuilds
+            .target(topic, partition)
+            .or_else(|| self.next(topic, partition))
+            .or(log_end)
+        else {
+            debug!(
+                topic,
+                partition, "not known yet where the partition stands; its rebuild waits"
+            );
+            return None;
+        };
+        let from = start.from;
+        let (topic, partition) = (topic.to_owned(), partition);
+        if !self.rebuilds.start(start, target, ttls) {
+            return None;
+        }
+        let from = from.expect("a replay starts somewhere");
+        self.held(&topic, partition).next = Some(from);
+        Some((from, target))
+    }
+
+    /// Where each replay stands, for readiness and the metrics.
+    pub(crate) fn rebuild_progress(&self) -> Vec<RebuildProgress> {
+        self.rebuilds
+            .progress(|topic, partition| self.next(topic, partition))
     }
 
     /// Resuming sought every partition back to where it stands.
@@ -114,11 +184,6 @@ impl Partitions {
         for partition in self.iter_mut() {
             partition.passed_untaken = false;
         }
-    }
-
-    /// A rebuild replays the partition from `offset`.
-    pub(crate) fn move_to(&mut self, topic: &str, partition: i32, offset: i64) {
-        self.held(topic, partition).next = Some(offset);
     }
 
     /// The offset after the last message taken of a partition; `None` when nothing was
@@ -192,8 +257,7 @@ impl Partitions {
     }
 
     fn get(&self, topic: &str, partition: i32) -> Option<&Partition> {
-        let (_, partitions) = self.topics.iter().find(|(t, _)| t == topic)?;
-        partitions.get(usize::try_from(partition).ok()?)?.as_ref()
+        find(&self.topics, topic, partition)
     }
 
     fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut Partition> {
@@ -235,9 +299,20 @@ impl Partitions {
     }
 }
 
+/// A partition's entry in `topics`, if held.
+fn find<'a>(
+    topics: &'a [(String, Vec<Option<Partition>>)],
+    topic: &str,
+    partition: i32,
+) -> Option<&'a Partition> {
+    let (_, partitions) = topics.iter().find(|(t, _)| t == topic)?;
+    partitions.get(usize::try_from(partition).ok()?)?.as_ref()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::rebuild::Request;
 
     fn assigned(partitions: &[(&str, i32)]) -> GroupEvent {
         GroupEvent::Assigned(
@@ -336,10 +411,54 @@ mod tests {
         table.written([("t", 0, 9)].into_iter(), 0, |_, _| Some(12));
         // A rebuild replays from 0: its messages are taken, and written, but stored
         // offsets stay where they were.
-        table.move_to("t", 0, 0);
+        let start = Start {
+            request: Request {
+                topic: "t".to_owned(),
+                partition: 0,
+                since_ms: 0,
+            },
+            from: Some(0),
+        };
+        let ttls = crate::config::CacheConfig::default().ttls();
+        assert_eq!(table.start_rebuild(start, None, &ttls), Some((0, 10)));
+        assert_eq!(table.next("t", 0), Some(0));
         table.took("t", 0, 3);
         assert!(table
             .written([("t", 0, 3)].into_iter(), 0, |_, _| None)
             .is_empty());
+    }
+
+    fn rebuild_of(partition: i32) -> Start {
+        Start {
+            request: Request {
+                topic: "t".to_owned(),
+                partition,
+                since_ms: 0,
+            },
+            from: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_revocation_or_a_rewind_takes_the_rebuilds_with_it() {
+        let ttls = crate::config::CacheConfig::default().ttls();
+        let mut table = Partitions::default();
+        table.apply(&assigned(&[("t", 0), ("t", 1)]));
+        table.took("t", 0, 9);
+        table.took("t", 1, 9);
+        assert!(table.start_rebuild(rebuild_of(0), None, &ttls).is_some());
+        assert!(table.start_rebuild(rebuild_of(1), None, &ttls).is_some());
+        // Known already: not started again.
+        assert!(table.start_rebuild(rebuild_of(1), None, &ttls).is_none());
+        table.apply(&revoked(&[("t", 0)]));
+        let progress = table.rebuild_progress();
+        assert_eq!(progress.len(), 1);
+        assert_eq!((progress[0].partition, progress[0].target), (1, 10));
+        // Not held: no rebuild of it.
+        assert!(table
+            .start_rebuild(rebuild_of(0), Some(10), &ttls)
+            .is_none());
+        table.rewind();
+        assert!(table.rebuild_progress().is_empty());
     }
 }
