@@ -53,6 +53,20 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
             "{measure}: {report}"
         );
     }
+    // The same stream in transactions of 1,000: 20 commits, each leaving a marker in every
+    // partition it wrote, all stepped over and committed past.
+    let transactional = &report["transactional"];
+    assert_eq!(transactional["transactions"], 20, "{transactional}");
+    assert!(
+        transactional["markers"].as_i64().is_some_and(|m| m >= 20),
+        "{transactional}"
+    );
+    assert!(
+        transactional["daemon"]["daemon_msgs_per_sec"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{transactional}"
+    );
     assert!(report["daemon_peak_rss_mib"]
         .as_f64()
         .is_some_and(|v| v > 0.0));

@@ -196,30 +196,54 @@ impl rdkafka::producer::ProducerContext for DeliveryCheck {
 }
 
 /// Produces the whole stream and waits for every delivery; any failed delivery fails it.
+/// With `per_transaction`, as an exactly-once upstream writes: in transactions of that
+/// many messages, each committed, so that each leaves a marker in every partition it
+/// wrote.
 pub async fn preload(
     bootstrap: &str,
     prefix: &str,
     stream: Arc<Vec<Generated>>,
+    per_transaction: Option<usize>,
 ) -> anyhow::Result<()> {
+    let mut config = bulk_producer_config(bootstrap);
+    if per_transaction.is_some() {
+        config
+            .set("transactional.id", format!("{prefix}-upstream"))
+            // At least the deliveries' timeout, as librdkafka requires.
+            .set("transaction.timeout.ms", "120000");
+    }
     let producer: BaseProducer<DeliveryCheck> =
-        bulk_producer_config(bootstrap).create_with_context(DeliveryCheck::default())?;
+        config.create_with_context(DeliveryCheck::default())?;
     let topics = topics_by_kind(prefix);
     blocking(move || {
-        for message in stream.iter() {
-            let mut record = BaseRecord::to(&topics[&message.kind])
-                .key(&message.key)
-                .payload(&message.payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        producer.poll(Duration::from_millis(10));
-                        record = back;
+        let timeout = Duration::from_secs(120);
+        let chunk = per_transaction.unwrap_or(stream.len()).max(1);
+        if per_transaction.is_some() {
+            producer.init_transactions(timeout)?;
+        }
+        for messages in stream.chunks(chunk) {
+            if per_transaction.is_some() {
+                producer.begin_transaction()?;
+            }
+            for message in messages {
+                let mut record = BaseRecord::to(&topics[&message.kind])
+                    .key(&message.key)
+                    .payload(&message.payload);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, back))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            producer.poll(Duration::from_millis(10));
+                            record = back;
+                        }
+                        Err((e, _)) => bail!("produce failed: {e}"),
                     }
-                    Err((e, _)) => bail!("produce failed: {e}"),
                 }
+            }
+            if per_transaction.is_some() {
+                producer.commit_transaction(timeout)?;
             }
         }
         producer.flush(Duration::from_secs(300))?;
@@ -321,6 +345,24 @@ impl OffsetsReader {
             consumer: Arc::new(consumer),
             partitions: tpl,
         })
+    }
+
+    /// The sum of the source topics' log ends (their last stable offsets): what the
+    /// group's commits add up to once it has taken everything, transaction markers
+    /// included.
+    pub async fn log_end(&self) -> anyhow::Result<i64> {
+        let consumer = Arc::clone(&self.consumer);
+        let tpl = self.partitions.clone();
+        blocking(move || {
+            let mut end = 0;
+            for e in tpl.elements() {
+                end += consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?
+                    .1;
+            }
+            Ok(end)
+        })
+        .await
     }
 
     /// The sum of the group's committed offsets over the source topics.

@@ -38,7 +38,7 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 
 use daemon::Target;
-use report::{Baselines, Ceilings, RebuildReport, Report, ThroughputReport};
+use report::{Baselines, Ceilings, RebuildReport, Report, ThroughputReport, TransactionalReport};
 
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end benchmark of cache-layer with its ceilings")]
@@ -62,6 +62,11 @@ struct Args {
     /// during the latency scenario.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// Messages per transaction in the transactional scenario. Kafka Streams commits
+    /// every 100 ms: 1,000 messages is its commit at 10,000 msg/s, one marker per
+    /// partition written each time.
+    #[arg(long, default_value_t = 1_000)]
+    transaction_messages: usize,
     /// Messages for the naive baseline (it is slow by design).
     #[arg(long, default_value_t = 50_000)]
     naive_messages: u64,
@@ -116,6 +121,9 @@ enum Scenario {
     Ceilings,
     /// The daemon over the preloaded stream.
     Throughput,
+    /// The daemon over the same stream preloaded as an exactly-once upstream writes it,
+    /// in transactions of `--transaction-messages`.
+    Transactional,
     /// The baselines: one awaited round trip per message, and one pipeline per batch.
     Naive,
     /// The daemon over the preloaded stream, then Redis restarted empty: the rebuild.
@@ -127,9 +135,10 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Ceilings,
         Scenario::Throughput,
+        Scenario::Transactional,
         Scenario::Naive,
         Scenario::Rebuild,
         Scenario::Latency,
@@ -210,6 +219,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let preloads = [
         Scenario::Ceilings,
         Scenario::Throughput,
+        Scenario::Transactional,
         Scenario::Naive,
         Scenario::Rebuild,
     ];
@@ -226,7 +236,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         eprintln!("preloading");
         let started = Instant::now();
-        broker::preload(&bootstrap, "bench", Arc::clone(&stream)).await?;
+        broker::preload(&bootstrap, "bench", Arc::clone(&stream), None).await?;
         report.preload_secs = started.elapsed().as_secs_f64();
         if mock.is_some() {
             broker::verify_present(&bootstrap, "bench", args.partitions, &stream).await?;
@@ -248,21 +258,44 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         if runs(Scenario::Throughput) {
             eprintln!("daemon throughput");
-            let throughput = scenarios::daemon_throughput(&target, &redis, args.messages).await?;
-            let messages = args.messages as f64;
-            report.throughput = Some(ThroughputReport {
-                daemon_msgs_per_sec: messages / throughput.secs,
-                daemon_secs: throughput.secs,
-                daemon_redis_commands_per_msg: throughput.redis_commands as f64 / messages,
-                daemon_pipelines: throughput.pipelines,
-                daemon_writing_share: throughput.write_secs / throughput.secs,
-                daemon_cpu_share: throughput.cpu_secs / throughput.secs,
-                daemon_peak_rss_mib: throughput.peak_rss_kib as f64 / 1024.0,
-                daemon_cpu_us_per_msg: throughput.cpu_secs * 1e6 / messages,
-                redis_cpu_secs_per_million: throughput.redis_cpu_secs * 1e6 / messages,
+            let throughput =
+                scenarios::daemon_throughput(&target, &redis, "bench", args.messages).await?;
+            report.throughput = Some(ThroughputReport::new(&throughput, args.messages));
+            scenarios::verify_written(&redis, &stream).await?;
+            scenarios::flush(&mut redis_conn).await?;
+        }
+
+        if runs(Scenario::Transactional) {
+            eprintln!(
+                "preloading the stream again in transactions of {} messages",
+                args.transaction_messages
+            );
+            broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "txn").await?;
+            let started = Instant::now();
+            broker::preload(
+                &bootstrap,
+                "txn",
+                Arc::clone(&stream),
+                Some(args.transaction_messages),
+            )
+            .await?;
+            let preload_secs = started.elapsed().as_secs_f64();
+            eprintln!("daemon throughput over the transactional stream");
+            let throughput =
+                scenarios::daemon_throughput(&target, &redis, "txn", args.messages).await?;
+            report.transactional = Some(TransactionalReport {
+                messages_per_transaction: args.transaction_messages,
+                transactions: args.messages.div_ceil(args.transaction_messages as u64),
+                markers: throughput.log_end - args.messages as i64,
+                preload_secs,
+                daemon: ThroughputReport::new(&throughput, args.messages),
+                ratio_to_plain: None,
             });
             scenarios::verify_written(&redis, &stream).await?;
             scenarios::flush(&mut redis_conn).await?;
+            if target.deletes_topics {
+                broker::delete_topics(&bootstrap, "txn").await?;
+            }
         }
 
         if runs(Scenario::Naive) {

@@ -18,6 +18,7 @@ pub struct Report {
     pub ceilings: Option<Ceilings>,
     #[serde(flatten)]
     pub throughput: Option<ThroughputReport>,
+    pub transactional: Option<TransactionalReport>,
     #[serde(flatten)]
     pub baselines: Option<Baselines>,
     #[serde(flatten)]
@@ -59,6 +60,21 @@ pub struct ThroughputReport {
     pub redis_cpu_secs_per_million: f64,
 }
 
+/// The daemon over the same stream written in transactions: a marker per partition per
+/// transaction, which the daemon steps over.
+#[derive(Debug, Serialize)]
+pub struct TransactionalReport {
+    pub messages_per_transaction: usize,
+    pub transactions: u64,
+    /// The offsets the markers took: the log ends' sum less the messages.
+    pub markers: i64,
+    pub preload_secs: f64,
+    pub daemon: ThroughputReport,
+    /// Its throughput over the plain stream's, once both are measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_plain: Option<f64>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Baselines {
     pub naive_msgs_per_sec: f64,
@@ -71,6 +87,9 @@ impl Report {
         let Some(daemon) = self.throughput.as_ref().map(|t| t.daemon_msgs_per_sec) else {
             return;
         };
+        if let Some(t) = &mut self.transactional {
+            t.ratio_to_plain = Some(t.daemon.daemon_msgs_per_sec / daemon);
+        }
         if let Some(c) = &self.ceilings {
             let lower = c
                 .kafka_ceiling_msgs_per_sec
@@ -106,6 +125,9 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_to_lower_ceiling {
             println!("| daemon / min(ceilings) | {ratio:.2} |");
+        }
+        if let Some(t) = &self.transactional {
+            t.print_rows();
         }
         if let Some(b) = &self.baselines {
             println!(
@@ -174,6 +196,21 @@ impl Report {
 }
 
 impl ThroughputReport {
+    pub fn new(throughput: &crate::scenarios::Throughput, messages: u64) -> Self {
+        let messages = messages as f64;
+        Self {
+            daemon_msgs_per_sec: messages / throughput.secs,
+            daemon_secs: throughput.secs,
+            daemon_redis_commands_per_msg: throughput.redis_commands as f64 / messages,
+            daemon_pipelines: throughput.pipelines,
+            daemon_writing_share: throughput.write_secs / throughput.secs,
+            daemon_cpu_share: throughput.cpu_secs / throughput.secs,
+            daemon_peak_rss_mib: throughput.peak_rss_kib as f64 / 1024.0,
+            daemon_cpu_us_per_msg: throughput.cpu_secs * 1e6 / messages,
+            redis_cpu_secs_per_million: throughput.redis_cpu_secs * 1e6 / messages,
+        }
+    }
+
     fn print_rows(&self) {
         println!(
             "| daemon throughput | {:.0} msg/s ({:.2} s) |",
@@ -215,6 +252,25 @@ pub struct RebuildReport {
     /// Over the first pass alone, and over both it and the rebuild.
     pub rebuild_first_pass_peak_rss_mib: f64,
     pub rebuild_peak_rss_mib: f64,
+}
+
+impl TransactionalReport {
+    fn print_rows(&self) {
+        println!(
+            "| transactional stream | {} transactions of {} messages, {} markers, preload {:.1} s |",
+            self.transactions, self.messages_per_transaction, self.markers, self.preload_secs
+        );
+        println!(
+            "| daemon throughput, transactional | {:.0} msg/s ({:.2} s), CPU {:.2} µs/msg, peak RSS {:.1} MiB |",
+            self.daemon.daemon_msgs_per_sec,
+            self.daemon.daemon_secs,
+            self.daemon.daemon_cpu_us_per_msg,
+            self.daemon.daemon_peak_rss_mib
+        );
+        if let Some(ratio) = self.ratio_to_plain {
+            println!("| daemon transactional / plain | {ratio:.2} |");
+        }
+    }
 }
 
 impl RebuildReport {

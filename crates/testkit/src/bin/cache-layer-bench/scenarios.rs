@@ -127,6 +127,9 @@ pub async fn redis_ceiling(
 }
 
 pub struct Throughput {
+    /// The offsets of the source topics in all: the messages, and the transaction
+    /// markers of a transactional stream.
+    pub log_end: i64,
     pub secs: f64,
     pub redis_commands: u64,
     pub pipelines: u64,
@@ -160,27 +163,31 @@ async fn redis_calls(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
         .sum())
 }
 
-/// Runs the daemon on the preloaded topics; timed from its start, group join included
-/// as for the Kafka ceiling, until it has written every message (the sum of its
-/// `cache_layer_batch_size_messages`). Its offsets are checked afterwards, untimed.
+/// Runs the daemon on the topics preloaded under `prefix`; timed from its start, group
+/// join included as for the Kafka ceiling, until it has written every message (the sum
+/// of its `cache_layer_batch_size_messages`). Its offsets are checked afterwards,
+/// untimed: committed up to every log end, past the transaction markers too.
 pub async fn daemon_throughput(
     target: &Target,
     redis: &RedisServer,
+    prefix: &str,
     messages: u64,
 ) -> anyhow::Result<Throughput> {
     let mut conn = connect(redis).await?;
     let calls_before = redis_calls(&mut conn).await?;
     let redis_cpu_before = redis_cpu_secs(&mut conn).await?;
-    let partitions = broker::partition_count(&target.bootstrap, "bench").await?;
-    let reader = OffsetsReader::new(&target.bootstrap, "bench-daemon", "bench", partitions)?;
+    let partitions = broker::partition_count(&target.bootstrap, prefix).await?;
+    let group = format!("{prefix}-daemon");
+    let reader = OffsetsReader::new(&target.bootstrap, &group, prefix, partitions)?;
+    let log_end = reader.log_end().await?;
     let started = Instant::now();
-    let daemon = Daemon::spawn(target, redis, "bench", "bench-daemon", 50)?;
+    let daemon = Daemon::spawn(target, redis, prefix, &group, 50)?;
     let deadline = started + Duration::from_secs(900);
     wait_written(&daemon, messages, deadline).await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu_secs = daemon.cpu_secs();
     let redis_cpu_secs = redis_cpu_secs(&mut conn).await? - redis_cpu_before;
-    while reader.committed().await? != messages as i64 {
+    while reader.committed().await? != log_end {
         ensure!(
             Instant::now() < deadline,
             "the daemon did not commit in time"
@@ -194,6 +201,7 @@ pub async fn daemon_throughput(
     let peak_rss_kib = daemon.peak_rss_kib();
     daemon.stop().await?;
     Ok(Throughput {
+        log_end,
         secs,
         redis_commands: redis_calls(&mut conn).await? - calls_before,
         pipelines,
