@@ -163,6 +163,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(bench(args))
 }
 
+/// How many turns of the plain and the transactional stream the transactional scenario
+/// takes.
+const TRANSACTIONAL_ROUNDS: usize = 3;
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     let mut redis = RedisServer::start()
         .await
@@ -258,8 +262,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         if runs(Scenario::Throughput) {
             eprintln!("daemon throughput");
-            let throughput =
-                scenarios::daemon_throughput(&target, &redis, "bench", args.messages).await?;
+            let throughput = scenarios::daemon_throughput(
+                &target,
+                &redis,
+                "bench",
+                "bench-daemon",
+                args.messages,
+            )
+            .await?;
             report.throughput = Some(ThroughputReport::new(&throughput, args.messages));
             scenarios::verify_written(&redis, &stream).await?;
             scenarios::flush(&mut redis_conn).await?;
@@ -280,19 +290,33 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             )
             .await?;
             let preload_secs = started.elapsed().as_secs_f64();
-            eprintln!("daemon throughput over the transactional stream");
-            let throughput =
-                scenarios::daemon_throughput(&target, &redis, "txn", args.messages).await?;
-            report.transactional = Some(TransactionalReport {
-                messages_per_transaction: args.transaction_messages,
-                transactions: args.messages.div_ceil(args.transaction_messages as u64),
-                markers: throughput.log_end - args.messages as i64,
+            // Like with like: the plain and the transactional stream in turns, each by a
+            // group of its own, the same broker and Redis; the medians compared.
+            let (mut plain, mut transactional) = (Vec::new(), Vec::new());
+            for round in 0..TRANSACTIONAL_ROUNDS {
+                for (prefix, runs) in [("bench", &mut plain), ("txn", &mut transactional)] {
+                    eprintln!("daemon throughput, round {round}, {prefix} stream");
+                    let group = format!("{prefix}-daemon-{round}");
+                    let throughput = scenarios::daemon_throughput(
+                        &target,
+                        &redis,
+                        prefix,
+                        &group,
+                        args.messages,
+                    )
+                    .await?;
+                    scenarios::verify_written(&redis, &stream).await?;
+                    scenarios::flush(&mut redis_conn).await?;
+                    runs.push(throughput);
+                }
+            }
+            report.transactional = Some(TransactionalReport::new(
+                args.transaction_messages,
                 preload_secs,
-                daemon: ThroughputReport::new(&throughput, args.messages),
-                ratio_to_plain: None,
-            });
-            scenarios::verify_written(&redis, &stream).await?;
-            scenarios::flush(&mut redis_conn).await?;
+                &plain,
+                &transactional,
+                args.messages,
+            ));
             if target.deletes_topics {
                 broker::delete_topics(&bootstrap, "txn").await?;
             }

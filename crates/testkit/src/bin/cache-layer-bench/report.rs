@@ -60,8 +60,9 @@ pub struct ThroughputReport {
     pub redis_cpu_secs_per_million: f64,
 }
 
-/// The daemon over the same stream written in transactions: a marker per partition per
-/// transaction, which the daemon steps over.
+/// The daemon over the same stream written in transactions, a marker per partition per
+/// transaction, which the daemon steps over; in turns with the plain stream, the run of
+/// each with the median time reported.
 #[derive(Debug, Serialize)]
 pub struct TransactionalReport {
     pub messages_per_transaction: usize,
@@ -69,10 +70,38 @@ pub struct TransactionalReport {
     /// The offsets the markers took: the log ends' sum less the messages.
     pub markers: i64,
     pub preload_secs: f64,
+    pub rounds: usize,
+    pub plain: ThroughputReport,
     pub daemon: ThroughputReport,
-    /// Its throughput over the plain stream's, once both are measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ratio_to_plain: Option<f64>,
+    /// The transactional median's throughput over the plain one's.
+    pub ratio_to_plain: f64,
+}
+
+impl TransactionalReport {
+    pub fn new(
+        messages_per_transaction: usize,
+        preload_secs: f64,
+        plain: &[crate::scenarios::Throughput],
+        transactional: &[crate::scenarios::Throughput],
+        messages: u64,
+    ) -> Self {
+        let median = |runs: &[crate::scenarios::Throughput]| {
+            let mut order: Vec<usize> = (0..runs.len()).collect();
+            order.sort_by(|a, b| runs[*a].secs.total_cmp(&runs[*b].secs));
+            ThroughputReport::new(&runs[order[runs.len() / 2]], messages)
+        };
+        let (plain, daemon) = (median(plain), median(transactional));
+        Self {
+            messages_per_transaction,
+            transactions: messages.div_ceil(messages_per_transaction as u64),
+            markers: transactional[0].log_end - messages as i64,
+            preload_secs,
+            rounds: transactional.len(),
+            ratio_to_plain: daemon.daemon_msgs_per_sec / plain.daemon_msgs_per_sec,
+            plain,
+            daemon,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -87,9 +116,6 @@ impl Report {
         let Some(daemon) = self.throughput.as_ref().map(|t| t.daemon_msgs_per_sec) else {
             return;
         };
-        if let Some(t) = &mut self.transactional {
-            t.ratio_to_plain = Some(t.daemon.daemon_msgs_per_sec / daemon);
-        }
         if let Some(c) = &self.ceilings {
             let lower = c
                 .kafka_ceiling_msgs_per_sec
@@ -260,16 +286,20 @@ impl TransactionalReport {
             "| transactional stream | {} transactions of {} messages, {} markers, preload {:.1} s |",
             self.transactions, self.messages_per_transaction, self.markers, self.preload_secs
         );
-        println!(
-            "| daemon throughput, transactional | {:.0} msg/s ({:.2} s), CPU {:.2} µs/msg, peak RSS {:.1} MiB |",
-            self.daemon.daemon_msgs_per_sec,
-            self.daemon.daemon_secs,
-            self.daemon.daemon_cpu_us_per_msg,
-            self.daemon.daemon_peak_rss_mib
-        );
-        if let Some(ratio) = self.ratio_to_plain {
-            println!("| daemon transactional / plain | {ratio:.2} |");
+        for (stream, run) in [("plain", &self.plain), ("transactional", &self.daemon)] {
+            println!(
+                "| daemon throughput, {stream}, median of {} in turns | {:.0} msg/s ({:.2} s), CPU {:.2} µs/msg, peak RSS {:.1} MiB |",
+                self.rounds,
+                run.daemon_msgs_per_sec,
+                run.daemon_secs,
+                run.daemon_cpu_us_per_msg,
+                run.daemon_peak_rss_mib
+            );
         }
+        println!(
+            "| daemon transactional / plain | {:.2} |",
+            self.ratio_to_plain
+        );
     }
 }
 

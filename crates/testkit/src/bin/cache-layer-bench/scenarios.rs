@@ -163,25 +163,26 @@ async fn redis_calls(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
         .sum())
 }
 
-/// Runs the daemon on the topics preloaded under `prefix`; timed from its start, group
-/// join included as for the Kafka ceiling, until it has written every message (the sum
-/// of its `cache_layer_batch_size_messages`). Its offsets are checked afterwards,
-/// untimed: committed up to every log end, past the transaction markers too.
+/// Runs the daemon, in consumer group `group`, on the topics preloaded under `prefix`;
+/// timed from its start, group join included as for the Kafka ceiling, until it has
+/// written every message (the sum of its `cache_layer_batch_size_messages`). Its offsets
+/// are checked afterwards, untimed: committed up to every log end, past the transaction
+/// markers too.
 pub async fn daemon_throughput(
     target: &Target,
     redis: &RedisServer,
     prefix: &str,
+    group: &str,
     messages: u64,
 ) -> anyhow::Result<Throughput> {
     let mut conn = connect(redis).await?;
     let calls_before = redis_calls(&mut conn).await?;
     let redis_cpu_before = redis_cpu_secs(&mut conn).await?;
     let partitions = broker::partition_count(&target.bootstrap, prefix).await?;
-    let group = format!("{prefix}-daemon");
-    let reader = OffsetsReader::new(&target.bootstrap, &group, prefix, partitions)?;
+    let reader = OffsetsReader::new(&target.bootstrap, group, prefix, partitions)?;
     let log_end = reader.log_end().await?;
     let started = Instant::now();
-    let daemon = Daemon::spawn(target, redis, prefix, &group, 50)?;
+    let daemon = Daemon::spawn(target, redis, prefix, group, 50)?;
     let deadline = started + Duration::from_secs(900);
     wait_written(&daemon, messages, deadline).await?;
     let secs = started.elapsed().as_secs_f64();
