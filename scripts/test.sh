@@ -6,8 +6,10 @@
 # kubernetes-validate; cargo-nextest from crates.io), then runs the whole suite against
 # Apache Kafka: the testkit fetches it from Maven Central once (into
 # ~/.cache/cache-layer/), and one broker, started here, is shared by the tests that only
-# need a broker. Tests start their own redis-server processes on free loopback ports;
-# nothing needs to be running beforehand.
+# need a broker. Then the Python package's build, checks and tests (scripts/python.sh,
+# which installs maturin, pytest, mypy, ruff and redis-py in a virtual environment of its
+# own). Tests start their own redis-server processes on free loopback ports; nothing
+# needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/apt-install.sh
@@ -17,6 +19,8 @@ need redis-cli redis-tools
 need_build_tools
 need promtool prometheus
 need python3 python3 python3-yaml
+# Virtual environments for the Python package (Debian's python3 has them apart).
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 need openssl openssl
 need java openjdk-17-jre-headless
 need mvn maven
@@ -41,4 +45,7 @@ done
 CACHE_LAYER_TEST_KAFKA="$(cat "$kafka_dir/bootstrap")"
 export CACHE_LAYER_TEST_KAFKA
 
-cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
+scripts/python.sh || status=$?
+exit "$status"

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{CacheError, CacheLayer, Result};
 use crate::models::{normalize_keyword, TrendAlert, UserMetrics, WindowEntry};
 
-/// How many index members one read fetches at a time while skipping expired ones.
-const PAGE: isize = 100;
+/// The most index members one read fetches at a time: it asks for as many as it still
+/// needs, and for more only when it skipped expired ones.
+const PAGE: usize = 100;
 
 /// One entry of the trend ranking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +43,8 @@ impl CacheLayer {
         let mut out = Vec::with_capacity(limit.min(1_000));
         let mut start = 0isize;
         while out.len() < limit {
-            let members: Vec<String> = conn.zrange(&ranking, start, start + PAGE - 1).await?;
+            let page = (limit - out.len()).min(PAGE) as isize;
+            let members: Vec<String> = conn.zrange(&ranking, start, start + page - 1).await?;
             if members.is_empty() {
                 break;
             }
@@ -67,7 +69,7 @@ impl CacheLayer {
                     }
                 }
             }
-            start += PAGE;
+            start += page;
         }
         Ok(out)
     }
@@ -138,8 +140,9 @@ impl CacheLayer {
         let mut out = Vec::new();
         let mut start = 0isize;
         while out.len() < limit {
+            let page = (limit - out.len()).min(PAGE) as isize;
             let ids: Vec<(String, f64)> = conn
-                .zrevrange_withscores(&index, start, start + PAGE - 1)
+                .zrevrange_withscores(&index, start, start + page - 1)
                 .await?;
             if ids.is_empty() {
                 break;
@@ -164,7 +167,7 @@ impl CacheLayer {
                     break;
                 }
             }
-            start += PAGE;
+            start += page;
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! The commands of the documentation's code blocks (README.md and docs/), run exactly
 //! as written (with the environment pointing them at this test's Kafka and Redis). The
-//! README's first block, its two scripts, is run by `.ci/run`.
+//! README's first block, its two scripts, is run by `.ci/run`; the Python package's
+//! commands by `scripts/python.sh`, which `scripts/test.sh` runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,10 +60,15 @@ fn words(command: &str) -> Vec<&str> {
 fn every_command_in_the_documentation_is_run_by_this_file_or_by_ci() {
     let here = include_str!("readme.rs");
     let ci = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
+    let test = std::fs::read_to_string(workspace().join("scripts/test.sh")).unwrap();
+    let python = std::fs::read_to_string(workspace().join("scripts/python.sh")).unwrap();
     for command in documented_commands() {
         let program = words(&command)[0];
         let covered = match program {
             "scripts/demo.sh" | "scripts/test.sh" => ci.contains(program),
+            "scripts/python.sh" => test.contains(program),
+            // The Python package's commands, as scripts/python.sh runs them.
+            _ if python.contains(&command) => true,
             _ => here.contains(&format!("{command:?}")),
         };
         assert!(
