@@ -34,6 +34,12 @@ pub mod schema;
 pub mod status;
 pub mod telemetry;
 
+/// The unit tests count heap allocations (`cache_layer_testkit::allocations`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: cache_layer_testkit::allocations::Counting =
+    cache_layer_testkit::allocations::Counting;
+
 pub use app::{run, run_with_status};
 pub use cache::{CacheError, CacheLayer, WriteSet};
 pub use config::Config;

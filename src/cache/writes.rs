@@ -16,7 +16,7 @@ use redis::{Cmd, Pipeline};
 use super::scripts::{HSET_EXPIRE, KEEP_LONGER, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
 use crate::config::{TtlFrom, Ttls};
 use crate::models::{
-    format_timestamp, Message, Tombstone, TrendAlert, UserMetrics, WindowEntry,
+    format_timestamp, DefaultWindowId, Message, Tombstone, TrendAlert, UserMetrics, WindowEntry,
     WindowedKeywordCount,
 };
 use crate::schema::{trend_score, trend_version, Keys};
@@ -80,7 +80,7 @@ pub(crate) fn touched_keys(message: &Message, keys: &Keys) -> Vec<String> {
         ],
         Message::Windows(counts) => counts
             .iter()
-            .map(|c| keys.window(c.window_id()))
+            .map(|c| keys.window(&c.window_id()))
             .chain([keys.windows_index()])
             .collect(),
     }
@@ -180,14 +180,23 @@ impl WriteSet {
         }
     }
 
-    /// Adds a validated count; its `window_id` is set (validation fills it in).
+    /// Adds a validated count. Its window is looked up by its id, which is copied only
+    /// into a window the set did not hold yet.
     pub fn add_window_count(&mut self, count: WindowedKeywordCount) {
         self.items += 1;
         let (window_id, keyword, entry) = count.into_entry();
-        self.windows
-            .entry(window_id)
-            .or_default()
-            .insert(keyword, entry);
+        let window = match window_id {
+            Some(id) => self.windows.entry(id).or_default(),
+            None => {
+                let default = DefaultWindowId::of(&entry.window_start);
+                let id = default.as_str();
+                if !self.windows.contains_key(id) {
+                    self.windows.insert(id.to_owned(), HashMap::new());
+                }
+                self.windows.get_mut(id).expect("inserted above")
+            }
+        };
+        window.insert(keyword, entry);
     }
 
     /// Appends every write to `pipe`. Returns how many commands were appended.

@@ -111,20 +111,49 @@ pub(crate) fn push_digits(out: &mut String, value: u32, width: u32) {
     }
 }
 
+/// Writes the last `out.len()` decimal digits of `value` into `out`, zero-padded.
+pub(crate) fn put_digits(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Parses a timestamp straight from the string the deserializer holds, borrowed or
+/// transient: no copy of it is made (a `Cow<str>` field would be an owned `String` unless
+/// borrowed, two allocations in every window count).
+struct TimestampVisitor;
+
+impl serde::de::Visitor<'_> for TimestampVisitor {
+    type Value = DateTime<Utc>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an RFC 3339 timestamp")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        parse_timestamp(text).map_err(E::custom)
+    }
+}
+
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    parse_timestamp(&text).map_err(serde::de::Error::custom)
+    d.deserialize_str(TimestampVisitor)
 }
 
 pub(crate) fn deserialize_opt<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<DateTime<Utc>>, D::Error> {
-    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
-        Some(text) => parse_timestamp(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-        None => Ok(None),
+    /// `Option<T>` through a newtype, so that `null` is `None` and a string is parsed in
+    /// place.
+    struct Timestamp(DateTime<Utc>);
+
+    impl<'de> Deserialize<'de> for Timestamp {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Timestamp)
+        }
     }
+
+    Ok(Option::<Timestamp>::deserialize(d)?.map(|t| t.0))
 }
 
 pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

@@ -9,6 +9,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use smallvec::SmallVec;
 
 use super::time::INVALID_TIMESTAMP;
 use super::{normalize_keyword, TrendAlert, UserMetrics, WindowedKeywordCount, MAX_KEYWORD_BYTES};
@@ -190,13 +191,17 @@ pub enum MessageKind {
     Windows,
 }
 
+/// The items of a message: one object, as most messages are, held inline without an
+/// allocation of its own, or an array's.
+pub type Items<T> = SmallVec<[T; 1]>;
+
 /// One decoded, validated Kafka message: never empty of meaning, possibly empty of items
 /// (an empty array is valid and writes nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Trends(Vec<TrendAlert>),
-    UserMetrics(Vec<UserMetrics>),
-    Windows(Vec<WindowedKeywordCount>),
+    Trends(Items<TrendAlert>),
+    UserMetrics(Items<UserMetrics>),
+    Windows(Items<WindowedKeywordCount>),
 }
 
 impl Message {
@@ -255,12 +260,12 @@ pub fn decode(kind: MessageKind, bytes: &[u8]) -> Result<Message, ValidationErro
     })
 }
 
-fn decode_items<T: Validate>(bytes: &[u8]) -> Result<Vec<T>, ValidationError> {
+fn decode_items<T: Validate>(bytes: &[u8]) -> Result<Items<T>, ValidationError> {
     let is_array = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'[');
-    let mut items: Vec<T> = parse(bytes, is_array).map_err(|e| classify(bytes, &e))?;
+    let mut items: Items<T> = parse(bytes, is_array).map_err(|e| classify(bytes, &e))?;
     for (i, item) in items.iter_mut().enumerate() {
         item.validate()
             .map_err(|(reason, detail)| ValidationError {
@@ -276,7 +281,7 @@ fn decode_items<T: Validate>(bytes: &[u8]) -> Result<Vec<T>, ValidationError> {
 /// so that serde_json reads a `&str` and does not check every string again (a seventh of
 /// decoding's time); a message that is not UTF-8 goes to `from_slice`, which words the
 /// error where the bad byte is.
-fn parse<T: Validate>(bytes: &[u8], is_array: bool) -> serde_json::Result<Vec<T>> {
+fn parse<T: Validate>(bytes: &[u8], is_array: bool) -> serde_json::Result<Items<T>> {
     fn read<U: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<U> {
         match std::str::from_utf8(bytes) {
             Ok(text) => serde_json::from_str(text),
@@ -284,9 +289,9 @@ fn parse<T: Validate>(bytes: &[u8], is_array: bool) -> serde_json::Result<Vec<T>
         }
     }
     if is_array {
-        read(bytes)
+        read(bytes).map(Items::from_vec)
     } else {
-        read(bytes).map(|one| vec![one])
+        read(bytes).map(|one| smallvec::smallvec![one])
     }
 }
 

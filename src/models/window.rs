@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::time::push_digits;
+use std::borrow::Cow;
+
+use super::time::put_digits;
 use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
 use super::RejectReason;
 use crate::schema;
@@ -24,20 +26,25 @@ pub struct WindowedKeywordCount {
     /// upstream's value is not trusted to match the key schema's rule.
     #[serde(default)]
     pub normalized_keyword: String,
-    /// Filled by validation from `window_start` when absent (see [`default_window_id`]).
+    /// Upstream's window id; when absent, the default of `window_start` (see
+    /// [`DefaultWindowId`] and [`WindowedKeywordCount::window_id`]).
     #[serde(default)]
     pub window_id: Option<String>,
 }
 
 impl WindowedKeywordCount {
-    /// The window id, present once validated.
-    pub fn window_id(&self) -> &str {
-        self.window_id.as_deref().unwrap_or_default()
+    /// The window id: upstream's, or the default of `window_start`.
+    pub fn window_id(&self) -> Cow<'_, str> {
+        match &self.window_id {
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(DefaultWindowId::of(&self.window_start).as_str().to_owned()),
+        }
     }
 
-    /// Where a validated count is stored, its window id and normalised keyword, and what
-    /// is stored there; its strings are moved, not copied.
-    pub(crate) fn into_entry(self) -> (String, String, WindowEntry) {
+    /// Where a validated count is stored, its window id (upstream's, `None` for the
+    /// default of `window_start`) and normalised keyword, and what is stored there; its
+    /// strings are moved, not copied.
+    pub(crate) fn into_entry(self) -> (Option<String>, String, WindowEntry) {
         let entry = WindowEntry {
             keyword: self.keyword,
             count: self.count,
@@ -45,37 +52,43 @@ impl WindowedKeywordCount {
             window_start: self.window_start,
             window_end: self.window_end,
         };
-        (
-            self.window_id.unwrap_or_default(),
-            self.normalized_keyword,
-            entry,
-        )
+        (self.window_id, self.normalized_keyword, entry)
     }
 }
 
-/// The old service's window id: `window_YYYY_MM_DD_HH_MM` of `window_start` in UTC.
+/// The old service's window id, `window_YYYY_MM_DD_HH_MM` of `window_start` in UTC, on
+/// the stack: a count names its window this way, and the id is copied onto the heap
+/// only for a window that a batch meets first.
 ///
 /// Written digit by digit: with `format!` it was 11% of the consume loop's CPU, one in
 /// every window count.
-pub(crate) fn default_window_id(window_start: &DateTime<Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    let window_start = window_start.naive_utc();
-    let mut id = String::with_capacity(23);
-    id.push_str("window");
-    // Accepted timestamps are within 1970..2200, four digits.
-    let year = window_start.year().clamp(0, 9999) as u32;
-    let parts = [
-        (year, 4),
-        (window_start.month(), 2),
-        (window_start.day(), 2),
-        (window_start.hour(), 2),
-        (window_start.minute(), 2),
-    ];
-    for (value, width) in parts {
-        id.push('_');
-        push_digits(&mut id, value, width);
+pub(crate) struct DefaultWindowId([u8; DEFAULT_WINDOW_ID_LEN]);
+
+const DEFAULT_WINDOW_ID_LEN: usize = "window_YYYY_MM_DD_HH_MM".len();
+
+impl DefaultWindowId {
+    pub(crate) fn of(window_start: &DateTime<Utc>) -> Self {
+        use chrono::{Datelike, Timelike};
+        let window_start = window_start.naive_utc();
+        let mut id = *b"window_YYYY_MM_DD_HH_MM";
+        // Accepted timestamps are within 1970..2200, four digits.
+        let year = window_start.year().clamp(0, 9999) as u32;
+        let parts = [
+            (7, year, 4),
+            (12, window_start.month(), 2),
+            (15, window_start.day(), 2),
+            (18, window_start.hour(), 2),
+            (21, window_start.minute(), 2),
+        ];
+        for (at, value, width) in parts {
+            put_digits(&mut id[at..at + width], value);
+        }
+        Self(id)
     }
-    id
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits and letters")
+    }
 }
 
 /// Window ids are data in a key, but also path segments of the read API: keep them to a
@@ -104,13 +117,8 @@ impl Validate for WindowedKeywordCount {
         self.normalized_keyword = check_keyword(&mut self.keyword)?;
         check_counts("count", self.count, self.unique_authors)?;
         check_window(&self.window_start, &self.window_end)?;
-        match &self.window_id {
-            Some(id) => check_window_id(id),
-            None => {
-                self.window_id = Some(default_window_id(&self.window_start));
-                Ok(())
-            }
-        }
+        // The default id is valid by construction.
+        self.window_id.as_deref().map_or(Ok(()), check_window_id)
     }
 }
 

@@ -596,4 +596,47 @@ mod tests {
         assert_eq!(batch.deadline(), None);
         assert!(!batch.is_full());
     }
+
+    /// What one window count costs, counted as the second pass of the same messages over
+    /// a batch sized by a first batch of the same stream: the batch's own growth (a new
+    /// window's id and map, a map or a buffer doubling), shared by all its messages, is
+    /// then already paid, and what is left is each message's decoding, validation and
+    /// coalescing. Mixed-case keywords, each seen three times, in five windows.
+    #[test]
+    fn a_window_count_costs_at_most_two_allocations() {
+        use cache_layer_testkit::allocations::allocations;
+        let kinds = TopicKinds(vec![("w".to_owned(), MessageKind::Windows)]);
+        let messages: Vec<String> = (0..6_000)
+            .map(|i| {
+                let keyword = format!("Keyword{}", (i * 7_919) % 2_000);
+                cache_layer_testkit::window_json(&keyword, i + 1, (i % 5) as u32)
+            })
+            .collect();
+        let mut batch = Batch::new(&config(20_000), ttls());
+        let push_all = |batch: &mut Batch| {
+            for (i, payload) in messages.iter().enumerate() {
+                let message = incoming("w", (i % 12) as i32, i as i64, payload.as_bytes());
+                let pushed = batch.push(
+                    &kinds,
+                    Incoming {
+                        key: None,
+                        ..message
+                    },
+                );
+                assert!(matches!(pushed, Pushed::Accepted), "{pushed:?}");
+            }
+        };
+        push_all(&mut batch);
+        push_all(&mut batch);
+        drop(batch.seal());
+        push_all(&mut batch);
+        let before = allocations();
+        push_all(&mut batch);
+        let per_count = (allocations() - before) as f64 / messages.len() as f64;
+        // The keyword as upstream spelled it, and its normalised form.
+        assert!(
+            per_count <= 2.0,
+            "{per_count:.3} allocations per window count"
+        );
+    }
 }

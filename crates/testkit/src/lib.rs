@@ -18,6 +18,7 @@
 //! Every helper that waits is async and waits with a deadline; none blocks a runtime
 //! thread.
 
+pub mod allocations;
 pub mod apache;
 pub mod certs;
 pub mod cluster;

@@ -130,7 +130,7 @@ fn plain_commands(pipe: &mut redis::Pipeline, keys: &Keys, message: Message) {
         }
         Message::Windows(counts) => {
             for count in counts {
-                let window = keys.window(count.window_id());
+                let window = keys.window(&count.window_id());
                 let keyword = normalize_keyword(&count.keyword);
                 pipe.hset(&window, &keyword, count.count)
                     .ignore()

@@ -305,7 +305,7 @@ pub async fn verify_written(redis: &RedisServer, stream: &[Generated]) -> anyhow
             Message::Windows(counts) => {
                 for c in counts {
                     windows
-                        .entry(c.window_id().to_owned())
+                        .entry(c.window_id().into_owned())
                         .or_default()
                         .insert(c.normalized_keyword.clone());
                 }
