@@ -153,10 +153,13 @@ pub struct BatchConfig {
     /// A batch is written as soon as the consumer has no message ready and no write is
     /// in flight; otherwise when it holds this many messages...
     pub max_messages: usize,
-    /// ...or this long after its first message arrived, whichever comes first.
+    /// ...or this long after its first message arrived, whichever comes first...
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "max_wait_ms")]
     pub max_wait: Duration,
+    /// ...or once its messages add up to this many bytes: with the batch in flight,
+    /// what bounds the daemon's memory when messages are large.
+    pub max_bytes: usize,
     /// A message larger than this is rejected as `too_large` and dead-lettered.
     pub max_message_bytes: usize,
     /// First delay before a failed batch write is retried; it doubles per attempt.
@@ -184,6 +187,7 @@ impl Default for BatchConfig {
         Self {
             max_messages: 5_000,
             max_wait: Duration::from_millis(50),
+            max_bytes: 8_388_608,
             max_message_bytes: 1_048_576,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(10_000),
@@ -201,7 +205,17 @@ impl BatchConfig {
         positive("batch.unready_after_ms", self.unready_after)?;
         positive("batch.max_future_skew_secs", self.max_future_skew)?;
         not_zero("batch.max_messages", self.max_messages)?;
-        not_zero("batch.max_message_bytes", self.max_message_bytes)
+        not_zero("batch.max_message_bytes", self.max_message_bytes)?;
+        if self.max_bytes < self.max_message_bytes {
+            return Err(ConfigError::invalid(
+                "batch.max_bytes",
+                format!(
+                    "{} is below batch.max_message_bytes = {}: a batch must hold the largest message accepted",
+                    self.max_bytes, self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

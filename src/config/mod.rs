@@ -254,6 +254,7 @@ mod tests {
             [batch]
             max_messages = 7
             max_wait_ms = 8
+            max_bytes = 90000
             max_message_bytes = 9000
             max_future_skew_secs = 10
             [log]
@@ -442,7 +443,7 @@ mod printing {
 
 /// The keys a reload (SIGHUP) applies in place, for the next batch or request; any other
 /// key takes a restart.
-pub(crate) const RELOADABLE_KEYS: [&str; 18] = [
+pub(crate) const RELOADABLE_KEYS: [&str; 19] = [
     "cache.default_ttl",
     "cache.trends_ttl",
     "cache.users_ttl",
@@ -450,6 +451,7 @@ pub(crate) const RELOADABLE_KEYS: [&str; 18] = [
     "cache.ttl_from",
     "batch.max_messages",
     "batch.max_wait_ms",
+    "batch.max_bytes",
     "batch.max_message_bytes",
     "batch.max_future_skew_secs",
     "log.level",
@@ -486,6 +488,7 @@ impl Config {
         config.cache.ttl_from = new.cache.ttl_from;
         config.batch.max_messages = new.batch.max_messages;
         config.batch.max_wait = new.batch.max_wait;
+        config.batch.max_bytes = new.batch.max_bytes;
         config.batch.max_message_bytes = new.batch.max_message_bytes;
         config.batch.max_future_skew = new.batch.max_future_skew;
         config.log = new.log.clone();

@@ -117,6 +117,8 @@ pub(crate) struct Batch {
     kept: Vec<Kept>,
     kept_bytes: Vec<u8>,
     messages: usize,
+    /// The keys and payloads of every message pushed, in bytes.
+    bytes: usize,
     started: Option<Instant>,
     /// The clock at the batch's first message, against which event times expire.
     opened: DateTime<Utc>,
@@ -149,6 +151,7 @@ struct TopicProgress {
 struct Limits {
     max_messages: usize,
     max_wait: Duration,
+    max_bytes: usize,
     max_message_bytes: usize,
     max_future_skew: chrono::TimeDelta,
     ttls: Ttls,
@@ -159,6 +162,7 @@ impl Batch {
         Self::empty(Limits {
             max_messages: config.max_messages,
             max_wait: config.max_wait,
+            max_bytes: config.max_bytes,
             max_message_bytes: config.max_message_bytes,
             max_future_skew: chrono::TimeDelta::from_std(config.max_future_skew)
                 .unwrap_or(chrono::TimeDelta::MAX),
@@ -176,6 +180,7 @@ impl Batch {
             kept: Vec::new(),
             kept_bytes: Vec::new(),
             messages: 0,
+            bytes: 0,
             started: None,
             opened: DateTime::<Utc>::MIN_UTC,
             not_after: DateTime::<Utc>::MAX_UTC,
@@ -195,6 +200,7 @@ impl Batch {
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
         self.messages += 1;
+        self.bytes += message.key.map_or(0, <[u8]>::len) + message.payload.map_or(0, <[u8]>::len);
         let progress = match self.topics.iter().position(|(t, _)| t == message.topic) {
             Some(i) => &mut self.topics[i].1,
             None => {
@@ -348,8 +354,10 @@ impl Batch {
         self.messages == 0
     }
 
+    /// Whether the batch reached `batch.max_messages` or `batch.max_bytes` (it passes
+    /// the latter by less than one message).
     pub(crate) fn is_full(&self) -> bool {
-        self.messages >= self.limits.max_messages
+        self.messages >= self.limits.max_messages || self.bytes >= self.limits.max_bytes
     }
 
     /// When the batch must be written even if it is not full: `max_wait` after its first
@@ -595,6 +603,33 @@ mod tests {
         assert_eq!((taken.len(), batch.len()), (2, 0));
         assert_eq!(batch.deadline(), None);
         assert!(!batch.is_full());
+    }
+
+    #[test]
+    fn a_batch_is_full_once_its_messages_add_up_to_max_bytes() {
+        let kinds = TopicKinds(vec![("t".to_owned(), MessageKind::Trends)]);
+        let mut batch = Batch::new(
+            &BatchConfig {
+                max_messages: 1_000,
+                max_bytes: 2_000,
+                max_message_bytes: 1_000,
+                ..BatchConfig::default()
+            },
+            ttls(),
+        );
+        let trend =
+            cache_layer_testkit::fixtures::trend_alert_json("Rust", "2024-01-01T12:01:00Z", 1);
+        let mut pushed = 0;
+        while !batch.is_full() {
+            batch.push(&kinds, incoming("t", 0, pushed, trend.as_bytes()));
+            pushed += 1;
+        }
+        // Each message is its payload and its one-byte key.
+        let size = trend.len() + 1;
+        assert_eq!(pushed as usize, 2_000usize.div_ceil(size));
+        assert!(batch.bytes >= 2_000 && batch.bytes < 2_000 + size);
+        assert!(!batch.seal().is_empty());
+        assert!(!batch.is_full(), "the next batch starts empty");
     }
 
     /// What one window count costs, counted as the second pass of the same messages over

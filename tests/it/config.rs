@@ -261,6 +261,11 @@ fn invalid_values_are_errors_that_name_the_key_and_the_rule() {
                 "greater than 0",
             ),
             (
+                "[batch]\nmax_bytes = 1000\n",
+                "batch.max_bytes",
+                "below batch.max_message_bytes = 1048576",
+            ),
+            (
                 "[http]\nrequest_timeout_ms = 0\n",
                 "http.request_timeout_ms",
                 "greater than 0",

@@ -1,12 +1,19 @@
-//! Redis's memory as operators run it: an evicting Redis and its policy show in the
-//! metrics, and `redis.pause_above_memory_ratio` pauses a backlog before Redis refuses
-//! it. Real redis-server processes, their limits set with `CONFIG SET`.
+//! Memory as operators run it: an evicting Redis and its policy show in the metrics,
+//! `redis.pause_above_memory_ratio` pauses a backlog before Redis refuses it (real
+//! redis-server processes, their limits set with `CONFIG SET`), and messages near
+//! `batch.max_message_bytes` fill the daemon's batches by `batch.max_bytes`.
 
 use std::time::Duration;
 
+use cache_layer::metrics::BATCH_SIZE;
+use cache_layer::models::MessageKind;
+use cache_layer_testkit::fixtures::padded_trend_json;
 use cache_layer_testkit::http::parse_metrics;
-use cache_layer_testkit::kafka::{daemon_config, RunningDaemon};
-use cache_layer_testkit::redis_server::{config_set, info_field};
+use cache_layer_testkit::kafka::{daemon_config, RunningDaemon, TestKafka};
+use cache_layer_testkit::redis_server::{config_set, info_field, RedisServer};
+use redis::Commands;
+
+use crate::support::spawn;
 use cache_layer_testkit::state::Scenario;
 use cache_layer_testkit::wait_until;
 
@@ -132,4 +139,51 @@ async fn a_backlog_pauses_at_the_memory_ratio_and_never_meets_oom() {
         "nothing dead-lettered"
     );
     daemon.stop().await;
+}
+
+/// With `batch.max_bytes` at 4 MiB, a backlog of such messages is written in batches of
+/// at most five (the fifth takes a batch past the bound), not of `batch.max_messages`,
+/// and every one of them lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_near_the_size_limit_fill_batches_by_bytes() {
+    const ALERTS: usize = 24;
+    let kafka = TestKafka::start_with(3, &[MessageKind::Trends]).await;
+    let redis = RedisServer::start().await.unwrap();
+    let records: Vec<(String, String)> = (0..ALERTS)
+        // About 990,000 bytes each: under batch.max_message_bytes, and under the
+        // producer's default message.max.bytes.
+        .map(|i| {
+            (
+                format!("big{i}"),
+                padded_trend_json(&format!("big{i}"), 985),
+            )
+        })
+        .collect();
+    assert!(records
+        .iter()
+        .all(|(_, alert)| alert.len() > 980_000 && alert.len() < 1_000_000));
+    kafka.produce(&kafka.trends, &records).await;
+    let daemon = spawn(
+        &kafka,
+        &redis.url(),
+        &[("CACHE_LAYER__BATCH__MAX_BYTES", "4194304")],
+    );
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    wait_until(DEADLINE, "every alert in Redis", || {
+        let landed: usize = conn.zcard("trends:current").unwrap();
+        async move { landed == ALERTS }
+    })
+    .await;
+    let batched = daemon.metric(&format!("{BATCH_SIZE}_sum")).await;
+    let batches = daemon.metric(&format!("{BATCH_SIZE}_count")).await;
+    let at_most_five = daemon
+        .metric(&format!("{BATCH_SIZE}_bucket{{le=\"5\"}}"))
+        .await;
+    assert_eq!(batched, ALERTS as f64);
+    assert!(batches >= 5.0, "{batches} batches for {ALERTS} alerts");
+    assert_eq!(at_most_five, batches, "a batch held more than five");
+    assert!(daemon.stop().await.unwrap().success());
 }

@@ -43,6 +43,23 @@ pub fn window_json(keyword: &str, count: i64, minute: u32) -> String {
     )
 }
 
+/// A trend alert padded with `posts` sample posts of a kilobyte each: about `posts`
+/// kilobytes, for the tests and the benchmark of messages near the size limit.
+pub fn padded_trend_json(keyword: &str, posts: usize) -> String {
+    serde_json::json!({
+        "keyword": keyword,
+        "frequency": 50,
+        "growth_rate": 1.5,
+        "confidence_score": 0.75,
+        "window_start": "2024-01-01T12:00:00Z",
+        "window_end": "2024-01-01T12:01:00Z",
+        "sample_posts": vec!["p".repeat(1_000); posts],
+        "unique_authors": 1,
+        "rank": 1,
+    })
+    .to_string()
+}
+
 /// `n` trend alerts for distinct keywords in window 12:00, keyed by keyword; the rank of
 /// the i-th is i + 1.
 pub fn trend_records(prefix: &str, n: usize, frequency: i64) -> Vec<(String, String)> {

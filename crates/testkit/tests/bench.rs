@@ -25,6 +25,7 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
         .args(["--rates", "2000", "--latency-secs", "2"])
         .args(["--http-readers", "200", "--http-slow-clients", "100"])
         .args(["--http-rate", "2000", "--http-settle-secs", "1"])
+        .args(["--large-messages", "20"])
         .arg("--daemon")
         .arg(sibling_binary("cache-layer"))
         .arg("--out")
@@ -66,6 +67,15 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
             .as_f64()
             .is_some_and(|v| v > 0.0),
         "{transactional}"
+    );
+    // Messages of about 1 MiB, every one written.
+    let large = &report["large"];
+    assert_eq!(large["messages"], 20, "{large}");
+    assert!(
+        large["daemon_peak_rss_mib"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{large}"
     );
     assert!(report["daemon_peak_rss_mib"]
         .as_f64()

@@ -168,7 +168,9 @@ fn bulk_producer_config(bootstrap: &str) -> ClientConfig {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", "120000")
+        // The large scenario's messages of about 1 MiB, over librdkafka's default.
+        .set("message.max.bytes", "1048576");
     config
 }
 

@@ -38,7 +38,9 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 
 use daemon::Target;
-use report::{Baselines, Ceilings, RebuildReport, Report, ThroughputReport, TransactionalReport};
+use report::{
+    Baselines, Ceilings, LargeReport, RebuildReport, Report, ThroughputReport, TransactionalReport,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end benchmark of cache-layer with its ceilings")]
@@ -67,6 +69,9 @@ struct Args {
     /// partition written each time.
     #[arg(long, default_value_t = 1_000)]
     transaction_messages: usize,
+    /// Messages of about 1 MiB in the large scenario.
+    #[arg(long, default_value_t = 400)]
+    large_messages: u64,
     /// Messages for the naive baseline (it is slow by design).
     #[arg(long, default_value_t = 50_000)]
     naive_messages: u64,
@@ -132,10 +137,13 @@ enum Scenario {
     Latency,
     /// The HTTP listeners under a crowd of readers and slow clients.
     Http,
+    /// The daemon over a backlog of messages near `batch.max_message_bytes` (trend
+    /// alerts of about 1 MiB), with its default `batch.max_bytes`: its peak RSS.
+    Large,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Ceilings,
         Scenario::Throughput,
         Scenario::Transactional,
@@ -143,6 +151,7 @@ impl Scenario {
         Scenario::Rebuild,
         Scenario::Latency,
         Scenario::Http,
+        Scenario::Large,
     ];
 }
 
@@ -387,6 +396,30 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         };
         report.http = Some(http_load::http_load(&target, &redis, "http", load).await?);
         scenarios::flush(&mut redis_conn).await?;
+    }
+
+    if runs(Scenario::Large) {
+        eprintln!(
+            "large messages: {} trend alerts of about 1 MiB",
+            args.large_messages
+        );
+        broker::create_topics(mock.as_ref(), &bootstrap, args.partitions, "large").await?;
+        let stream = Arc::new(scenarios::large_alerts(args.large_messages));
+        broker::preload(&bootstrap, "large", Arc::clone(&stream), None).await?;
+        let throughput = scenarios::daemon_throughput(
+            &target,
+            &redis,
+            "large",
+            "large-daemon",
+            args.large_messages,
+        )
+        .await?;
+        scenarios::verify_written(&redis, &stream).await?;
+        scenarios::flush(&mut redis_conn).await?;
+        report.large = Some(LargeReport::new(&throughput, &stream));
+        if target.deletes_topics {
+            broker::delete_topics(&bootstrap, "large").await?;
+        }
     }
 
     report.settle();

@@ -32,6 +32,45 @@ pub struct Report {
     pub ratio_to_batched: Option<f64>,
     pub latency: Vec<LatencyReport>,
     pub http: Option<HttpLoadReport>,
+    pub large: Option<LargeReport>,
+}
+
+/// The daemon over messages near the size limit: what bounds its memory is
+/// `batch.max_bytes`.
+#[derive(Debug, Serialize)]
+pub struct LargeReport {
+    pub messages: u64,
+    pub mean_message_bytes: f64,
+    pub daemon_secs: f64,
+    pub daemon_mib_per_sec: f64,
+    pub daemon_peak_rss_mib: f64,
+}
+
+impl LargeReport {
+    pub fn new(
+        throughput: &crate::scenarios::Throughput,
+        stream: &[cache_layer_testkit::generate::Generated],
+    ) -> Self {
+        let bytes: usize = stream.iter().map(|m| m.payload.len()).sum();
+        Self {
+            messages: stream.len() as u64,
+            mean_message_bytes: bytes as f64 / stream.len().max(1) as f64,
+            daemon_secs: throughput.secs,
+            daemon_mib_per_sec: bytes as f64 / 1_048_576.0 / throughput.secs,
+            daemon_peak_rss_mib: throughput.peak_rss_kib as f64 / 1024.0,
+        }
+    }
+
+    fn print_rows(&self) {
+        println!(
+            "| large messages: {} of {:.0} bytes on average, default batch.max_bytes | {:.1} MiB/s ({:.2} s), daemon peak RSS {:.1} MiB |",
+            self.messages,
+            self.mean_message_bytes,
+            self.daemon_mib_per_sec,
+            self.daemon_secs,
+            self.daemon_peak_rss_mib
+        );
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -217,6 +256,9 @@ impl Report {
         }
         if let Some(h) = &self.http {
             h.print_rows();
+        }
+        if let Some(l) = &self.large {
+            l.print_rows();
         }
     }
 }

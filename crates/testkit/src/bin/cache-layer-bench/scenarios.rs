@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use cache_layer::cache::{CacheLayer, WriteSet};
 use cache_layer::config::Ttls;
-use cache_layer::models::{decode, Message};
+use cache_layer::models::{decode, Message, MessageKind};
 use cache_layer::schema::Keys;
 use cache_layer_testkit::generate::Generated;
 use cache_layer_testkit::RedisServer;
@@ -211,6 +211,24 @@ pub async fn daemon_throughput(
         redis_cpu_secs,
         write_secs,
     })
+}
+
+/// `n` trend alerts of about 1 MiB each (a thousand sample posts of a kilobyte), under
+/// the daemon's default `batch.max_message_bytes` (1 MiB) and the broker's default
+/// `max.message.bytes`.
+pub fn large_alerts(n: u64) -> Vec<Generated> {
+    (0..n)
+        .map(|i| {
+            let keyword = format!("large{i}");
+            let payload = cache_layer_testkit::fixtures::padded_trend_json(&keyword, 1_030);
+            Generated {
+                kind: MessageKind::Trends,
+                key: keyword,
+                payload,
+                malformed: false,
+            }
+        })
+        .collect()
 }
 
 pub struct Rebuild {
