@@ -43,6 +43,7 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
     assert_eq!(report["messages"], 20_000);
     for measure in [
         "kafka_ceiling_msgs_per_sec",
+        "kafka_ceiling_cpu_us_per_msg",
         "redis_ceiling_msgs_per_sec",
         "redis_ceiling_cpu_secs_per_million",
         "daemon_msgs_per_sec",
@@ -68,6 +69,10 @@ fn the_benchmark_runs_end_to_end_and_every_message_arrives() {
             .is_some_and(|v| v > 0.0),
         "{transactional}"
     );
+    // The daemon's own CPU beside the raw consumer's: a number, whatever its sign in a
+    // run this small.
+    assert!(report["daemon_added_cpu_us_per_msg"].is_f64(), "{report}");
+    assert!(report["ratio_to_kafka_ceiling"].is_f64(), "{report}");
     // Messages of about 1 MiB, every one written.
     let large = &report["large"];
     assert_eq!(large["messages"], 20, "{large}");

@@ -257,12 +257,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         if runs(Scenario::Ceilings) {
             eprintln!("Kafka ceiling: raw consume");
-            let kafka_ceiling_msgs_per_sec =
+            let kafka =
                 scenarios::kafka_ceiling(&bootstrap, args.fetch_wait_ms, args.messages).await?;
             eprintln!("Redis ceiling: raw pipelined writes");
             let written = scenarios::redis_ceiling(&cache, &mut redis_conn, &stream).await?;
             report.ceilings = Some(Ceilings {
-                kafka_ceiling_msgs_per_sec,
+                kafka_ceiling_msgs_per_sec: kafka.msgs_per_sec,
+                kafka_ceiling_cpu_us_per_msg: kafka.cpu_us_per_msg,
                 redis_ceiling_msgs_per_sec: written.msgs_per_sec,
                 redis_ceiling_cpu_secs_per_million: written.redis_cpu_secs_per_million,
             });

@@ -26,6 +26,12 @@ pub struct Report {
     /// The daemon's throughput over the lower ceiling, once both are measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_lower_ceiling: Option<f64>,
+    /// The daemon's throughput over the Kafka ceiling alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_kafka_ceiling: Option<f64>,
+    /// The daemon's CPU per message less the raw consumer's: its own cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon_added_cpu_us_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_naive: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +82,8 @@ impl LargeReport {
 #[derive(Debug, Serialize)]
 pub struct Ceilings {
     pub kafka_ceiling_msgs_per_sec: f64,
+    /// The raw consumer's CPU (its process's user and system time) per message.
+    pub kafka_ceiling_cpu_us_per_msg: f64,
     pub redis_ceiling_msgs_per_sec: f64,
     /// Redis's CPU over the Redis ceiling's run, per million messages (`INFO cpu`): what
     /// the daemon's writes cost Redis when nothing else runs.
@@ -160,6 +168,11 @@ impl Report {
                 .kafka_ceiling_msgs_per_sec
                 .min(c.redis_ceiling_msgs_per_sec);
             self.ratio_to_lower_ceiling = Some(daemon / lower);
+            self.ratio_to_kafka_ceiling = Some(daemon / c.kafka_ceiling_msgs_per_sec);
+            self.daemon_added_cpu_us_per_msg = self
+                .throughput
+                .as_ref()
+                .map(|t| t.daemon_cpu_us_per_msg - c.kafka_ceiling_cpu_us_per_msg);
         }
         if let Some(b) = &self.baselines {
             self.ratio_to_naive = Some(daemon / b.naive_msgs_per_sec);
@@ -177,8 +190,8 @@ impl Report {
         println!("|---|---|");
         if let Some(c) = &self.ceilings {
             println!(
-                "| Kafka ceiling (raw consume) | {:.0} msg/s |",
-                c.kafka_ceiling_msgs_per_sec
+                "| Kafka ceiling (raw consume) | {:.0} msg/s, CPU {:.2} µs per message |",
+                c.kafka_ceiling_msgs_per_sec, c.kafka_ceiling_cpu_us_per_msg
             );
             println!(
                 "| Redis ceiling (raw pipelined writes) | {:.0} msg/s, Redis CPU {:.2} s per million messages |",
@@ -190,6 +203,12 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_to_lower_ceiling {
             println!("| daemon / min(ceilings) | {ratio:.2} |");
+        }
+        if let Some(ratio) = self.ratio_to_kafka_ceiling {
+            println!("| daemon / Kafka ceiling | {ratio:.2} |");
+        }
+        if let Some(added) = self.daemon_added_cpu_us_per_msg {
+            println!("| daemon CPU per message less the raw consumer's | {added:.2} µs |");
         }
         if let Some(t) = &self.transactional {
             t.print_rows();

@@ -12,6 +12,7 @@ use cache_layer::config::Ttls;
 use cache_layer::models::{decode, Message, MessageKind};
 use cache_layer::schema::Keys;
 use cache_layer_testkit::generate::Generated;
+use cache_layer_testkit::process::cpu_secs_of;
 use cache_layer_testkit::RedisServer;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -53,11 +54,14 @@ pub async fn kafka_ceiling(
     bootstrap: &str,
     fetch_wait_ms: u64,
     expected: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<KafkaCeiling> {
     let consumer: BaseConsumer =
         raw_consumer_config(bootstrap, "bench-raw-consume", fetch_wait_ms).create()?;
     let topics = topic_names("bench");
     blocking(move || {
+        // Nothing else of this process works meanwhile: its CPU is the raw consumer's
+        // (librdkafka's threads and this polling one).
+        let cpu_before = cpu_secs_of(std::process::id());
         let started = Instant::now();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut seen = 0u64;
@@ -77,9 +81,21 @@ pub async fn kafka_ceiling(
             }
         }
         std::hint::black_box(bytes);
-        Ok(seen as f64 / started.elapsed().as_secs_f64())
+        let secs = started.elapsed().as_secs_f64();
+        let cpu_secs = cpu_secs_of(std::process::id()) - cpu_before;
+        Ok(KafkaCeiling {
+            msgs_per_sec: seen as f64 / secs,
+            cpu_us_per_msg: cpu_secs * 1e6 / seen as f64,
+        })
     })
     .await
+}
+
+/// What the Kafka ceiling measured: a raw consumer's rate, and its CPU per message, the
+/// part of the daemon's cost that any consumer of the same topics pays.
+pub struct KafkaCeiling {
+    pub msgs_per_sec: f64,
+    pub cpu_us_per_msg: f64,
 }
 
 /// Decodes the valid messages of a stream, outside any timing.
