@@ -27,7 +27,8 @@
 //! what it stores, and its replay), `handover` (a revoked partition's batch, given up),
 //! `batch` (decoding, validating and coalescing on arrival), `sink` (the retried write)
 //! with `retry` (how long to wait), [`dead_letter`] (rejected and refused messages),
-//! `rebuild` (replaying what Redis lost), `health` (Kafka errors) and `topics` (missing
+//! `rebuild` (the housekeeping that finds what Redis lost and asks for replays) with
+//! `replay` (each replay's progress), `health` (Kafka errors) and `topics` (missing
 //! topics), both for the operator; and [`offsets`] (the group's offsets, for the
 //! operator's `offsets` command). The error of a write attempt, [`SinkError`], is here,
 //! beside the loop that the sink and the retry logic serve.
@@ -41,6 +42,7 @@ mod health;
 pub mod offsets;
 mod partitions;
 mod rebuild;
+mod replay;
 mod retry;
 mod sink;
 mod topics;

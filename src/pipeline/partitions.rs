@@ -28,7 +28,7 @@
 
 use tracing::debug;
 
-use super::rebuild::{Rebuilds, Start};
+use super::replay::{Rebuilds, Start};
 use crate::config::Ttls;
 use crate::status::RebuildProgress;
 
@@ -312,7 +312,7 @@ fn find<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::rebuild::Request;
+    use crate::pipeline::replay::Request;
 
     fn assigned(partitions: &[(&str, i32)]) -> GroupEvent {
         GroupEvent::Assigned(
