@@ -187,7 +187,7 @@ impl Default for BatchConfig {
         Self {
             max_messages: 5_000,
             max_wait: Duration::from_millis(50),
-            max_bytes: 8_388_608,
+            max_bytes: 2_097_152,
             max_message_bytes: 1_048_576,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(10_000),
