@@ -239,12 +239,16 @@ impl Pipeline {
                         Some((done, written)) => self.batch_written(done, written),
                         None => self.give_up_collected(),
                     }
-                    if self.rewinding {
-                        self.rewind().await;
-                    } else if self.consumer.context().is_paused() && self.pressure.is_none() {
+                    // A rewind resumes by itself (the branch below).
+                    if !self.rewinding && self.consumer.context().is_paused() && self.pressure.is_none() {
                         info!(attempts = written.map_or(0, |(_, w)| w.attempts), "batch written after retries; consuming again");
                         self.resume().await;
                     }
+                }
+                // Batches were given up and none is being written: the partitions kept
+                // are read again, and fetching resumes.
+                () = std::future::ready(()), if self.rewinding && self.in_flight.is_none() => {
+                    self.rewind().await;
                 }
                 found = poll_housekeeping(&mut self.housekeeping), if self.housekeeping.is_some() => {
                     self.housekeeping = None;

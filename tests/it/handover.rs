@@ -184,3 +184,44 @@ async fn hand_over_while_refused(settings: &[(&str, &str)]) -> f64 {
     }
     abandoned
 }
+
+/// Members join and leave while a stream flows, with eager rebalances: every revocation
+/// takes all of A's partitions, and meets whatever A is collecting or writing then. A
+/// batch given up must not leave A paused: the group commits the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_under_a_flowing_stream_leave_no_member_paused() {
+    let kafka = TestKafka::start_with(PARTITIONS, &[MessageKind::Windows]).await;
+    let redis = RedisServer::start().await.unwrap();
+    let a = spawn(&kafka, &redis.url(), &[]);
+    let producer = kafka.clients();
+    let flowing = tokio::spawn(async move {
+        for round in 0..300 {
+            let records: Vec<(String, String)> = (0..50)
+                .map(|i| {
+                    let keyword = format!("k{}", (round * 50 + i) % 500);
+                    (keyword.clone(), window_json(&keyword, round + 1, 0))
+                })
+                .collect();
+            producer.produce(&producer.windows, &records).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    for _ in 0..3 {
+        let b = spawn(&kafka, &redis.url(), &[]);
+        wait_until(DEADLINE, "B holds partitions", || async {
+            b.metric(PARTITIONS_ASSIGNED).await > 0.0
+        })
+        .await;
+        assert!(b.stop().await.unwrap().success());
+        wait_until(DEADLINE, "A holds every partition again", || async {
+            a.metric(PARTITIONS_ASSIGNED).await == f64::from(PARTITIONS)
+        })
+        .await;
+    }
+    flowing.await.unwrap();
+    wait_until(DEADLINE, "every partition committed to its end", || async {
+        committed_to_the_end(&kafka).await == PARTITIONS as usize
+    })
+    .await;
+    assert!(a.stop().await.unwrap().success());
+}
