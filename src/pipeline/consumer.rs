@@ -15,9 +15,10 @@
 //! it gives up the batch in flight that holds any of them ([`Handover`]).
 //!
 //! Pausing and resuming live here too, with the state they share with rebalances: a
-//! partition assigned while the daemon is paused is paused at once, and resuming seeks
-//! every partition back to where the loop stands rather than trusting librdkafka's fetch
-//! position.
+//! partition assigned while the daemon is paused is paused at once, one assigned while
+//! it fetches is fetched (whatever pause librdkafka kept from before a revocation), and
+//! resuming seeks every partition back to where the loop stands rather than trusting
+//! librdkafka's fetch position.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,6 +154,26 @@ impl GroupContext {
         // The loop is gone only when the consumer is being closed.
         let _ = self.events.send(event);
     }
+
+    /// Sets the partitions just assigned paused or fetching, as the daemon is now.
+    ///
+    /// librdkafka starts a partition assigned fetching, but keeps the pause of a
+    /// partition paused before it was revoked (librdkafka #1849): a member that paused,
+    /// lost every partition in an eager rebalance and resumed while it held none would
+    /// get some of them back paused, for good. And while writes fail, what a partition
+    /// assigned fetched would pile up in a batch that cannot be written.
+    fn follow_pause(&self, consumer: &BaseConsumer<Self>, partitions: &TopicPartitionList) {
+        if self.is_paused() {
+            match consumer.pause(partitions) {
+                Ok(()) => {
+                    info!(partitions = %describe(partitions), "assigned while writes are failing; paused")
+                }
+                Err(e) => warn!(error = %e, "cannot pause the partitions just assigned"),
+            }
+        } else if let Err(e) = consumer.resume(partitions) {
+            warn!(error = %e, "cannot resume the partitions just assigned");
+        }
+    }
 }
 
 impl ConsumerContext for GroupContext {
@@ -185,18 +206,9 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.errors.recovered();
-        // A partition starts fetching when it is assigned, paused or not: while writes
-        // fail, what arrives would pile up in a batch that cannot be written.
         if let Rebalance::Assign(partitions) = rebalance {
             self.tell(GroupEvent::Assigned(pairs(partitions)));
-            if self.is_paused() {
-                match consumer.pause(partitions) {
-                    Ok(()) => {
-                        info!(partitions = %describe(partitions), "assigned while writes are failing; paused")
-                    }
-                    Err(e) => warn!(error = %e, "cannot pause the partitions just assigned"),
-                }
-            }
+            self.follow_pause(consumer, partitions);
         }
         match consumer.assignment() {
             Ok(assignment) => {
@@ -437,12 +449,15 @@ pub(crate) async fn resume(
         return false;
     }
     // Asynchronous: librdkafka's version barrier drops, as of this call, any message
-    // fetched from the old position.
-    match consumer.seek_partitions(seeks, Duration::ZERO) {
-        Ok(seeks) => {
-            info!(positions = %describe(&seeks), "fetching resumed where the daemon stands")
+    // fetched from the old position. Nothing to seek when nothing is assigned (between
+    // an eager rebalance's revocation and its assignment).
+    if seeks.count() > 0 {
+        match consumer.seek_partitions(seeks, Duration::ZERO) {
+            Ok(seeks) => {
+                info!(positions = %describe(&seeks), "fetching resumed where the daemon stands")
+            }
+            Err(e) => warn!(error = %e, "cannot seek back on resume"),
         }
-        Err(e) => warn!(error = %e, "cannot seek back on resume"),
     }
     if complete {
         consumer.context().paused.store(false, Ordering::Relaxed);
