@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Cmd, Script};
 
 /// The argument that makes a script keep a key's TTL when the key already lives longer
 /// than the one given (an aggregate whose members expire with their events, with
@@ -165,6 +165,16 @@ expire(KEYS[1], ARGV[1], ARGV[3])
 return 1
 "#
 );
+
+/// `EVALSHA` of `script` on one key, for the caller to append the arguments to. They go
+/// straight into the command: a `ScriptInvocation` keeps each argument in a vector of its
+/// own, then copies them all into the command, two allocations and two copies for every
+/// field of a window.
+pub(crate) fn invoke_on(script: &Script, key: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(1).arg(key);
+    cmd
+}
 
 /// The source of every script the writer uses, for `SCRIPT LOAD` on every master (at
 /// start-up, and again after a NOSCRIPT).

@@ -7,17 +7,19 @@
 //! per key, however many messages touched it. Every key gets its TTL in the same atomic
 //! command or script as its value, so no key is ever seen without one.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use chrono::{DateTime, Utc};
 use redis::cluster_routing::Slot;
 use redis::{Cmd, Pipeline};
 
-use super::scripts::{HSET_EXPIRE, KEEP_LONGER, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER};
+use super::scripts::{
+    invoke_on, HSET_EXPIRE, KEEP_LONGER, SET_IF_NOT_OLDER, ZADD_EXPIRE, ZADD_IF_NOT_OLDER,
+};
 use crate::config::{TtlFrom, Ttls};
 use crate::models::{
     format_timestamp, DefaultWindowId, Message, Tombstone, TrendAlert, UserMetrics, WindowEntry,
-    WindowedKeywordCount,
+    WindowTimes, WindowedKeywordCount,
 };
 use crate::schema::{trend_score, trend_version, Keys};
 
@@ -254,7 +256,7 @@ impl WriteSet {
             |alert: &TrendAlert| ttls.seconds(ttls.trends, Some(alert.window_end), clock.at);
         // The ranking lives as long as its longest-lived member.
         let ranking_ttl = self.trends.values().map(ttl_of).max().unwrap_or_default();
-        let mut ranking = ZADD_IF_NOT_OLDER.key(keys.trends_current());
+        let mut ranking = invoke_on(&ZADD_IF_NOT_OLDER, &keys.trends_current());
         ranking
             .arg(ranking_ttl)
             .arg(keep(ttls))
@@ -288,7 +290,7 @@ impl WriteSet {
                 pipe.add(Cmd::invoke_script(&script));
             }
         }
-        pipe.add(Cmd::invoke_script(&ranking));
+        pipe.add(ranking);
         pipe.add(Cmd::set_ex(
             keys.trends_last_update(),
             clock.now,
@@ -318,12 +320,12 @@ impl WriteSet {
         ));
         if !self.active_users.is_empty() {
             // GT: a replayed, older sighting never moves a user back in time.
-            let mut zadd = ZADD_EXPIRE.key(keys.users_active());
+            let mut zadd = invoke_on(&ZADD_EXPIRE, &keys.users_active());
             zadd.arg(ttl).arg("GT").arg(keep(ttls));
             for (id, seen) in &self.active_users {
                 zadd.arg(*seen).arg(id);
             }
-            pipe.add(Cmd::invoke_script(&zadd));
+            pipe.add(zadd);
         }
         pipe.add(Cmd::set_ex(
             keys.users_last_update(),
@@ -341,24 +343,28 @@ impl WriteSet {
         let ttl_of = |end| ttls.seconds(ttls.windows, end, clock.at);
         // The index lives as long as its longest-lived window.
         let index_ttl = window_ends.iter().map(|end| ttl_of(*end)).max();
-        let mut index = ZADD_EXPIRE.key(keys.windows_index());
+        let mut index = invoke_on(&ZADD_EXPIRE, &keys.windows_index());
         index
             .arg(index_ttl.unwrap_or_default())
             .arg("")
             .arg(keep(ttls));
+        // One buffer for every entry's JSON, copied into the command.
+        let mut json = Vec::with_capacity(256);
         for ((window_id, counts), window_end) in self.windows.iter().zip(window_ends) {
-            let mut hset = HSET_EXPIRE.key(keys.window(window_id));
+            let mut hset = invoke_on(&HSET_EXPIRE, &keys.window(window_id));
             hset.arg(ttl_of(window_end)).arg(keep(ttls));
+            let mut times = WindowTimes::default();
             for (keyword, entry) in counts {
-                let json = serde_json::to_string(entry).expect("a window entry serializes");
-                hset.arg(keyword).arg(json);
+                json.clear();
+                entry.write_json(&mut json, &mut times);
+                hset.arg(keyword).arg(&json[..]);
             }
-            pipe.add(Cmd::invoke_script(&hset));
+            pipe.add(hset);
             index
                 .arg(window_end.map_or(0, |end| end.timestamp()))
                 .arg(window_id);
         }
-        pipe.add(Cmd::invoke_script(&index));
+        pipe.add(index);
     }
 }
 

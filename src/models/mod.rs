@@ -24,4 +24,4 @@ pub(crate) use validate::ValidationError;
 pub use validate::{decode, Items, Message, MessageKind, RejectReason};
 pub(crate) use window::WindowEntry;
 pub use window::WindowedKeywordCount;
-pub(crate) use window::{check_window_id, DefaultWindowId};
+pub(crate) use window::{check_window_id, DefaultWindowId, WindowTimes};

@@ -104,6 +104,20 @@ pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
     out
 }
 
+/// The canonical text of the timestamp formatted last, kept for the next one: the counts
+/// of one window share their start and their end.
+#[derive(Debug, Default)]
+pub(crate) struct LastFormatted(Option<(DateTime<Utc>, String)>);
+
+impl LastFormatted {
+    pub(crate) fn of(&mut self, t: &DateTime<Utc>) -> &str {
+        if !matches!(&self.0, Some((last, _)) if last == t) {
+            self.0 = Some((*t, format_timestamp(t)));
+        }
+        self.0.as_ref().map_or("", |(_, text)| text)
+    }
+}
+
 /// Appends the last `width` decimal digits of `value`, zero-padded.
 pub(crate) fn push_digits(out: &mut String, value: u32, width: u32) {
     for place in (0..width).rev() {

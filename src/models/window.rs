@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use std::borrow::Cow;
 
-use super::time::put_digits;
+use super::time::{put_digits, LastFormatted};
 use super::validate::{check, check_counts, check_keyword, check_window, Reject, Validate};
 use super::RejectReason;
 use crate::schema;
@@ -132,4 +132,88 @@ pub struct WindowEntry {
     pub window_start: DateTime<Utc>,
     #[serde(with = "super::time")]
     pub window_end: DateTime<Utc>,
+}
+
+/// The canonical texts of a window's start and end, formatted once for all its counts.
+#[derive(Debug, Default)]
+pub(crate) struct WindowTimes {
+    start: LastFormatted,
+    end: LastFormatted,
+}
+
+impl WindowEntry {
+    /// Appends the JSON that serde_json writes for the entry (a test holds the two equal)
+    /// to `out`. Written by hand because it is one field of every window count, at a
+    /// tenth of the daemon's write CPU: serde_json escapes each of the five field names
+    /// and formats both timestamps again for every entry, where only the keyword needs
+    /// escaping and a window's counts share their timestamps.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>, times: &mut WindowTimes) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(br#"{"keyword":"#);
+        serde_json::to_writer(&mut *out, &self.keyword).expect("a string always serializes");
+        out.extend_from_slice(br#","count":"#);
+        out.extend_from_slice(number.format(self.count).as_bytes());
+        out.extend_from_slice(br#","unique_authors":"#);
+        out.extend_from_slice(number.format(self.unique_authors).as_bytes());
+        out.extend_from_slice(br#","window_start":""#);
+        out.extend_from_slice(times.start.of(&self.window_start).as_bytes());
+        out.extend_from_slice(br#"","window_end":""#);
+        out.extend_from_slice(times.end.of(&self.window_end).as_bytes());
+        out.extend_from_slice(br#""}"#);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry(
+        keyword: String,
+        count: i64,
+        unique_authors: i64,
+        start: i64,
+        end: i64,
+    ) -> WindowEntry {
+        WindowEntry {
+            keyword,
+            count,
+            unique_authors,
+            window_start: Utc.timestamp_micros(start).unwrap(),
+            window_end: Utc.timestamp_micros(end).unwrap(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_entry_written_by_hand_is_what_serde_json_writes(
+            keywords in proptest::collection::vec(any::<String>(), 1..4),
+            count in any::<i64>(),
+            unique_authors in any::<i64>(),
+            start in 0i64..7_258_118_400_000_000,
+            length in 0i64..86_400_000_000,
+        ) {
+            // Several entries through one `WindowTimes`, as a window's are written.
+            let mut times = WindowTimes::default();
+            for keyword in keywords {
+                let entry = entry(keyword, count, unique_authors, start, start + length);
+                let mut out = Vec::new();
+                entry.write_json(&mut out, &mut times);
+                prop_assert_eq!(out, serde_json::to_vec(&entry).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn entries_of_other_windows_get_their_own_timestamps() {
+        let mut times = WindowTimes::default();
+        for (start, end) in [(0, 60_000_000), (60_000_000, 120_000_000), (0, 60_000_000)] {
+            let entry = entry("rust \"quoted\"".into(), 3, 2, start, end);
+            let mut out = Vec::new();
+            entry.write_json(&mut out, &mut times);
+            assert_eq!(out, serde_json::to_vec(&entry).unwrap());
+        }
+    }
 }

@@ -142,8 +142,8 @@ struct Kept {
 #[derive(Debug, Default)]
 struct TopicProgress {
     messages: u64,
-    /// Partition to the highest offset in the batch.
-    offsets: HashMap<i32, i64>,
+    /// Partition to the highest offset in the batch, looked up for every message.
+    offsets: foldhash::HashMap<i32, i64>,
 }
 
 /// The `[batch]` settings a batch enforces.
