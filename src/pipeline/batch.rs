@@ -367,10 +367,11 @@ impl Batch {
     }
 
     /// Hands the collected batch over and starts an empty one with the same limits, its
-    /// buffers sized as this one's were: the next batch does not grow them again by
-    /// doubling, copy after copy.
+    /// buffers and maps sized as this one's were: the next batch does not grow them again
+    /// by doubling, copy after copy.
     pub(crate) fn seal(&mut self) -> Batch {
         let mut next = Self::empty(self.limits);
+        next.writes = self.writes.sized_like();
         next.kept.reserve(self.kept.len());
         next.kept_bytes.reserve(self.kept_bytes.len());
         next.timestamps.reserve(self.timestamps.len());
