@@ -22,9 +22,11 @@ pub struct WindowedKeywordCount {
     #[serde(with = "super::time")]
     pub window_end: DateTime<Utc>,
     pub unique_authors: i64,
-    /// Recomputed by validation with [`normalize_keyword`](super::normalize_keyword):
-    /// upstream's value is not trusted to match the key schema's rule.
-    #[serde(default)]
+    /// Computed by validation with [`normalize_keyword`](super::normalize_keyword):
+    /// upstream's value is not trusted to match the key schema's rule, so it is skipped
+    /// unread rather than decoded into a string that validation would replace (a third
+    /// allocation in every window count of a stream that carries it).
+    #[serde(default, skip_deserializing)]
     pub normalized_keyword: String,
     /// Upstream's window id; when absent, the default of `window_start` (see
     /// [`DefaultWindowId`] and [`WindowedKeywordCount::window_id`]).

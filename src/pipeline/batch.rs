@@ -642,10 +642,18 @@ mod tests {
     fn a_window_count_costs_at_most_two_allocations() {
         use cache_layer_testkit::allocations::allocations;
         let kinds = TopicKinds(vec![("w".to_owned(), MessageKind::Windows)]);
+        // As upstream writes them (and the generator): with its own normalised keyword,
+        // which validation computes again, and a null window id.
         let messages: Vec<String> = (0..6_000)
             .map(|i| {
                 let keyword = format!("Keyword{}", (i * 7_919) % 2_000);
-                cache_layer_testkit::window_json(&keyword, i + 1, (i % 5) as u32)
+                let mut count: serde_json::Value = serde_json::from_str(
+                    &cache_layer_testkit::window_json(&keyword, i + 1, (i % 5) as u32),
+                )
+                .unwrap();
+                count["normalized_keyword"] = keyword.to_lowercase().into();
+                count["window_id"] = serde_json::Value::Null;
+                count.to_string()
             })
             .collect();
         let mut batch = Batch::new(&config(20_000), ttls());
