@@ -106,8 +106,6 @@ pub struct WriteSet {
     window_deletes: HashSet<String>,
     /// How many items were added, before coalescing.
     items: usize,
-    /// The capacity a window new to the set starts with (see [`WriteSet::sized_like`]).
-    window_capacity: usize,
 }
 
 impl WriteSet {
@@ -116,13 +114,14 @@ impl WriteSet {
     }
 
     /// An empty set whose maps start at the sizes this one's reached, for the next batch:
-    /// its maps do not grow again by rehashing, table after table.
+    /// its maps do not grow again by rehashing, table after table. Not each window's own
+    /// map: sized by the last batch's largest window, a batch of many small windows after
+    /// one of a large window would hold a large table for every one of them.
     pub(crate) fn sized_like(&self) -> Self {
         Self {
             trends: HashMap::with_capacity(self.trends.len()),
             active_users: HashMap::with_capacity(self.active_users.len()),
             windows: HashMap::with_capacity(self.windows.len()),
-            window_capacity: self.windows.values().map(HashMap::len).max().unwrap_or(0),
             ..Self::default()
         }
     }
@@ -201,18 +200,13 @@ impl WriteSet {
     pub fn add_window_count(&mut self, count: WindowedKeywordCount) {
         self.items += 1;
         let (window_id, keyword, entry) = count.into_entry();
-        let capacity = self.window_capacity;
         let window = match window_id {
-            Some(id) => self
-                .windows
-                .entry(id)
-                .or_insert_with(|| HashMap::with_capacity(capacity)),
+            Some(id) => self.windows.entry(id).or_default(),
             None => {
                 let default = DefaultWindowId::of(&entry.window_start);
                 let id = default.as_str();
                 if !self.windows.contains_key(id) {
-                    self.windows
-                        .insert(id.to_owned(), HashMap::with_capacity(capacity));
+                    self.windows.insert(id.to_owned(), HashMap::new());
                 }
                 self.windows.get_mut(id).expect("inserted above")
             }
