@@ -7,9 +7,12 @@
 //! (security, timeouts, ...). The consumer adds the settings its delivery guarantee
 //! depends on, which `kafka.properties` cannot change.
 
-use rdkafka::error::KafkaError;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::config::Config;
 
@@ -68,6 +71,40 @@ pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
         }
     }
     client
+}
+
+/// The group's committed offsets of `partitions`, as `Consumer::committed_offsets`,
+/// asked again while the group's coordinator is not ready, until `timeout` has passed.
+/// A broker answers so while it elects or loads the coordinator: on a group's first
+/// request to a new cluster, which creates `__consumer_offsets`, and after a leader
+/// moves. librdkafka returns those answers rather than waiting them out.
+pub(crate) fn committed_offsets<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    partitions: &TopicPartitionList,
+    timeout: Duration,
+) -> KafkaResult<TopicPartitionList> {
+    use RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(partitions.clone(), left) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        Code::NotCoordinator
+                            | Code::CoordinatorLoadInProgress
+                            | Code::CoordinatorNotAvailable
+                    )
+                ) && left > pause =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            committed => return committed,
+        }
+    }
 }
 
 /// What a Kafka client error is, for the operator: the `kind` label it is counted by,

@@ -416,7 +416,7 @@ pub(crate) async fn resume(
     if unknown.count() > 0 {
         let reader = Arc::clone(consumer);
         let committed = tokio::task::spawn_blocking(move || {
-            reader.committed_offsets(unknown, COMMITTED_TIMEOUT)
+            kafka::committed_offsets(reader.as_ref(), &unknown, COMMITTED_TIMEOUT)
         })
         .await;
         match committed {

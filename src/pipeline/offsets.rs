@@ -145,9 +145,9 @@ fn committed(
     client: &BaseConsumer,
     partitions: &[(String, i32)],
 ) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    let committed = client
-        .committed_offsets(list(partitions, Offset::Invalid)?, KAFKA_TIMEOUT)
-        .context("cannot read the group's committed offsets")?;
+    let committed =
+        kafka::committed_offsets(client, &list(partitions, Offset::Invalid)?, KAFKA_TIMEOUT)
+            .context("cannot read the group's committed offsets")?;
     Ok(committed
         .elements()
         .iter()

@@ -223,8 +223,11 @@ impl Housekeeper {
         let topics = self.topics.clone();
         let behind = tokio::task::spawn_blocking(move || {
             let partitions = partitions(consumer.as_ref(), &topics)?;
-            let committed =
-                consumer.committed_offsets(list(&partitions, Offset::Invalid)?, KAFKA_TIMEOUT)?;
+            let committed = kafka::committed_offsets(
+                consumer.as_ref(),
+                &list(&partitions, Offset::Invalid)?,
+                KAFKA_TIMEOUT,
+            )?;
             let times = consumer
                 .offsets_for_times(list(&partitions, Offset::Offset(since))?, KAFKA_TIMEOUT)?;
             // A partition whose commit is past its first message within the TTL.
